@@ -1,0 +1,199 @@
+"""Models used by the notebooks; dropout layers are chosen by registry name and rate.
+
+* :class:`MLP`: widths, activation, input dropout and per-layer dropout (Srivastava 2014).
+* :class:`ConvNet`: blocks built from an order string such as ``"conv-bn-act-drop-pool"``
+  (the BN/Dropout ordering table of the seed document).
+* :class:`Autoencoder`: one hidden layer (Srivastava 2014, Fig. 7–8).
+* :class:`RowLSTM`: an LSTM reading an image row by row (sequence model for RNN dropout).
+
+Where a layer gets dropout depends on the variant's ``kind`` in the registry: an
+``activation`` variant is inserted before the Linear layer it feeds, a ``wrapper`` variant
+wraps that Linear layer (Concrete dropout), a ``layer`` variant replaces it (DropConnect,
+variational dropout). ``p = 0`` or the name ``"none"`` inserts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .variants import get_variant, make_dropout
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "selu": nn.SELU, "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+BLOCK_TOKENS = ("conv", "bn", "act", "drop", "pool")
+
+
+def make_activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+def _per_layer(value: float | Sequence[float], n: int, what: str) -> list[float]:
+    values = [float(value)] * n if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != n:
+        raise ValueError(f"{what}: expected one rate per layer ({n}), got {len(values)}")
+    return values
+
+
+def dropout_then_linear(dropout: str, p: float, in_features: int, out_features: int,
+                        **dropout_kwargs: Any) -> list[nn.Module]:
+    """The modules for "dropout on the input of a Linear layer", by the variant's kind."""
+    if dropout == "none" or p == 0.0:
+        return [nn.Linear(in_features, out_features)]
+    kind = get_variant(dropout).kind
+    if kind == "activation":
+        return [make_dropout(dropout, p=p, **dropout_kwargs), nn.Linear(in_features, out_features)]
+    if kind == "wrapper":
+        return [make_dropout(dropout, nn.Linear(in_features, out_features), p=p, **dropout_kwargs)]
+    return [make_dropout(dropout, in_features, out_features, p=p, **dropout_kwargs)]
+
+
+class MLP(nn.Sequential):
+    """Fully connected net ``in → widths… → out`` with dropout on the input and hidden layers.
+
+    ``p_input`` is the drop probability on the input, ``p_hidden`` one rate or one per hidden
+    layer. Srivastava et al. (2014) use keep rates 0.8 and 0.5, i.e. ``p_input=0.2,
+    p_hidden=0.5``. Input: any shape ``(N, ...)``, flattened. Output: ``(N, out_features)``.
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int], out_features: int, *,
+                 activation: str = "relu", dropout: str = "inverted", p_input: float = 0.0,
+                 p_hidden: float | Sequence[float] = 0.5, dropout_kwargs: dict | None = None) -> None:
+        widths = list(widths)
+        rates = [float(p_input)] + _per_layer(p_hidden, len(widths), "MLP p_hidden")
+        sizes = [in_features, *widths, out_features]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers += dropout_then_linear(dropout, rates[i], fan_in, fan_out, **(dropout_kwargs or {}))
+            if i < len(widths):
+                layers.append(make_activation(activation))
+        super().__init__(*layers)
+        self.config = dict(in_features=in_features, widths=widths, out_features=out_features,
+                           activation=activation, dropout=dropout, p_input=p_input, p_hidden=p_hidden)
+
+
+def parse_order(order: str) -> list[str]:
+    """Validate a block order string like ``"conv-bn-act-drop-pool"``.
+
+    Tokens: conv (required), bn, act (required), drop, pool, each at most once, in any order.
+    """
+    tokens = [t.strip().lower() for t in order.replace("→", "-").replace(">", "-").split("-") if t.strip()]
+    unknown = [t for t in tokens if t not in BLOCK_TOKENS]
+    if unknown:
+        raise ValueError(f"order {order!r}: unknown token(s) {unknown}; allowed: {', '.join(BLOCK_TOKENS)}")
+    repeated = sorted({t for t in tokens if tokens.count(t) > 1})
+    if repeated:
+        raise ValueError(f"order {order!r}: each token may appear once, repeated: {repeated}")
+    missing = [t for t in ("conv", "act") if t not in tokens]
+    if missing:
+        raise ValueError(f"order {order!r}: missing required token(s) {missing}")
+    return tokens
+
+
+class ConvNet(nn.Module):
+    """Conv blocks built from an order string, then ``Flatten → Linear(hidden) → act → Linear(classes)``.
+
+    ``order`` is one string for every block or one per block; ``p`` one rate or one per block;
+    ``padding=0`` is Keras' default "valid". The seed table's net is
+    ``ConvNet((1, 28, 28), channels=(32, 64), order=..., activation="elu", p=(0.2, 0.3), hidden=512)``.
+    Input ``(N, C, H, W)``; output ``(N, num_classes)`` logits.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), channels: Sequence[int] = (32, 64), *,
+                 order: str | Sequence[str] = "conv-bn-act-drop-pool", kernel_size: int = 3, padding: int = 0,
+                 activation: str = "relu", dropout: str = "inverted", p: float | Sequence[float] = 0.2,
+                 hidden: int = 512, p_hidden: float = 0.0, num_classes: int = 10, pool: int = 2,
+                 dropout_kwargs: dict | None = None) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"ConvNet: input_shape must be (C, H, W), got {tuple(input_shape)}")
+        channels = list(channels)
+        orders = [order] * len(channels) if isinstance(order, str) else list(order)
+        if len(orders) != len(channels):
+            raise ValueError(f"ConvNet: {len(orders)} order strings for {len(channels)} blocks")
+        rates = _per_layer(p, len(channels), "ConvNet p")
+        blocks = []
+        in_ch = input_shape[0]
+        for out_ch, block_order, rate in zip(channels, orders, rates, strict=True):
+            layers: list[nn.Module] = []
+            for token in parse_order(block_order):
+                if token == "conv":
+                    layers.append(nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding))
+                elif token == "bn":
+                    layers.append(nn.BatchNorm2d(out_ch))
+                elif token == "act":
+                    layers.append(make_activation(activation))
+                elif token == "pool":
+                    layers.append(nn.MaxPool2d(pool))
+                elif rate > 0 and dropout != "none":
+                    layers.append(make_dropout(dropout, p=rate, **(dropout_kwargs or {})))
+            blocks.append(nn.Sequential(*layers))
+            in_ch = out_ch
+        self.features = nn.Sequential(*blocks)
+        with torch.no_grad():
+            flat = self.features.eval()(torch.zeros(1, *input_shape)).numel()
+        self.features.train()
+        self.head = nn.Sequential(nn.Flatten(), *dropout_then_linear("none", 0.0, flat, hidden),
+                                  make_activation(activation),
+                                  *dropout_then_linear(dropout, p_hidden, hidden, num_classes))
+        self.config = dict(input_shape=tuple(input_shape), channels=channels, order=orders, activation=activation,
+                           dropout=dropout, p=rates, hidden=hidden, num_classes=num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+class Autoencoder(nn.Module):
+    """One-hidden-layer autoencoder ``in → hidden → in`` with dropout on the hidden code.
+
+    Srivastava et al. (2014) §7.1: 256 ReLU units, p = 0.5 on the hidden layer. The decoder
+    ends in a sigmoid (pixels in [0, 1]). ``encode`` returns the hidden activations
+    (before dropout); input ``(N, ...)`` flattened, output ``(N, in_features)``.
+    """
+
+    def __init__(self, in_features: int = 784, hidden: int = 256, *, activation: str = "relu",
+                 dropout: str = "inverted", p: float = 0.5, p_input: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), *dropout_then_linear(dropout, p_input, in_features, hidden),
+                                     make_activation(activation))
+        self.decoder = nn.Sequential(*dropout_then_linear(dropout, p, hidden, in_features), nn.Sigmoid())
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class RowLSTM(nn.Module):
+    """LSTM over the rows of an image ``(N, 1, H, W)`` → ``(N, num_classes)``.
+
+    Dropout on the LSTM inputs and on its last output. With ``dropout="locked"`` the input
+    mask is the same at every time step (Gal & Ghahramani 2016); ``p_recurrent`` > 0 wraps the
+    LSTM in ``weight_drop`` (DropConnect on the hidden-to-hidden weights, Merity et al. 2018).
+    """
+
+    def __init__(self, row_size: int = 28, hidden: int = 128, num_classes: int = 10, *,
+                 dropout: str = "inverted", p: float = 0.0, p_recurrent: float = 0.0) -> None:
+        super().__init__()
+        kwargs = {"batch_first": True} if dropout == "locked" else {}
+        self.input_dropout = make_dropout(dropout, p=p, **kwargs) if p > 0 and dropout != "none" else nn.Identity()
+        lstm = nn.LSTM(row_size, hidden, batch_first=True)
+        self.lstm = make_dropout("weight_drop", lstm, p=p_recurrent) if p_recurrent > 0 else lstm
+        self.output_dropout = make_dropout(dropout, p=p) if p > 0 and dropout not in ("none", "locked") else (
+            make_dropout("inverted", p=p) if p > 0 and dropout == "locked" else nn.Identity())
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            x = x.flatten(1, 2)  # (N, 1, H, W) → (N, H, W): rows are time steps
+        out, _ = self.lstm(self.input_dropout(x))
+        return self.classifier(self.output_dropout(out[:, -1]))

@@ -1,0 +1,312 @@
+"""The training loop: ``fit(model, data, config) -> History`` and ``evaluate``.
+
+In-memory batching (a seeded ``randperm`` and slicing, no per-sample collation); every
+random source seeded; per-epoch tidy records; regularisers of dropout modules added to the
+loss; an optional rate scheduler; max-norm and gradient clipping; a NaN/inf guard; atomic
+checkpoints with exact resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ._io import atomic_path
+
+TASKS = ("classification", "reconstruction", "regression")
+OPTIMIZERS = ("adam", "sgd")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    max_norm: float | None = None  # cap on each unit's incoming weight norm (Srivastava 2014 §5.1)
+    grad_clip: float | None = None  # global gradient-norm clip
+    regularizer_weight: float = 1.0  # multiplies the sum of the modules' regularizer() terms
+    max_steps: int | None = None  # stop after this many updates (fixed update budgets)
+    task: str = "classification"  # classification | reconstruction | regression
+    eval_splits: tuple[str, ...] = ("val",)
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | mps
+    deterministic: bool = True
+    progress: bool | None = None  # None: a bar only on a terminal and never under CI
+    checkpoint: str | None = None  # path of the checkpoint file, written every epoch
+    resume: bool = False  # continue from `checkpoint` if it exists
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"TrainConfig.task must be one of {TASKS}, got {self.task!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)!r}")
+        self.eval_splits = tuple(self.eval_splits)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class History:
+    """Per-epoch tidy records: one row per (epoch, split) with loss, error, lr, rates, seconds.
+
+    Split ``train_running`` holds the running averages over the epoch's minibatches (dropout
+    on); the evaluated splits (``config.eval_splits``, e.g. ``train``, ``val``) are in eval mode.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_frame(self, drop_timing: bool = True):
+        """A pandas DataFrame; wall-clock columns are dropped by default (they differ every run)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.records)
+        return frame.drop(columns=["seconds"]) if drop_timing and "seconds" in frame else frame
+
+    def last(self, split: str, key: str = "error") -> float:
+        rows = [r for r in self.records if r["split"] == split]
+        if not rows:
+            raise KeyError(f"History has no records for split {split!r}")
+        return rows[-1][key]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu, cuda or mps, got {device!r}")
+    return torch.device(device)
+
+
+def dropout_rates(model: nn.Module) -> dict[str, float]:
+    """Current drop rate of every dropout module (ours and torch's), keyed ``rate/<name>``."""
+    rates = {}
+    for name, module in model.named_modules():
+        rate = getattr(module, "rate", None)
+        if rate is None and isinstance(module, nn.modules.dropout._DropoutNd):
+            rate = module.p
+        if isinstance(rate, (int, float)):
+            rates[f"rate/{name or 'model'}"] = float(rate)
+    return rates
+
+
+def regularization(model: nn.Module) -> Tensor | None:
+    """Sum of ``regularizer()`` over every submodule that defines one (None if none does)."""
+    terms = [m.regularizer() for m in model.modules() if m is not model and callable(getattr(m, "regularizer", None))]
+    return torch.stack([t.reshape(()) for t in terms]).sum() if terms else None
+
+
+@torch.no_grad()
+def apply_max_norm(model: nn.Module, max_norm: float) -> None:
+    """Rescale each unit's incoming weight vector to norm ≤ ``max_norm`` (Linear and Conv layers)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            w = module.weight
+            norms = w.flatten(1).norm(dim=1).clamp_min(1e-12)
+            w.mul_((max_norm / norms).clamp(max=1.0).view(-1, *([1] * (w.dim() - 1))))
+
+
+def loss_and_errors(output: Tensor, target: Tensor, task: str) -> tuple[Tensor, Tensor]:
+    """Mean loss and the number of errors (misclassifications; 0 for other tasks)."""
+    if task == "classification":
+        return F.cross_entropy(output, target), (output.argmax(1) != target).sum()
+    target = target.reshape(output.shape).to(output.dtype)
+    return F.mse_loss(output, target), output.new_zeros((), dtype=torch.long)
+
+
+def _target(split, task: str) -> Tensor:
+    return split.x.flatten(1) if task == "reconstruction" else split.y
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, task: str = "classification", batch_size: int = 1000,
+             device: str | torch.device = "auto") -> dict[str, float]:
+    """Loss and error of ``model`` in eval mode on a dataset with ``x`` and ``y``; restores the mode."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    was_training = model.training
+    model.eval()
+    x, y = dataset.x, _target(dataset, task)
+    total_loss, total_errors = 0.0, 0
+    try:
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            loss, errors = loss_and_errors(model(xb), yb, task)
+            total_loss += float(loss) * len(xb)
+            total_errors += int(errors)
+    finally:
+        model.train(was_training)
+    return {"loss": total_loss / len(x), "error": total_errors / len(x)}
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def _rng_state() -> dict[str, Any]:
+    # Plain lists and ints only, so the checkpoint loads with weights_only=True.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, **state: Any) -> None:
+    """Write a checkpoint atomically: the previous one survives a crash mid-write."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain Python values only."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _show_progress(config: TrainConfig) -> bool:
+    if config.progress is not None:
+        return config.progress
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = None, *,
+        scheduler=None) -> History:
+    """Train ``model`` on ``data["train"]`` and evaluate on ``config.eval_splits`` after each epoch.
+
+    ``data`` maps split names to datasets with tensors ``x`` and ``y``. ``scheduler`` is a
+    :class:`dropoutlab.schedules.DropoutScheduler` (stepped per update or per epoch, by its
+    ``unit``). Returns the :class:`History`; the model is left in train mode with its final weights.
+    """
+    from tqdm import tqdm
+
+    config = config or TrainConfig()
+    missing = [s for s in ("train", *config.eval_splits) if s not in data]
+    if missing:
+        raise ValueError(f"fit: data has no split(s) {missing}; it has {sorted(data)}")
+    device = resolve_device(config.device)
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(config.deterministic)
+    seed_everything(config.seed)
+    model.to(device).train()
+    optimizer = _make_optimizer(model, config)
+    train = data["train"]
+    x_all, y_all = train.x.to(device), _target(train, config.task).to(device)
+    n = len(x_all)
+    history, epoch, step = History(), 0, 0
+
+    ckpt = Path(config.checkpoint) if config.checkpoint else None
+    if ckpt is not None and config.resume and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        epoch, step, history = state["epoch"], state["step"], History(list(state["history"]))
+
+    bar = tqdm(total=config.epochs, initial=epoch, desc="epochs", disable=not _show_progress(config), leave=False)
+    try:
+        while epoch < config.epochs and (config.max_steps is None or step < config.max_steps):
+            started = time.perf_counter()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            order = order.to(device)
+            loss_sum = torch.zeros((), device=device)
+            error_sum = torch.zeros((), dtype=torch.long, device=device)
+            seen = 0
+            for start in range(0, n, config.batch_size):
+                idx = order[start:start + config.batch_size]
+                output = model(x_all[idx])
+                loss, errors = loss_and_errors(output, y_all[idx], config.task)
+                reg = regularization(model)
+                objective = loss if reg is None else loss + config.regularizer_weight * reg
+                if not torch.isfinite(objective):
+                    raise TrainingDiverged(
+                        f"non-finite loss ({float(objective.detach())}) at epoch {epoch + 1}, step {step + 1}; "
+                        f"the last good checkpoint is kept" + (f" at {ckpt}" if ckpt else " (none configured)"))
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                if config.max_norm is not None:
+                    apply_max_norm(model, config.max_norm)
+                if scheduler is not None and scheduler.unit == "step":
+                    scheduler.step()
+                loss_sum += loss.detach() * len(idx)
+                error_sum += errors
+                seen += len(idx)
+                step += 1
+                if config.max_steps is not None and step >= config.max_steps:
+                    break
+            epoch += 1
+            base = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], **dropout_rates(model)}
+            # running averages over the epoch's minibatches, dropout active ("train" is the clean eval split)
+            history.records.append({**base, "split": "train_running", "loss": float(loss_sum) / seen,
+                                    "error": int(error_sum) / seen if config.task == "classification" else math.nan,
+                                    "seconds": time.perf_counter() - started})
+            for split in config.eval_splits:
+                metrics = evaluate(model, data[split], config.task, device=device)
+                if config.task != "classification":
+                    metrics["error"] = math.nan
+                history.records.append({**base, "split": split, **metrics, "seconds": 0.0})
+            if scheduler is not None and scheduler.unit == "epoch":
+                scheduler.step()
+            if ckpt is not None:
+                save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                scheduler=scheduler.state_dict() if scheduler is not None else None,
+                                rng=_rng_state(), epoch=epoch, step=step, history=history.records,
+                                config=asdict(config))
+            bar.update(1)
+    finally:
+        bar.close()
+        torch.use_deterministic_algorithms(previous_deterministic)
+    return history

@@ -1,0 +1,33 @@
+"""Shared fixtures: small in-memory datasets that need no files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@dataclass(frozen=True)
+class TensorData:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def blobs(n: int, seed: int, features: int = 12, classes: int = 3) -> TensorData:
+    """Gaussian class blobs: learnable in a few epochs, different for every seed."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    centers = torch.randn(classes, features, generator=torch.Generator().manual_seed(1234)) * 2
+    return TensorData(centers[y] + torch.randn(n, features, generator=g), y)
+
+
+@pytest.fixture
+def toy_data() -> dict[str, TensorData]:
+    return {"train": blobs(256, 0), "val": blobs(128, 1)}
