@@ -115,6 +115,25 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     return out
 
 
+def script_to_notebook(script: Path, notebook: Path) -> Path:
+    """Convert a jupytext percent script into a clean source notebook with stable cell ids.
+
+    Authoring route for new notebooks: ``python -m dropoutlab.notebooks --from-script X.py notebooks/NN_x.ipynb``.
+    """
+    import jupytext
+    import nbformat
+
+    nb = jupytext.read(script)
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{index:02d}"
+        cell.metadata.pop("lines_to_next_cell", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    return atomic_write_text(notebook, nbformat.writes(nb) + "\n")
+
+
 def check_clean(paths: list[Path]) -> list[str]:
     """Problems with source notebooks: outputs, execution counts, no 'parameters' cell."""
     import nbformat
@@ -135,10 +154,20 @@ def check_clean(paths: list[Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dropoutlab.notebooks FILE...``: fail if a source notebook has outputs."""
+    """``python -m dropoutlab.notebooks FILE...``: fail if a source notebook has outputs.
+
+    ``python -m dropoutlab.notebooks --from-script SCRIPT.py NOTEBOOK.ipynb`` converts instead.
+    """
     import sys
 
-    paths = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--from-script"]:
+        if len(args) != 3:
+            print("usage: python -m dropoutlab.notebooks --from-script SCRIPT.py NOTEBOOK.ipynb", file=sys.stderr)
+            return 2
+        print(f"wrote {script_to_notebook(Path(args[1]), Path(args[2]))}")
+        return 0
+    paths = [Path(a) for a in args]
     problems = check_clean(paths)
     for problem in problems:
         print(problem, file=sys.stderr)
