@@ -1,6 +1,6 @@
 """Every dropout variant, one file per family; importing this package fills the registry."""
 
-from . import bernoulli, recurrent, structured  # noqa: F401  (each module registers its variants)
+from . import adaptive, bayesian, bernoulli, concrete, noise, recurrent, structured  # noqa: F401  (each registers its variants)
 from .base import (
     DropoutBase,
     VariantInfo,
