@@ -49,9 +49,7 @@ docs: setup
 	dropoutlab docs
 
 bench: setup
-	python benchmarks/bench_train.py
-	python benchmarks/bench_variants.py
-	python benchmarks/bench_inference.py
+	dropoutlab bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dvc_plots

@@ -57,6 +57,22 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .paths import repo_root
+
+    scripts = sorted((repo_root() / "benchmarks").glob("bench_*.py"))
+    names = {p.stem.removeprefix("bench_"): p for p in scripts}
+    unknown = sorted(set(args.names) - set(names))
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; available: {', '.join(names) or '(none)'}")
+    for name in args.names or names:
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, str(names[name])], check=True)
+    return 0
+
+
 def cmd_variants(args: argparse.Namespace) -> int:
     from .variants import list_dropouts
 
@@ -85,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="gather reports/metrics/*.json into reports/claims.md").set_defaults(func=cmd_report)
     sub.add_parser("docs", help="regenerate docs/variants.md from the registry").set_defaults(func=cmd_docs)
     sub.add_parser("variants", help="list the registered dropout variants").set_defaults(func=cmd_variants)
+    bench = sub.add_parser("bench", help="run the speed benchmarks in benchmarks/ (all, or by name)")
+    bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. train, variants, inference")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -521,6 +521,8 @@ def _route_download(info: DatasetInfo, base_url: str, target: Path, missing: lis
     import pooch
     import requests
 
+    if not _progressbar():  # pooch logs every attempt at INFO; keep quiet where no bar is shown
+        pooch.get_logger().setLevel(logging.WARNING)
     downloader = pooch.HTTPDownloader(progressbar=_progressbar(), timeout=DOWNLOAD_TIMEOUT)
     found: dict[str, bytes] = {}
     problems: list[str] = []
@@ -663,6 +665,8 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None) -> Path:
             )
     if not missing:
         return target
+    for problem in existing_problems:
+        log.warning("%s; fetching it again", problem)
 
     report: list[str] = []
     for i, (label, route) in enumerate(_routes(info, target)):
