@@ -128,3 +128,12 @@ def test_property_eval_identity_and_shape(name, p, batch, channels, size):
 
 def test_package_exports():
     assert dropoutlab.make_dropout is make_dropout and callable(dropoutlab.list_dropouts)
+
+
+def test_docs_table_is_up_to_date():
+    from pathlib import Path
+
+    from dropoutlab.docs import variants_markdown
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "variants.md").read_text()
+    assert committed == variants_markdown(), "docs/variants.md is stale: run `make docs`"

@@ -1,6 +1,9 @@
 """Every dropout variant, one file per family; importing this package fills the registry."""
 
-from . import adaptive, bayesian, bernoulli, concrete, noise, recurrent, structured  # noqa: F401  (each registers its variants)
+# Each module registers its variants; the order here is the order of list_dropouts() and the docs.
+# isort: off
+from . import bernoulli, noise, recurrent, bayesian, concrete, adaptive, structured  # noqa: F401
+# isort: on
 from .base import (
     DropoutBase,
     VariantInfo,
