@@ -1,0 +1,606 @@
+"""Is weight scaling an ensemble average? Measurements for the notebook ``03_ensemble_averaging``.
+
+Hinton et al. (arXiv:1207.0580, 2012, p. 2): for one hidden layer and a softmax output, the
+weight-scaled "mean network" (eval mode of inverted dropout) predicts exactly the normalised
+geometric mean (GM) of the 2^n thinned networks' predictions p_m:
+
+    log GM(c) = E_m[log p_m(c)] − log Σ_c' exp E_m[log p_m(c')],
+
+because the logits are linear in the mask and E_m[m/(1−p)] = 1. The log-normaliser is ≤ 0
+(Hölder's inequality), so the mean network gives the correct class y a log-probability at least
+E_m[log p_m(y)], the mean over the thinned networks. With two hidden layers the identity is only
+approximate; the arithmetic mean (AM) Σ_m P(m)·p_m is the ensemble MC dropout estimates.
+
+* :func:`exact_mask_average`, :func:`ensemble_distances`, :func:`exact_average_study`: exact
+  averages over every mask of a small MLP, KL divergence and accuracy of weight scaling
+  against the GM and the AM.
+* :func:`mc_error_curve`, :func:`mc_averaging_study`, :func:`summarize_mc_curve`,
+  :func:`first_k_reaching`: Monte-Carlo model averaging with k samples against weight
+  scaling (Srivastava et al., JMLR 15, 2014, §7.5, Fig. 11).
+* :func:`noise_moments`: sample mean and variance of a variant's multiplicative noise
+  (Gaussian dropout, Srivastava et al. 2014, §10).
+* :func:`dropout_ridge_objective`, :func:`dropout_ridge_monte_carlo`,
+  :func:`dropout_ridge_solution`, :func:`masked_sgd`, :func:`dropout_ridge_study`: input
+  dropout on linear regression is ridge regression (Srivastava et al. 2014, §9.1).
+* :func:`equivalence_verdict`: verdict for "two quantities agree within a margin".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor, nn
+
+from ..inference import enumerate_subnetworks, predict_mc, predict_weight_scaling
+from ..models import MLP
+from ..schedules import is_dropout_module
+from ..train import TrainConfig, fit, seed_everything
+from ..variants import drop_to_keep, make_dropout
+from ..variants.bernoulli import InvertedDropout
+from .stats import Summary
+
+__all__ = [
+    "MAX_UNITS",
+    "MaskAverage",
+    "RidgeStudy",
+    "dropout_ridge_monte_carlo",
+    "dropout_ridge_objective",
+    "dropout_ridge_solution",
+    "dropout_ridge_study",
+    "ensemble_distances",
+    "equivalence_verdict",
+    "exact_average_study",
+    "exact_mask_average",
+    "first_k_reaching",
+    "hidden_widths",
+    "masked_sgd",
+    "mc_averaging_study",
+    "mc_error_curve",
+    "noise_moments",
+    "split_at_first_dropout",
+    "summarize_mc_curve",
+]
+
+#: Most droppable units an exact average accepts (2^20 masks).
+MAX_UNITS = 20
+#: Rows (masks × examples) per forward pass of the exact average.
+CHUNK_ROWS = 2**17
+
+
+def _child_seed(*keys: int) -> int:
+    """A seed for one (experiment, repeat, ...) cell, independent of the others."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators inside the block; restore their state afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _positive_ints(values: Sequence[int], name: str) -> list[int]:
+    values = list(values)
+    if not values or not all(_is_int(v) and v >= 1 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {values!r}")
+    return [int(v) for v in values]
+
+
+def _check_rate(p: float, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{name} must be a drop probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+# ----------------------------------------------------------------------------- exact averages
+
+
+def split_at_first_dropout(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
+    """``(trunk, head)`` of a sequential model, the head starting at its first dropout layer.
+
+    The trunk is deterministic, so an exact average over masks needs it only once per input.
+    The two parts share the model's modules (no copy).
+    """
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"split_at_first_dropout: model must be an nn.Sequential (such as MLP), "
+                         f"got {type(model).__name__}")
+    layers = list(model)
+    for index, layer in enumerate(layers):
+        if is_dropout_module(layer):
+            return nn.Sequential(*layers[:index]), nn.Sequential(*layers[index:])
+    raise ValueError("split_at_first_dropout: the model has no dropout layer")
+
+
+@dataclass
+class MaskAverage:
+    """Exact averages over all 2^n dropout masks (see :func:`exact_mask_average`).
+
+    ``expected_log_prob``: Σ_m P(m)·log p_m(c), shape ``(B, C)``, float64.
+    ``arithmetic_mean``: Σ_m P(m)·p_m(c), shape ``(B, C)``, float64.
+    """
+
+    expected_log_prob: Tensor
+    arithmetic_mean: Tensor
+    n_units: int
+
+    @property
+    def log_geometric_mean(self) -> Tensor:
+        """Log of the normalised geometric mean: log-softmax of ``expected_log_prob``."""
+        return torch.log_softmax(self.expected_log_prob, dim=-1)
+
+    @property
+    def geometric_mean(self) -> Tensor:
+        return self.log_geometric_mean.exp()
+
+
+def exact_mask_average(head: nn.Sequential, features: Tensor, chunk_rows: int = CHUNK_ROWS) -> MaskAverage:
+    """Average the softmax outputs of ``head`` over every mask of its dropout layers, exactly.
+
+    ``head`` is a sequence of layers that act on the last dimension (Linear, activations) and
+    inverted dropout layers (``InvertedDropout`` or ``nn.Dropout``, drop probability p < 1;
+    every feature of a dropout layer's input is one unit, at most :data:`MAX_UNITS` in all);
+    ``features``: its input ``(B, d)``. A mask m has probability Π p^(dropped)·(1 − p)^(kept);
+    the thinned network multiplies each dropout input by m/(1 − p). The other layers run in
+    eval mode, without grad, in ``features``' dtype (use float64 for 1e-10 identities).
+    """
+    if not isinstance(head, nn.Sequential):
+        raise ValueError(f"exact_mask_average: head must be an nn.Sequential, got {type(head).__name__}")
+    if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] == 0:
+        raise ValueError("exact_mask_average: features must be a non-empty (B, d) tensor")
+    if not _is_int(chunk_rows) or chunk_rows < 1:
+        raise ValueError(f"exact_mask_average: chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+    layers = list(head)
+    dropouts = [layer for layer in layers if is_dropout_module(layer)]
+    if not dropouts:
+        raise ValueError("exact_mask_average: head has no dropout layer")
+    unsupported = sorted({type(layer).__name__ for layer in dropouts
+                          if type(layer) not in (InvertedDropout, nn.Dropout)})
+    if unsupported:
+        raise ValueError(f"exact_mask_average: only InvertedDropout and nn.Dropout can be averaged, "
+                         f"found {unsupported}")
+    rates = [float(layer.p) for layer in dropouts]
+    if any(not 0.0 <= p < 1.0 for p in rates):
+        raise ValueError(f"exact_mask_average: drop probabilities must be in [0, 1), got {rates}")
+
+    was_training = [m.training for m in head.modules()]
+    head.eval()
+    try:
+        with torch.no_grad():
+            widths, z = [], features[:1]
+            for layer in layers:
+                if is_dropout_module(layer):
+                    widths.append(z.shape[-1])
+                z = layer(z)
+            n_units = sum(widths)
+            if n_units > MAX_UNITS:
+                raise ValueError(f"exact_mask_average: {n_units} droppable units {widths} give 2^{n_units} masks; "
+                                 f"at most {MAX_UNITS} units are supported")
+            device, dtype = features.device, torch.float64
+            per_unit = [(p, w) for p, w in zip(rates, widths, strict=True) for _ in range(w)]
+            log_keep = torch.tensor([math.log1p(-p) for p, _ in per_unit], dtype=dtype, device=device)
+            log_drop = torch.tensor([math.log(p) if p > 0 else -math.inf for p, _ in per_unit], dtype=dtype,
+                                    device=device)
+            bits = torch.arange(n_units, device=device)
+            batch = features.shape[0]
+            masks_per_pass = max(1, chunk_rows // batch)
+            expected_log_prob = arithmetic = None
+            for start in range(0, 2**n_units, masks_per_pass):
+                index = torch.arange(start, min(start + masks_per_pass, 2**n_units), device=device)
+                keep = ((index.unsqueeze(1) >> bits) & 1).bool()  # (M, n_units)
+                weight = torch.where(keep, log_keep, log_drop).sum(1).exp()  # P(m)
+                z, offset = features.unsqueeze(0), 0
+                for layer in layers:
+                    if is_dropout_module(layer):
+                        width, p = z.shape[-1], float(layer.p)
+                        mask = keep[:, offset:offset + width].to(z.dtype) / (1.0 - p)
+                        z = z * mask.unsqueeze(1)  # (M, B, width)
+                        offset += width
+                    else:
+                        z = layer(z)
+                log_prob = torch.log_softmax(z.to(dtype), dim=-1)  # (M, B, C)
+                part_log = torch.einsum("m,mbc->bc", weight, log_prob)
+                part_arith = torch.einsum("m,mbc->bc", weight, log_prob.exp())
+                expected_log_prob = part_log if expected_log_prob is None else expected_log_prob + part_log
+                arithmetic = part_arith if arithmetic is None else arithmetic + part_arith
+    finally:
+        for module, flag in zip(head.modules(), was_training, strict=True):
+            module.training = flag
+    return MaskAverage(expected_log_prob=expected_log_prob, arithmetic_mean=arithmetic, n_units=n_units)
+
+
+def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(P‖Q) = Σ_c P(c)(log P(c) − log Q(c)) per row, in nats."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, cross_check: bool = False,
+                       chunk_rows: int = CHUNK_ROWS) -> dict[str, float]:
+    """How far weight scaling (WS) is from the exact GM and AM of all thinned networks.
+
+    ``model``: a sequential MLP with inverted dropout on its hidden layers only (the input is
+    not dropped, so the number of units stays small); it is copied to float64. ``x``, ``y``:
+    evaluation examples and labels. Returns, averaged over the examples (nats, error rates):
+
+    * ``max_abs_ws_gm``: max |WS − GM| over examples and classes (0 up to rounding for one
+      hidden layer); with ``cross_check`` also ``max_abs_ws_gm_inference`` and
+      ``max_abs_am_inference``, the same with :func:`dropoutlab.inference.enumerate_subnetworks`;
+    * ``kl_gm_ws`` = KL(GM‖WS), ``kl_am_ws`` = KL(AM‖WS);
+    * ``error_ws``, ``error_gm``, ``error_am`` and ``nll_ws``, ``nll_gm``, ``nll_am``;
+    * ``ll_gap_mean``, ``ll_gap_min``, ``ll_gap_positive``: the gap
+      log WS(y) − E_m[log p_m(y)] (Hinton's second statement: ≥ 0 for one hidden layer),
+      its mean, minimum and the fraction of examples where it is > 0.
+    """
+    if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != len(x):
+        raise ValueError("ensemble_distances: y must be a 1-d label tensor with one label per example of x")
+    model64 = copy.deepcopy(model).double()
+    trunk, head = split_at_first_dropout(model64)
+    device = next(model64.parameters()).device
+    x64, y = x.to(device=device, dtype=torch.float64), y.to(device)
+    log_ws = torch.log_softmax(predict_weight_scaling(model64, x64), dim=-1)
+    with torch.no_grad():
+        trunk.eval()
+        features = trunk(x64).flatten(1)
+    average = exact_mask_average(head, features, chunk_rows)
+    log_gm = average.log_geometric_mean
+    log_am = average.arithmetic_mean.clamp_min(torch.finfo(torch.float64).tiny).log()
+    rows = torch.arange(len(y), device=device)
+    gap = log_ws[rows, y] - average.expected_log_prob[rows, y]
+    result = {
+        "n_units": average.n_units,
+        "max_abs_ws_gm": float((log_ws.exp() - log_gm.exp()).abs().max()),
+        "kl_gm_ws": float(_kl(log_gm, log_ws).mean()),
+        "kl_am_ws": float(_kl(log_am, log_ws).mean()),
+    }
+    for name, log_prob in (("ws", log_ws), ("gm", log_gm), ("am", log_am)):
+        result[f"error_{name}"] = float((log_prob.argmax(-1) != y).double().mean())
+        result[f"nll_{name}"] = float(-log_prob[rows, y].mean())
+    result.update(ll_gap_mean=float(gap.mean()), ll_gap_min=float(gap.min()),
+                  ll_gap_positive=float((gap > 0).double().mean()))
+    if cross_check:
+        reference = enumerate_subnetworks(head, features, chunk=max(1, chunk_rows // len(features)))
+        result["max_abs_ws_gm_inference"] = float((log_ws.exp() - reference.geometric_mean).abs().max())
+        result["max_abs_am_inference"] = float((average.arithmetic_mean - reference.arithmetic_mean).abs().max())
+    return result
+
+
+def hidden_widths(n_units: int, depth: int) -> list[int]:
+    """Split ``n_units`` hidden units over ``depth`` layers as evenly as possible (wider first)."""
+    if not _is_int(depth) or depth < 1:
+        raise ValueError(f"hidden_widths: depth must be an integer >= 1, got {depth!r}")
+    if not _is_int(n_units) or n_units < depth:
+        raise ValueError(f"hidden_widths: n_units must be an integer >= depth ({depth}), got {n_units!r}")
+    base, extra = divmod(int(n_units), int(depth))
+    return [base + (i < extra) for i in range(depth)]
+
+
+def exact_average_study(data: Mapping[str, Any], evaluation: Any, n_units: Sequence[int], depths: Sequence[int],
+                        seeds: Sequence[int], config: TrainConfig, *, p_hidden: float = 0.5,
+                        activation: str = "relu", cross_check_units: int = 12,
+                        chunk_rows: int = CHUNK_ROWS):
+    """Train small dropout MLPs and compare weight scaling with the exact averages of their sub-networks.
+
+    For every depth (hidden layers), total number of hidden units (split by
+    :func:`hidden_widths`) and seed: train ``MLP(in, widths, classes, p_hidden=p_hidden)``
+    (no input dropout) on ``data`` with ``config`` (its seed replaced), then measure
+    :func:`ensemble_distances` on ``evaluation`` (a dataset with ``x``, ``y``). Nets with at
+    most ``cross_check_units`` units are also checked against ``enumerate_subnetworks``.
+    Returns a tidy DataFrame: ``depth, n_units, widths, seed`` and the distances.
+    """
+    import pandas as pd
+
+    n_units = _positive_ints(n_units, "exact_average_study: n_units")
+    depths = _positive_ints(depths, "exact_average_study: depths")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("exact_average_study: seeds must be a non-empty list")
+    too_large = [n for n in n_units if n > MAX_UNITS]
+    if too_large:
+        raise ValueError(f"exact_average_study: n_units must be <= {MAX_UNITS}, got {too_large}")
+    p_hidden = _check_rate(p_hidden, "exact_average_study: p_hidden")
+    if p_hidden == 0.0:
+        raise ValueError("exact_average_study: p_hidden must be > 0 (there is nothing to average without dropout)")
+    in_features = data["train"].x[0].numel()
+    num_classes = int(getattr(data["train"], "num_classes", int(data["train"].y.max()) + 1))
+    rows = []
+    for depth in depths:
+        for units in n_units:
+            widths = hidden_widths(units, depth)
+            for seed in seeds:
+                seed_everything(seed)
+                model = MLP(in_features, widths, num_classes, activation=activation, p_input=0.0,
+                            p_hidden=p_hidden)
+                fit(model, dict(data), replace(config, seed=seed))
+                distances = ensemble_distances(model, evaluation.x, evaluation.y, chunk_rows=chunk_rows,
+                                               cross_check=units <= cross_check_units)
+                rows.append({"depth": depth, "n_units": units, "widths": "-".join(map(str, widths)),
+                             "seed": seed, **distances})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- Monte-Carlo averaging
+
+
+def mc_error_curve(model: nn.Module, x: Tensor, y: Tensor, ks: Sequence[int], repeats: int, seed: int = 0):
+    """Test error of MC model averaging with k samples, against weight scaling.
+
+    For each repeat, ``max(ks)`` stochastic passes are drawn with
+    :func:`~dropoutlab.inference.predict_mc` (seeded by ``seed`` and the repeat); the
+    prediction with k samples is the argmax of the mean softmax of the first k passes
+    (nested prefixes, as one would stop sampling early). Returns a DataFrame with columns
+    ``repeat, k, error_mc, error_ws``, errors as fractions.
+    """
+    import pandas as pd
+
+    ks = sorted(set(_positive_ints(ks, "mc_error_curve: ks")))
+    if not _is_int(repeats) or repeats < 1:
+        raise ValueError(f"mc_error_curve: repeats must be an integer >= 1, got {repeats!r}")
+    if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != len(x):
+        raise ValueError("mc_error_curve: y must be a 1-d label tensor with one label per example of x")
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    error_ws = float((predict_weight_scaling(model, x).argmax(-1) != y).double().mean())
+    rows = []
+    for repeat in range(repeats):
+        with _seeded(_child_seed(seed, repeat), device):
+            probs = torch.softmax(predict_mc(model, x, max(ks)), dim=-1)  # (T, B, C)
+        running = probs.double().cumsum(0)
+        for k in ks:
+            error = float((running[k - 1].argmax(-1) != y).double().mean())
+            rows.append({"repeat": repeat, "k": k, "error_mc": error, "error_ws": error_ws})
+    return pd.DataFrame(rows)
+
+
+def mc_averaging_study(models: Mapping[Any, nn.Module], dataset: Any, ks: Sequence[int], repeats: int,
+                       seed: int = 0):
+    """:func:`mc_error_curve` for several trained models; adds a ``model`` column (the mapping's keys).
+
+    Model i's repeats are seeded from (``seed``, i), so each model gets its own masks.
+    """
+    import pandas as pd
+
+    if not models:
+        raise ValueError("mc_averaging_study: models must be a non-empty mapping {key: model}")
+    frames = []
+    for position, (key, model) in enumerate(models.items()):
+        frame = mc_error_curve(model, dataset.x, dataset.y, ks, repeats, seed=_child_seed(seed, position))
+        frame.insert(0, "model", key)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize_mc_curve(curve):
+    """Per k: mean and standard error of ``error_mc`` and of ``error_mc − error_ws`` over all rows.
+
+    The difference is paired (the same model and examples), so its standard error is the
+    Monte-Carlo noise of the k-sample prediction plus the spread between models.
+    """
+    frame = curve.assign(difference=curve["error_mc"] - curve["error_ws"])
+    grouped = frame.groupby("k")
+    table = grouped.agg(error_mc=("error_mc", "mean"), error_ws=("error_ws", "mean"),
+                        difference=("difference", "mean"), n=("difference", "size"))
+    table["error_mc_se"] = grouped["error_mc"].std(ddof=1) / np.sqrt(table["n"])
+    table["difference_se"] = grouped["difference"].std(ddof=1) / np.sqrt(table["n"])
+    return table.reset_index()[["k", "n", "error_mc", "error_mc_se", "error_ws", "difference", "difference_se"]]
+
+
+def first_k_reaching(table, n_se: float = 2.0) -> int | None:
+    """Smallest k whose MC error is no longer above weight scaling by more than ``n_se`` standard errors."""
+    if not n_se >= 0:
+        raise ValueError(f"first_k_reaching: n_se must be >= 0, got {n_se!r}")
+    reached = table[table["difference"] <= n_se * table["difference_se"].fillna(0.0)]
+    return int(reached["k"].min()) if len(reached) else None
+
+
+# ----------------------------------------------------------------------------- noise moments
+
+
+def noise_moments(variant: str, p: float, n_samples: int = 1_000_000, seed: int = 0, alpha: float = 1e-3):
+    """Sample mean and variance of a dropout variant's multiplicative noise r (applied to ones).
+
+    Expected: E[r] = 1 and Var[r] = p/(1−p) for inverted Bernoulli and Gaussian dropout with
+    drop probability ``p`` (Srivastava et al. 2014 §10 write σ² = (1−q)/q with q the keep
+    rate). The acceptance bands are ``z·SE`` with z the two-sided normal quantile at level
+    ``alpha``: SE(mean) = s/√n and SE(variance) = √((m4 − s⁴)/n + 2s⁴/(n(n−1))), the exact
+    variance of the sample variance with the sample fourth central moment m4 plugged in. Returns a dict with the moments, their standard errors and ``mean_ok``/``var_ok``.
+    """
+    p = _check_rate(p, "noise_moments: p")
+    if not _is_int(n_samples) or n_samples < 2:
+        raise ValueError(f"noise_moments: n_samples must be an integer >= 2, got {n_samples!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"noise_moments: alpha must be in (0, 1), got {alpha!r}")
+    module = make_dropout(variant, p=p).train()
+    with _seeded(seed, torch.device("cpu")), torch.no_grad():
+        noise = module(torch.ones(int(n_samples), dtype=torch.float64)).double()
+    mean = float(noise.mean())
+    centred = noise - mean
+    var = float(centred.pow(2).sum() / (n_samples - 1))
+    fourth = float(centred.pow(4).mean())
+    se_mean = math.sqrt(var / n_samples)
+    se_var = math.sqrt(max(fourth - var**2, 0.0) / n_samples + 2.0 * var**2 / (n_samples * (n_samples - 1)))
+    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
+    expected_var = p / (1.0 - p)
+    return {"variant": variant, "p": p, "n": int(n_samples), "mean": mean, "var": var, "expected_var": expected_var,
+            "se_mean": se_mean, "se_var": se_var, "z": z, "mean_ok": abs(mean - 1.0) <= z * se_mean,
+            "var_ok": abs(var - expected_var) <= z * se_var}
+
+
+# ----------------------------------------------------------------------------- dropout and ridge
+
+
+def _regression_inputs(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple:
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X must be (N, D) and y (N,), got X {X.shape} and y {y.shape}")
+    if w is None:
+        return X, y
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (X.shape[1],):
+        raise ValueError(f"w must have one weight per column of X ({X.shape[1]}), got shape {w.shape}")
+    return X, y, w
+
+
+def dropout_ridge_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: float) -> float:
+    """Closed form of E_R‖y − (R∗X)w‖², R_ij ~ Bernoulli(q) i.i.d., q = 1 − p the keep rate.
+
+    Srivastava et al. 2014, §9.1 (their p is our keep rate q; no 1/q rescaling):
+    E_R‖y − (R∗X)w‖² = ‖y − qXw‖² + q(1−q)‖Γw‖², Γ = diag(XᵀX)^½.
+    """
+    X, y, w = _regression_inputs(X, y, w)
+    q = drop_to_keep(_check_rate(p, "dropout_ridge_objective: p"))
+    gamma_sq = (X**2).sum(0)  # diag(XᵀX)
+    return float(((y - q * X @ w) ** 2).sum() + q * (1.0 - q) * (gamma_sq * w**2).sum())
+
+
+def dropout_ridge_monte_carlo(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: float, n_masks: int = 20_000,
+                              seed: int = 0, chunk: int = 1_000) -> tuple[float, float]:
+    """Monte-Carlo estimate of E_R‖y − (R∗X)w‖² over ``n_masks`` masks: ``(mean, standard error)``."""
+    X, y, w = _regression_inputs(X, y, w)
+    q = drop_to_keep(_check_rate(p, "dropout_ridge_monte_carlo: p"))
+    if not _is_int(n_masks) or n_masks < 2:
+        raise ValueError(f"dropout_ridge_monte_carlo: n_masks must be an integer >= 2, got {n_masks!r}")
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, n_masks, chunk):
+        size = min(chunk, n_masks - start)
+        keep = rng.random((size, *X.shape)) < q
+        residual = y - (keep * X) @ w  # (size, N)
+        values.append((residual**2).sum(1))
+    values = np.concatenate(values)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(n_masks))
+
+
+def dropout_ridge_solution(X: np.ndarray, y: np.ndarray, p: float) -> np.ndarray:
+    """Minimiser of the dropout objective: (q·XᵀX + (1−q)·Γ²) w = Xᵀy, q = 1 − p.
+
+    Equivalently q·w minimises the ridge objective ‖y − Xw̃‖² + ((1−q)/q)·‖Γw̃‖²
+    (Srivastava et al. 2014, §9.1).
+    """
+    X, y = _regression_inputs(X, y)
+    q = drop_to_keep(_check_rate(p, "dropout_ridge_solution: p"))
+    if q == 0.0:
+        raise ValueError("dropout_ridge_solution: p must be < 1")
+    gram = X.T @ X
+    return np.linalg.solve(q * gram + (1.0 - q) * np.diag(np.diag(gram)), X.T @ y)
+
+
+def masked_sgd(X: np.ndarray, y: np.ndarray, p: float, steps: int = 20_000, lr: float = 0.02, seed: int = 0,
+               average_from: float = 0.5) -> np.ndarray:
+    """SGD on (1/N)‖y − (R∗X)w‖² with a fresh Bernoulli(q) input mask R every step.
+
+    Returns the Polyak–Ruppert average of the iterates after ``average_from·steps`` steps.
+    The gradient is linear in w and the mask is independent of the iterate, so with a constant
+    step the average converges to the minimiser of the expected objective without bias
+    (Bach & Moulines, NeurIPS 2013).
+    """
+    X, y = _regression_inputs(X, y)
+    q = drop_to_keep(_check_rate(p, "masked_sgd: p"))
+    if not _is_int(steps) or steps < 2:
+        raise ValueError(f"masked_sgd: steps must be an integer >= 2, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"masked_sgd: lr must be > 0, got {lr!r}")
+    if not 0.0 <= average_from < 1.0:
+        raise ValueError(f"masked_sgd: average_from must be in [0, 1), got {average_from!r}")
+    rng = np.random.default_rng(seed)
+    n = X.shape[0]
+    w = np.zeros(X.shape[1])
+    total, count = np.zeros_like(w), 0
+    first_averaged = int(average_from * steps)
+    for step in range(steps):
+        masked = (rng.random(X.shape) < q) * X
+        w = w + lr * (2.0 / n) * masked.T @ (y - masked @ w)
+        if step >= first_averaged:
+            total += w
+            count += 1
+    return total / count
+
+
+@dataclass
+class RidgeStudy:
+    """Result of :func:`dropout_ridge_study`: the data and one table per check."""
+
+    X: np.ndarray
+    y: np.ndarray
+    w: np.ndarray  # the weights the objective is evaluated at
+    objective: Any  # DataFrame: p, keep, closed_form, monte_carlo, se, relative_error, relative_tolerance
+    solution: Any  # DataFrame: p, keep, coefficient, closed_form, sgd, ridge
+
+
+def dropout_ridge_study(p_values: Sequence[float], n_rows: int = 200, n_features: int = 5, n_masks: int = 20_000,
+                        sgd_steps: int = 20_000, sgd_lr: float = 0.02, seed: int = 0,
+                        alpha: float = 1e-3) -> RidgeStudy:
+    """Check the dropout–ridge identity on synthetic data for each drop probability in ``p_values``.
+
+    X (``n_rows`` × ``n_features``) has columns of unequal scale (0.5 to 2) so that Γ is not a
+    multiple of the identity; y = X·w + N(0, 0.5²). For each p: the closed form against the
+    Monte-Carlo objective at w (tolerance z·SE/closed form, z the two-sided normal quantile at
+    ``alpha``), and the closed-form minimiser against :func:`masked_sgd` and against ridge
+    regression with λ = (1−q)/q (rescaled by 1/q).
+    """
+    import pandas as pd
+
+    p_values = [_check_rate(p, "dropout_ridge_study: p_values") for p in p_values]
+    if not p_values:
+        raise ValueError("dropout_ridge_study: p_values must be non-empty")
+    for name, value in (("n_rows", n_rows), ("n_features", n_features)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"dropout_ridge_study: {name} must be an integer >= 1, got {value!r}")
+    rng = np.random.default_rng(_child_seed(seed, 0))
+    X = rng.standard_normal((n_rows, n_features)) * np.linspace(0.5, 2.0, n_features)
+    w = rng.standard_normal(n_features)
+    y = X @ w + 0.5 * rng.standard_normal(n_rows)
+    gram = X.T @ X
+    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
+    objective_rows, solution_rows = [], []
+    for index, p in enumerate(p_values):
+        q = round(drop_to_keep(p), 12)  # 1 − (1 − 0.2) is 0.19999999999999996 in floating point
+        closed = dropout_ridge_objective(X, y, w, p)
+        mc, se = dropout_ridge_monte_carlo(X, y, w, p, n_masks, seed=_child_seed(seed, 1, index))
+        best = dropout_ridge_solution(X, y, p)
+        sgd = masked_sgd(X, y, p, sgd_steps, sgd_lr, seed=_child_seed(seed, 2, index))
+        lam = (1.0 - q) / q
+        ridge = np.linalg.solve(gram + lam * np.diag(np.diag(gram)), X.T @ y) / q
+        objective_rows.append({
+            "p": p, "keep": q, "closed_form": closed, "monte_carlo": mc, "se": se,
+            "relative_error": (mc - closed) / closed, "relative_tolerance": z * se / closed,
+            "sgd_relative_error": float(np.linalg.norm(sgd - best) / np.linalg.norm(best)),
+            "ridge_relative_error": float(np.linalg.norm(ridge - best) / np.linalg.norm(best))})
+        for j in range(n_features):
+            solution_rows.append({"p": p, "keep": q, "coefficient": j, "closed_form": best[j], "sgd": sgd[j],
+                                  "ridge": ridge[j]})
+    return RidgeStudy(X=X, y=y, w=w, objective=pd.DataFrame(objective_rows), solution=pd.DataFrame(solution_rows))
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def equivalence_verdict(difference: Summary, margin: float) -> bool | None:
+    """Verdict for "the two quantities agree within ±``margin``", from the CI of their difference.
+
+    True when the whole interval lies in [−margin, margin]; False when it lies entirely
+    outside (the difference is larger than the margin); None otherwise (inconclusive, e.g.
+    an interval wider than the margin).
+    """
+    if not margin >= 0:
+        raise ValueError(f"equivalence_verdict: margin must be >= 0, got {margin!r}")
+    if difference.n < 2 or not math.isfinite(difference.half_width):
+        return None
+    if -margin <= difference.low and difference.high <= margin:
+        return True
+    if difference.low > margin or difference.high < -margin:
+        return False
+    return None
