@@ -1,0 +1,723 @@
+"""Concrete dropout experiments (Gal, Hron, Kendall, NeurIPS 2017), used by notebook 07.
+
+* CD-RX — :func:`relaxation_study`: Monte Carlo mean of the relaxed keep mask ``1 − z̃`` against
+  the nominal ``1 − p`` and against its exact expectation (quadrature), and the exact bias as a
+  function of the temperature.
+* CD-REG — :func:`regularizer_study`: the pull of the two regulariser terms on ``p`` (autograd
+  through :class:`~dropoutlab.variants.concrete.ConcreteDropout` against the closed form), the
+  stationary ``p`` of the regulariser alone, and gradient descent on each term alone.
+* CD-MN — :func:`concrete_rate_sweep`: a concrete-dropout MLP trained on class-stratified
+  subsets of size N with the same number of updates for every N; learned ``p`` per layer over
+  training and at the end, and the test error.
+* CD-GRID — :func:`fixed_rate_grid` and :func:`grid_vs_concrete`: a grid search over one fixed
+  ``p`` on the same subsets and update budget, selected on validation error, against the one
+  concrete run; the search's cost in training runs and updates.
+* CD-TOY — :class:`HeteroscedasticConcreteMLP`, :func:`fit_heteroscedastic`,
+  :func:`toy_uncertainty`, :func:`toy_study`: the official toy ``y = 2x + 8 + N(0, 1)`` with a
+  mean and log-variance head, epistemic and aleatoric uncertainty against N;
+  :func:`input_dropout_floor`: the uncertainty that dropout on the 1-D input alone implies.
+* Verdicts: :func:`trend_summary` / :func:`trend_verdict` (a trend over N or depth, per-seed
+  Spearman ρ), :func:`interval_verdict` (a CI inside bounds), :func:`combine_verdicts`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import integrate, optimize, special, stats
+from torch import Tensor, nn
+
+from ..data import stratified_indices
+from ..inference import predict_mc
+from ..models import MLP
+from ..train import TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
+from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_regularizer_weights
+from .stats import Summary, directional_verdict, mean_ci
+
+__all__ = [
+    "HeteroscedasticConcreteMLP",
+    "RateSweep",
+    "RegularizerStudy",
+    "RelaxationStudy",
+    "TensorSplit",
+    "combine_verdicts",
+    "concrete_layers",
+    "concrete_mlp",
+    "concrete_rate_sweep",
+    "fit_heteroscedastic",
+    "fixed_rate_grid",
+    "grid_vs_concrete",
+    "heteroscedastic_loss",
+    "input_dropout_floor",
+    "interval_verdict",
+    "regularizer_gradients",
+    "regularizer_optimum",
+    "regularizer_study",
+    "relaxation_study",
+    "relaxed_keep_mean",
+    "sum_of_squares",
+    "toy_data",
+    "toy_study",
+    "toy_uncertainty",
+    "trend_summary",
+    "trend_verdict",
+    "updates_to_epochs",
+]
+
+EPS = 1e-7  # ε of the relaxation, as in the official notebooks
+
+
+def _check_probability(p: float, name: str, what: str = "p") -> float:
+    value = float(p)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name}: {what} must be a drop probability in (0, 1), got {p!r}")
+    return value
+
+
+def _check_positive_int(value: Any, name: str, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name}: {what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_sizes(values: Iterable[Any], name: str, what: str) -> list[int]:
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}: {what} must not be empty")
+    return [_check_positive_int(v, name, f"every entry of {what}") for v in values]
+
+
+def _check_seeds(seeds: Iterable[Any], name: str) -> list[int]:
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(f"{name}: seeds must not be empty")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0:
+            raise ValueError(f"{name}: seeds must be non-negative integers, got {s!r}")
+    return [int(s) for s in seeds]
+
+
+# ----------------------------------------------------------------------------- CD-RX
+
+
+def relaxed_keep_mean(p: float, temperature: float, eps: float = EPS) -> float:
+    """Exact ``E[1 − z̃]`` of the relaxed mask by adaptive quadrature over ``u ∈ (0, 1)``.
+
+    ``z̃(u) = σ((log(p+ε) − log(1−p+ε) + log(u+ε) − log(1−u+ε))/t)`` switches from ≈ 0 to ≈ 1
+    near ``u = 1 − p``, which is passed to the integrator as a break point.
+    """
+    p = _check_probability(p, "relaxed_keep_mean")
+    if not temperature > 0:
+        raise ValueError(f"relaxed_keep_mean: temperature must be > 0, got {temperature!r}")
+    shift = math.log(p + eps) - math.log(1.0 - p + eps)
+
+    def drop(u: float) -> float:
+        return special.expit((shift + math.log(u + eps) - math.log(1.0 - u + eps)) / temperature)
+
+    value, _ = integrate.quad(drop, 0.0, 1.0, points=[1.0 - p], limit=200, epsabs=1e-12, epsrel=1e-10)
+    return 1.0 - value
+
+
+@dataclass
+class RelaxationStudy:
+    """Result of :func:`relaxation_study`.
+
+    ``samples``: one row per seed with ``mean_keep`` = mean(1 − z̃), its standard error ``se``,
+    ``deviation_nominal`` = mean_keep − (1 − p) and ``deviation_exact`` = mean_keep − E[1 − z̃].
+    ``exact_keep``: E[1 − z̃] by quadrature. ``bias``: exact E[1 − z̃] − (1 − p) per (p, t).
+    ``mask_sample``: the first draws of z̃ of the first seed (for a histogram).
+    """
+
+    p: float
+    temperature: float
+    n_samples: int
+    exact_keep: float
+    samples: Any
+    bias: Any
+    mask_sample: np.ndarray
+
+
+def relaxation_study(p: float = 0.1, temperature: float = 0.1, n_samples: int = 1_000_000,
+                     seeds: Iterable[int] = (0, 1, 2), bias_ps: Sequence[float] = (0.1, 0.3, 0.5),
+                     bias_temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 2 / 3, 1.0),
+                     keep_sample: int = 20_000) -> RelaxationStudy:
+    """CD-RX: draw ``n_samples`` relaxed masks per seed (float64) and compare their mean with theory."""
+    import pandas as pd
+
+    name = "relaxation_study"
+    p = _check_probability(p, name)
+    if not temperature > 0:
+        raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
+    n_samples = _check_positive_int(n_samples, name, "n_samples")
+    if n_samples < 2:
+        raise ValueError(f"{name}: n_samples must be >= 2 for a standard error, got {n_samples}")
+    seeds = _check_seeds(seeds, name)
+    exact = relaxed_keep_mean(p, temperature)
+    like = torch.empty(0, dtype=torch.float64)
+    rows, sample = [], None
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        keep = 1.0 - concrete_drop_mask((n_samples,), p, temperature=temperature, like=like, generator=generator)
+        mean, se = float(keep.mean()), float(keep.std()) / math.sqrt(n_samples)
+        rows.append({"seed": seed, "mean_keep": mean, "se": se, "deviation_nominal": mean - (1.0 - p),
+                     "deviation_exact": mean - exact})
+        if sample is None:
+            sample = (1.0 - keep[:keep_sample]).numpy().copy()
+    bias = pd.DataFrame([{"p": q, "temperature": t, "exact_keep": relaxed_keep_mean(q, t),
+                          "bias": relaxed_keep_mean(q, t) - (1.0 - q)}
+                         for q in bias_ps for t in bias_temperatures])
+    return RelaxationStudy(p, temperature, n_samples, exact, pd.DataFrame(rows), bias, sample)
+
+
+# ----------------------------------------------------------------------------- CD-REG
+
+
+def _probe_module(input_dim: int, sum_sq: float, weight_regularizer: float,
+                  dropout_regularizer: float) -> ConcreteDropout:
+    """A ConcreteDropout around a bias-free ``Linear(input_dim, 1)`` whose ΣW² equals ``sum_sq``."""
+    layer = nn.Linear(input_dim, 1, bias=False).double()
+    with torch.no_grad():
+        layer.weight.fill_(math.sqrt(sum_sq / input_dim))
+    return ConcreteDropout(layer, p=0.5, weight_regularizer=weight_regularizer,
+                           dropout_regularizer=dropout_regularizer).double()
+
+
+def _check_reg_args(name: str, input_dim: int, sum_sq: float, weight_regularizer: float,
+                    dropout_regularizer: float) -> None:
+    _check_positive_int(input_dim, name, "input_dim")
+    for what, value in (("sum_sq", sum_sq), ("weight_regularizer", weight_regularizer),
+                        ("dropout_regularizer", dropout_regularizer)):
+        if not (math.isfinite(float(value)) and float(value) >= 0):
+            raise ValueError(f"{name}: {what} must be a finite number >= 0, got {value!r}")
+
+
+def regularizer_gradients(input_dim: int, sum_sq: float, weight_regularizer: float, dropout_regularizer: float,
+                          ps: Sequence[float]):
+    """dR/dp of each regulariser term, by autograd through ``ConcreteDropout.regularizer`` and in closed form.
+
+    Weight term ``wr·S/(1−p)``: dR/dp = wr·S/(1−p)² (> 0: descent lowers p).
+    Dropout term ``dr·K·(p log p + (1−p) log(1−p))``: dR/dp = dr·K·log(p/(1−p)) (< 0 below 1/2,
+    > 0 above: descent moves p to 1/2). Returns a frame with ``p``, ``term``, ``autograd``, ``formula``.
+    """
+    import pandas as pd
+
+    name = "regularizer_gradients"
+    _check_reg_args(name, input_dim, sum_sq, weight_regularizer, dropout_regularizer)
+    rows = []
+    for term, wr, dr in (("weight", weight_regularizer, 0.0), ("dropout", 0.0, dropout_regularizer)):
+        module = _probe_module(input_dim, sum_sq, wr, dr)
+        for p in ps:
+            module.set_p(_check_probability(p, name, "every entry of ps"))
+            module.p_logit.grad = None
+            module.regularizer().backward()
+            p_now = float(module.p.detach())
+            # dR/dp = (dR/dlogit) / (dp/dlogit), dp/dlogit = p(1 − p)
+            autograd = float(module.p_logit.grad) / (p_now * (1.0 - p_now))
+            formula = (wr * sum_sq / (1.0 - p_now) ** 2 if term == "weight"
+                       else dr * input_dim * math.log(p_now / (1.0 - p_now)))
+            rows.append({"p": float(p), "term": term, "autograd": autograd, "formula": formula})
+    return pd.DataFrame(rows)
+
+
+def sum_of_squares(module: ConcreteDropout) -> float:
+    """``S = Σ‖W‖²`` that ``module.regularizer()`` uses (biases included when ``include_bias``)."""
+    if not isinstance(module, ConcreteDropout):
+        raise ValueError(f"sum_of_squares: expected a ConcreteDropout module, got {type(module).__name__}")
+    with torch.no_grad():
+        return float(sum(float(w.double().pow(2).sum()) for n, w in module.layer.named_parameters()
+                         if module.include_bias or not n.split(".")[-1].startswith("bias")))
+
+
+def regularizer_optimum(input_dim: int, sum_sq: float, weight_regularizer: float,
+                        dropout_regularizer: float) -> float:
+    """The p minimising the regulariser alone: root of wr·S/(1−p)² + dr·K·log(p/(1−p)) = 0.
+
+    Equals 1/2 without the weight term; lies in (0, 1/2) when both terms are present.
+    """
+    name = "regularizer_optimum"
+    _check_reg_args(name, input_dim, sum_sq, weight_regularizer, dropout_regularizer)
+    if dropout_regularizer == 0:
+        raise ValueError(f"{name}: dropout_regularizer must be > 0 (otherwise p → 0, no interior optimum)")
+    a, b = weight_regularizer * sum_sq, dropout_regularizer * input_dim
+
+    def slope(logit: float) -> float:
+        p = special.expit(logit)
+        return a / (1.0 - p) ** 2 + b * logit
+
+    return float(special.expit(optimize.brentq(slope, -60.0, 0.0, xtol=1e-14)))
+
+
+@dataclass
+class RegularizerStudy:
+    """Result of :func:`regularizer_study`: ``gradients`` (per p and term), ``descent`` (p per step
+    for gradient descent on one term alone, from each start), ``optimum`` of the full regulariser."""
+
+    gradients: Any
+    descent: Any
+    optimum: float
+    input_dim: int
+    sum_sq: float
+    weight_regularizer: float
+    dropout_regularizer: float
+
+
+def regularizer_study(input_dim: int, sum_sq: float, weight_regularizer: float, dropout_regularizer: float,
+                      ps: Sequence[float] = tuple(np.round(np.linspace(0.02, 0.98, 49), 4)),
+                      starts: Sequence[float] = (0.1, 0.9), steps: int = 200, lr: float = 0.1) -> RegularizerStudy:
+    """CD-REG: the pull of each regulariser term on p and where plain gradient descent takes p.
+
+    ``descent`` runs ``steps`` Adam updates on ``p_logit`` (weights frozen) for each term alone
+    (the other factor set to 0) and for both, from each start in ``starts``.
+    """
+    import pandas as pd
+
+    name = "regularizer_study"
+    gradients = regularizer_gradients(input_dim, sum_sq, weight_regularizer, dropout_regularizer, ps)
+    steps = _check_positive_int(steps, name, "steps")
+    rows = []
+    for term, wr, dr in (("weight", weight_regularizer, 0.0), ("dropout", 0.0, dropout_regularizer),
+                         ("both", weight_regularizer, dropout_regularizer)):
+        for start in starts:
+            module = _probe_module(input_dim, sum_sq, wr, dr)
+            module.set_p(_check_probability(start, name, "every entry of starts"))
+            optimizer = torch.optim.Adam([module.p_logit], lr=lr)
+            rows.append({"term": term, "start": start, "step": 0, "p": module.rate})
+            for step in range(1, steps + 1):
+                optimizer.zero_grad()
+                module.regularizer().backward()
+                optimizer.step()
+                rows.append({"term": term, "start": start, "step": step, "p": module.rate})
+    optimum = regularizer_optimum(input_dim, sum_sq, weight_regularizer, dropout_regularizer)
+    return RegularizerStudy(gradients, pd.DataFrame(rows), optimum, input_dim, sum_sq, weight_regularizer,
+                            dropout_regularizer)
+
+
+# ----------------------------------------------------------------------------- CD-MN, CD-GRID
+
+
+@dataclass(frozen=True, eq=False)
+class TensorSplit:
+    """A subset of a dataset: ``x``, ``y`` tensors (what :func:`fit` and :func:`evaluate` need)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _subset(data, n: int, seed: int, name: str) -> TensorSplit:
+    if n > len(data):
+        raise ValueError(f"{name}: size {n} exceeds the training split ({len(data)} examples)")
+    if n == len(data):
+        return TensorSplit(data.x, data.y)
+    idx = torch.from_numpy(stratified_indices(data.y.numpy(), n, seed))
+    return TensorSplit(data.x[idx], data.y[idx])
+
+
+def updates_to_epochs(updates: int, n: int, batch_size: int) -> int:
+    """Epochs needed for ``updates`` minibatch updates on ``n`` examples (the last epoch may be cut)."""
+    per_epoch = math.ceil(n / batch_size)
+    return math.ceil(updates / per_epoch)
+
+
+def concrete_mlp(in_features: int, widths: Sequence[int], out_features: int, n_train: int, *,
+                 length_scale: float = 1e-4, tau: float = 1.0, p_init: float = 0.1,
+                 temperature: float = 0.1) -> MLP:
+    """An MLP with Concrete dropout in front of every Linear layer (input included).
+
+    Regulariser factors ``wr = l²/(τN)``, ``dr = 2/(τN)`` (:func:`concrete_regularizer_weights`).
+    """
+    wr, dr = concrete_regularizer_weights(length_scale, tau, n_train)
+    return MLP(in_features, widths, out_features, dropout="concrete", p_input=p_init, p_hidden=p_init,
+               dropout_kwargs=dict(temperature=temperature, weight_regularizer=wr, dropout_regularizer=dr))
+
+
+def concrete_layers(model: nn.Module) -> dict[str, str]:
+    """``{"rate/<module name>": label}`` for the ConcreteDropout modules of ``model``, in order.
+
+    The module in front of the first Linear layer drops input features ("input"); the k-th
+    after it drops the units of hidden layer k ("hidden k").
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, ConcreteDropout)]
+    return {f"rate/{n}": ("input" if i == 0 else f"hidden {i}") for i, n in enumerate(names)}
+
+
+def _thin(frame, max_points: int):
+    if len(frame) <= max_points:
+        return frame
+    keep = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
+    return frame.iloc[keep]
+
+
+@dataclass
+class RateSweep:
+    """Result of :func:`concrete_rate_sweep`.
+
+    ``trajectories``: long format ``N, seed, epoch, step, layer, depth, rate`` from step 0 (the
+    initial p) to the last update, thinned to at most ``max_points`` points per run. ``rates``: the final ``rate`` per ``N, seed, layer, depth``.
+    ``errors``: ``N, seed, test_error, test_loss`` in eval mode. ``updates``: updates per run.
+    """
+
+    trajectories: Any
+    rates: Any
+    errors: Any
+    updates: int
+    batch_size: int
+
+
+def _train_on_subset(make_model: Callable[[int], nn.Module], train, n: int, seed: int, config: TrainConfig,
+                     updates: int, name: str):
+    """Train ``make_model(n)`` on the (n, seed) subset for ``updates`` updates; history with a step-0 row."""
+    import pandas as pd
+
+    subset = _subset(train, n, seed, name)
+    run_config = replace(config, seed=seed, epochs=updates_to_epochs(updates, n, config.batch_size),
+                         max_steps=updates, eval_splits=())
+    seed_everything(seed)
+    model = make_model(n)
+    start = {"epoch": 0, "step": 0, "split": "train_running", **dropout_rates(model)}
+    frame = fit(model, {"train": subset}, run_config).to_frame()
+    return model, pd.concat([pd.DataFrame([start]), frame], ignore_index=True)
+
+
+def concrete_rate_sweep(train, test, sizes: Sequence[int], seeds: Iterable[int], widths: Sequence[int],
+                        config: TrainConfig, updates: int, *, length_scale: float = 1e-4, tau: float = 1.0,
+                        p_init: float = 0.1, temperature: float = 0.1, max_points: int = 100) -> RateSweep:
+    """CD-MN: train a concrete-dropout MLP on class-stratified subsets of ``train`` of every size.
+
+    Every run gets the same number of ``updates`` (so small N is not also trained for less
+    time); the subset for (N, seed) is ``stratified_indices(train.y, N, seed)``, nested in N.
+    The regulariser factors scale with 1/N. Test error and loss are measured in eval mode.
+    """
+    import pandas as pd
+
+    name = "concrete_rate_sweep"
+    sizes = _check_sizes(sizes, name, "sizes")
+    seeds = _check_seeds(seeds, name)
+    updates = _check_positive_int(updates, name, "updates")
+    in_features = int(train.x[0].numel())
+    out_features = int(train.y.max()) + 1
+    trajectories, finals, errors = [], [], []
+    for n in sizes:
+        for seed in seeds:
+            def make(n_train: int) -> nn.Module:
+                return concrete_mlp(in_features, widths, out_features, n_train, length_scale=length_scale,
+                                    tau=tau, p_init=p_init, temperature=temperature)
+
+            model, frame = _train_on_subset(make, train, n, seed, config, updates, name)
+            labels = concrete_layers(model)
+            running = _thin(frame[frame["split"] == "train_running"], max_points)
+            for depth, (column, label) in enumerate(labels.items()):
+                trajectories.append(pd.DataFrame({"N": n, "seed": seed, "epoch": running["epoch"].to_numpy(),
+                                                  "step": running["step"].to_numpy(), "layer": label,
+                                                  "depth": depth, "rate": running[column].to_numpy()}))
+            modules = [m for m in model.modules() if isinstance(m, ConcreteDropout)]
+            finals += [{"N": n, "seed": seed, "layer": label, "depth": depth, "rate": module.rate}
+                       for depth, (label, module) in enumerate(zip(labels.values(), modules))]
+            metrics = evaluate(model, test, device=config.device)
+            errors.append({"N": n, "seed": seed, "test_error": metrics["error"], "test_loss": metrics["loss"]})
+    return RateSweep(pd.concat(trajectories, ignore_index=True), pd.DataFrame(finals), pd.DataFrame(errors),
+                     updates, config.batch_size)
+
+
+def fixed_rate_grid(train, val, test, n: int, rates: Sequence[float], seeds: Iterable[int], widths: Sequence[int],
+                    config: TrainConfig, updates: int):
+    """CD-GRID: the same MLP with one fixed inverted-dropout rate ``p`` on every layer, per grid value.
+
+    Same subsets (``stratified_indices(train.y, n, seed)``), seeds and update budget as
+    :func:`concrete_rate_sweep`. Returns ``p, seed, val_error, test_error, updates``.
+    """
+    import pandas as pd
+
+    name = "fixed_rate_grid"
+    n = _check_positive_int(n, name, "n")
+    seeds = _check_seeds(seeds, name)
+    updates = _check_positive_int(updates, name, "updates")
+    rates = list(rates)
+    if not rates:
+        raise ValueError(f"{name}: rates must not be empty")
+    for p in rates:
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"{name}: every rate must be a drop probability in [0, 1), got {p!r}")
+    in_features = int(train.x[0].numel())
+    out_features = int(train.y.max()) + 1
+    rows = []
+    for p in rates:
+        for seed in seeds:
+            def make(n_train: int, p: float = float(p)) -> nn.Module:
+                return MLP(in_features, widths, out_features, dropout="inverted", p_input=p, p_hidden=p)
+
+            model, _ = _train_on_subset(make, train, n, seed, config, updates, name)
+            rows.append({"p": float(p), "seed": seed,
+                         "val_error": evaluate(model, val, device=config.device)["error"],
+                         "test_error": evaluate(model, test, device=config.device)["error"], "updates": updates})
+    return pd.DataFrame(rows)
+
+
+def grid_vs_concrete(grid, concrete_errors, n: int, concrete_updates: int):
+    """Per seed: the grid value chosen on validation error, its test error, and concrete's at ``n``.
+
+    ``grid``: output of :func:`fixed_rate_grid`; ``concrete_errors``: ``RateSweep.errors``.
+    Returns ``(per_seed, cost)``: per_seed has ``seed, chosen_p, grid_test_error,
+    concrete_test_error, difference`` (concrete − grid, in the error's units); cost has one row
+    per method with the number of training ``runs`` and ``updates`` behind one final model.
+    """
+    import pandas as pd
+
+    concrete = concrete_errors[concrete_errors["N"] == n].set_index("seed")["test_error"]
+    if concrete.empty:
+        raise ValueError(f"grid_vs_concrete: no concrete run at N={n}; sizes run: {sorted(set(concrete_errors['N']))}")
+    rows = []
+    for seed, runs in grid.groupby("seed", sort=True):
+        if seed not in concrete.index:
+            raise ValueError(f"grid_vs_concrete: seed {seed} has grid runs but no concrete run at N={n}")
+        best = runs.sort_values(["val_error", "p"], kind="stable").iloc[0]
+        rows.append({"seed": int(seed), "chosen_p": float(best["p"]), "grid_test_error": float(best["test_error"]),
+                     "concrete_test_error": float(concrete[seed]),
+                     "difference": float(concrete[seed] - best["test_error"])})
+    n_grid = grid["p"].nunique()
+    per_run = int(grid["updates"].iloc[0])
+    cost = pd.DataFrame([{"method": "concrete dropout (p learned)", "runs": 1, "updates": concrete_updates},
+                         {"method": f"grid search over {n_grid} fixed p", "runs": n_grid, "updates": n_grid * per_run}])
+    return pd.DataFrame(rows), cost
+
+
+# ----------------------------------------------------------------------------- trend verdicts
+
+
+def trend_summary(frame, x: str, y: str, seed: str = "seed", direction: str = "decreasing",
+                  within: str | None = None) -> tuple[Summary, bool]:
+    """Evidence that ``y`` falls (or rises) with ``x``: per-seed Spearman ρ and monotone means.
+
+    Returns ``(summary, monotone)``: ``summary`` is the mean ± 95 % CI over seeds of ``−ρ``
+    (``direction="decreasing"``) or ``ρ`` (``"increasing"``), so a positive value supports the
+    claim; a group whose ``y`` is constant contributes 0. With ``within`` (e.g. the training-set
+    size), ρ is computed per (seed, within) and averaged over ``within`` for each seed.
+    ``monotone``: the means of ``y`` per ``x`` (over seeds and ``within``) are non-increasing
+    (non-decreasing) in ``x``.
+    """
+    if direction not in ("decreasing", "increasing"):
+        raise ValueError(f"trend_summary: direction must be 'decreasing' or 'increasing', got {direction!r}")
+    sign = -1.0 if direction == "decreasing" else 1.0
+    keys = [seed] if within is None else [seed, within]
+    scores: dict[Any, list[float]] = {}
+    for key, group in frame.groupby(keys, sort=True):
+        if group[x].nunique() < 2:
+            raise ValueError(f"trend_summary: need at least two distinct values of {x!r} per seed")
+        rho = stats.spearmanr(group[x], group[y]).statistic if group[y].nunique() > 1 else 0.0
+        scores.setdefault(key[0], []).append(sign * float(rho))
+    per_seed = [float(np.mean(v)) for _, v in sorted(scores.items())]
+    means = frame.groupby(x, sort=True)[y].mean().to_numpy()
+    return mean_ci(per_seed), bool(np.all(np.diff(means) * sign >= 0))
+
+
+def interval_verdict(summary: Summary, low: float = -math.inf, high: float = math.inf) -> bool | None:
+    """True if the whole CI lies in ``[low, high]``; False if the mean lies outside; None otherwise."""
+    if not low <= summary.mean <= high:
+        return False
+    inside = summary.n >= 2 and math.isfinite(summary.half_width) and low <= summary.low and summary.high <= high
+    return True if inside else None
+
+
+def combine_verdicts(verdicts: Iterable[bool | None]) -> bool | None:
+    """All True → True; any False → False; otherwise None (the weakest verdict wins)."""
+    verdicts = list(verdicts)
+    if any(v is False for v in verdicts):
+        return False
+    return True if all(v is True for v in verdicts) else None
+
+
+def trend_verdict(summary: Summary, monotone: bool) -> bool | None:
+    """True if the CI of the trend score is above 0 and the means are monotone; False if the mean
+    score is ≤ 0; None otherwise."""
+    verdict = directional_verdict(summary)
+    return None if verdict is True and not monotone else verdict
+
+
+# ----------------------------------------------------------------------------- CD-TOY
+
+
+class HeteroscedasticConcreteMLP(nn.Module):
+    """``in → width × depth (ReLU) → (mean, log σ²)`` with Concrete dropout in front of every Linear.
+
+    The official toy model (ConcreteDropout notebooks): three hidden layers of 1024 units, one
+    ConcreteDropout per Linear layer including the 1-D input, and two separate linear heads
+    (mean and log-variance), each behind its own ConcreteDropout. Output ``(B, 2·out)``:
+    ``[:, :out]`` the mean, ``[:, out:]`` the log-variance (one tensor, so
+    :func:`~dropoutlab.inference.predict_mc` can tile it).
+    """
+
+    def __init__(self, in_features: int = 1, width: int = 1024, depth: int = 3, out_features: int = 1, *,
+                 weight_regularizer: float = 1e-6, dropout_regularizer: float = 1e-5, p_init: float = 0.1,
+                 temperature: float = 0.1) -> None:
+        super().__init__()
+        name = "HeteroscedasticConcreteMLP"
+        for what, value in (("in_features", in_features), ("width", width), ("depth", depth),
+                            ("out_features", out_features)):
+            _check_positive_int(value, name, what)
+        kwargs = dict(p=p_init, temperature=temperature, weight_regularizer=weight_regularizer,
+                      dropout_regularizer=dropout_regularizer)
+        layers: list[nn.Module] = []
+        fan_in = in_features
+        for _ in range(depth):
+            layers += [ConcreteDropout(nn.Linear(fan_in, width), **kwargs), nn.ReLU()]
+            fan_in = width
+        self.body = nn.Sequential(*layers)
+        self.mean_head = ConcreteDropout(nn.Linear(width, out_features), **kwargs)
+        self.log_var_head = ConcreteDropout(nn.Linear(width, out_features), **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.body(x)
+        return torch.cat([self.mean_head(h), self.log_var_head(h)], dim=-1)
+
+    def rates(self) -> dict[str, float]:
+        """Learned p per ConcreteDropout: ``input``, ``hidden 1``…, ``mean head``, ``log-var head``."""
+        body = [m for m in self.body if isinstance(m, ConcreteDropout)]
+        labels = ["input"] + [f"hidden {i}" for i in range(1, len(body))]
+        return {**{label: m.rate for label, m in zip(labels, body)},
+                "mean head": self.mean_head.rate, "log-var head": self.log_var_head.rate}
+
+
+def heteroscedastic_loss(y: Tensor, output: Tensor) -> Tensor:
+    """Mean over the batch of ``Σ_d exp(−log σ²)(y − μ)² + log σ²`` (twice the Gaussian NLL minus
+    a constant), the loss of the official notebooks; ``output = [μ, log σ²]`` along the last dim."""
+    d = output.shape[-1] // 2
+    if output.shape[-1] != 2 * d or y.shape[-1] != d:
+        raise ValueError(f"heteroscedastic_loss: output must be (B, 2·D) for targets (B, D); "
+                         f"got output {tuple(output.shape)} and targets {tuple(y.shape)}")
+    mean, log_var = output[..., :d], output[..., d:]
+    return (torch.exp(-log_var) * (y - mean) ** 2 + log_var).sum(-1).mean()
+
+
+def toy_data(n: int, seed: int, slope: float = 2.0, intercept: float = 8.0,
+             noise_sd: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``x ~ N(0, 1)``, ``y = slope·x + intercept + noise_sd·N(0, 1)`` as float32 ``(n, 1)`` tensors."""
+    n = _check_positive_int(n, "toy_data", "n")
+    if not noise_sd > 0:
+        raise ValueError(f"toy_data: noise_sd must be > 0, got {noise_sd!r}")
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    y = slope * x + intercept + noise_sd * torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    return x.float(), y.float()
+
+
+def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, batch_size: int = 20,
+                        lr: float = 1e-3, seed: int = 0, device: str = "auto") -> list[dict[str, float]]:
+    """Adam on :func:`heteroscedastic_loss` plus every module's ``regularizer()``, shuffled minibatches.
+
+    (``fit`` only knows MSE for regression.) Returns one record per epoch: ``epoch``, ``loss``
+    (running mean of the data term), ``rate/<label>`` when the model has :meth:`rates`.
+    """
+    name = "fit_heteroscedastic"
+    epochs = _check_positive_int(epochs, name, "epochs")
+    batch_size = _check_positive_int(batch_size, name, "batch_size")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
+    device = resolve_device(device)
+    seed_everything(seed)
+    model.to(device).train()
+    x, y = x.to(device), y.to(device)
+    regularized = [m for m in model.modules() if m is not model and callable(getattr(m, "regularizer", None))]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order_generator = torch.Generator().manual_seed(seed)
+    records = []
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(x.shape[0], generator=order_generator).to(device)
+        total = torch.zeros((), device=device)
+        for start in range(0, x.shape[0], batch_size):
+            idx = order[start:start + batch_size]
+            data_term = heteroscedastic_loss(y[idx], model(x[idx]))
+            loss = data_term + torch.stack([m.regularizer().reshape(()) for m in regularized]).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: non-finite loss at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += data_term.detach() * len(idx)
+        record = {"epoch": epoch, "loss": float(total) / x.shape[0]}
+        if callable(getattr(model, "rates", None)):
+            record.update({f"rate/{k}": v for k, v in model.rates().items()})
+        records.append(record)
+    return records
+
+
+def toy_uncertainty(model: nn.Module, x: Tensor, y: Tensor, samples: int = 20) -> dict[str, float]:
+    """MC-dropout uncertainty of a heteroscedastic model on ``(x, y)`` (as in the official notebook).
+
+    With ``T = samples`` stochastic passes giving means μ_t and log-variances s_t:
+    epistemic variance = mean over points of Var_t μ_t; aleatoric variance = mean over points of
+    exp(mean_t s_t). Returns their square roots, the RMSE of mean_t μ_t and the average
+    predictive log-likelihood log (1/T) Σ_t N(y | μ_t, e^{s_t}).
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"toy_uncertainty: samples must be an integer >= 2, got {samples!r}")
+    device = next(model.parameters()).device
+    out = predict_mc(model, x.to(device), samples).double().cpu()
+    d = out.shape[-1] // 2
+    mean, log_var = out[..., :d], out[..., d:]
+    target = y.double()
+    epistemic = mean.var(0, correction=0).mean()
+    aleatoric = torch.exp(log_var.mean(0)).mean()
+    rmse = torch.sqrt(((mean.mean(0) - target) ** 2).mean())
+    log_lik = -0.5 * (math.log(2 * math.pi) + log_var + torch.exp(-log_var) * (target - mean) ** 2)
+    test_ll = (torch.logsumexp(log_lik.sum(-1), dim=0) - math.log(samples)).mean()
+    return {"epistemic_sd": float(epistemic.sqrt()), "aleatoric_sd": float(aleatoric.sqrt()),
+            "rmse": float(rmse), "test_ll": float(test_ll)}
+
+
+def input_dropout_floor(p_input: float, slope: float = 2.0, noise_sd: float = 1.0,
+                        x_second_moment: float = 1.0) -> tuple[float, float]:
+    """Uncertainty that dropout on the 1-D input alone puts into the toy model, given its rate.
+
+    If the net computes ``slope·x̃ + intercept`` from the dropped input ``x̃ = x·m/(1−p)``,
+    ``m ~ Bernoulli(1−p)``, then Var_m[μ | x] = slope²·x²·p/(1−p). Averaged over ``x`` with
+    E[x²] = ``x_second_moment``: epistemic sd = slope·√(E[x²]·p/(1−p)). A heteroscedastic head
+    fitted under that training noise learns σ²(x) = noise_sd² + slope²·x²·p/(1−p), so the
+    aleatoric sd of :func:`toy_uncertainty` is ≈ √(noise_sd² + slope²·E[x²]·p/(1−p)) (a floor:
+    dropout in the hidden layers adds to both). Returns ``(epistemic_sd, aleatoric_sd)``.
+    """
+    p = float(p_input)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"input_dropout_floor: p_input must be a drop probability in [0, 1), got {p_input!r}")
+    extra = slope**2 * x_second_moment * p / (1.0 - p)
+    return math.sqrt(extra), math.sqrt(noise_sd**2 + extra)
+
+
+def toy_study(sizes: Sequence[int], epochs: Sequence[int], seeds: Iterable[int], *, width: int = 1024,
+              depth: int = 3, n_val: int = 1000, samples: int = 20, batch_size: int = 20, lr: float = 1e-3,
+              length_scale: float = 1e-4, tau: float = 1.0, noise_sd: float = 1.0, device: str = "auto"):
+    """CD-TOY: fit the heteroscedastic concrete model for every (N, epochs) pair and seed.
+
+    Data: :func:`toy_data` with ``N + n_val`` points per (N, seed), the first N for training;
+    ``wr = l²/(τN)``, ``dr = 2/(τN)`` as in the official notebook. Returns one row per (N, seed)
+    with the :func:`toy_uncertainty` values, ``epochs``, ``updates`` and ``p/<layer>``.
+    """
+    import pandas as pd
+
+    name = "toy_study"
+    sizes = _check_sizes(sizes, name, "sizes")
+    epochs = _check_sizes(epochs, name, "epochs")
+    if len(epochs) != len(sizes):
+        raise ValueError(f"{name}: epochs must give one value per size ({len(sizes)}), got {len(epochs)}")
+    seeds = _check_seeds(seeds, name)
+    rows = []
+    for n, n_epochs in zip(sizes, epochs):
+        for seed in seeds:
+            x, y = toy_data(n + n_val, seed * 1_000_003 + n, noise_sd=noise_sd)
+            wr, dr = concrete_regularizer_weights(length_scale, tau, n)
+            seed_everything(seed)
+            model = HeteroscedasticConcreteMLP(x.shape[1], width, depth, y.shape[1], weight_regularizer=wr,
+                                               dropout_regularizer=dr)
+            fit_heteroscedastic(model, x[:n], y[:n], n_epochs, batch_size, lr, seed, device)
+            seed_everything(seed)
+            result = toy_uncertainty(model, x[n:], y[n:], samples)
+            rows.append({"N": n, "seed": seed, "epochs": n_epochs,
+                         "updates": n_epochs * math.ceil(n / batch_size), **result,
+                         **{f"p/{k}": v for k, v in model.rates().items()}})
+    return pd.DataFrame(rows)
