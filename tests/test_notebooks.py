@@ -12,6 +12,7 @@ import pytest
 from dropoutlab.notebooks import (
     PROFILES,
     NotebookParameterError,
+    _thread_env,
     check_clean,
     list_notebooks,
     notebook_parameters,
@@ -74,6 +75,19 @@ def test_strip_volatile():
     assert clean["cells"][0]["id"] == "injected-parameters"
     assert clean["cells"][1]["metadata"] == {}
     assert nb["metadata"]["papermill"]  # the input is not modified
+
+
+def test_kernel_thread_count_is_set_and_restored(monkeypatch):
+    import os
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with _thread_env(3):
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "3"
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+    with pytest.raises(NotebookParameterError, match="cpu_threads"):
+        with _thread_env(0):
+            pass
 
 
 @pytest.mark.slow

@@ -8,13 +8,17 @@
 * the kernel (``python3``) runs in ``root``, so the notebook writes ``figures/<name>/`` and
   ``reports/metrics/<name>.json`` there;
 * the executed notebook is written to ``reports/notebooks/<name>.ipynb`` with volatile
-  metadata (timings, papermill paths, random cell ids) removed, plus an HTML export.
+  metadata (timings, papermill paths, random cell ids) removed, plus an HTML export;
+* the kernel gets ``cpu_threads`` (params.yaml) as OMP/MKL thread count: CPU results are
+  bit-identical only at a fixed thread count, so the count is a recorded parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +82,25 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
     return nb
 
 
+@contextlib.contextmanager
+def _thread_env(threads: int | None):
+    """Set the thread-count variables a kernel started inside the block inherits."""
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {key: os.environ.get(key) for key in keys}
+    try:
+        if threads is not None:
+            if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+                raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
+            os.environ.update({key: str(threads) for key in keys})
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def export_html(nb_path: Path) -> Path:
     import nbconvert
     import nbformat
@@ -103,9 +126,11 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.running.ipynb")
     logging.getLogger("papermill").setLevel(logging.WARNING)
+    threads = load_params(root).get("cpu_threads")
     try:
-        pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
-                            kernel_name="python3", progress_bar=False, cwd=str(output_root))
+        with _thread_env(threads):
+            pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
+                                kernel_name="python3", progress_bar=False, cwd=str(output_root))
         nb = strip_volatile(nbformat.read(tmp, as_version=4))
         atomic_write_text(out, nbformat.writes(nbformat.from_dict(nb)) + "\n")
     finally:
