@@ -234,7 +234,11 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
         raise ValueError(f"fit: data has no split(s) {missing}; it has {sorted(data)}")
     device = resolve_device(config.device)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(config.deterministic)
+    if device.type == "cuda" and config.deterministic:
+        # cuBLAS is deterministic only with a fixed workspace (PyTorch "Reproducibility" notes);
+        # an op without a deterministic CUDA kernel warns instead of stopping a long GPU run.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(config.deterministic, warn_only=device.type != "cpu")
     seed_everything(config.seed)
     model.to(device).train()
     optimizer = _make_optimizer(model, config)
