@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help setup reproduce test lab report docs bench clean
 help:
-	@echo "make reproduce  set up .venv, run the DVC pipeline (profile from params.yaml), print metrics"
+	@echo "make reproduce  set up .venv, run the DVC pipeline (profile from params.yaml), print the verdicts"
 	@echo "make test       set up .venv, ruff, notebooks-without-outputs check, pytest"
 	@echo "make lab        JupyterLab on the same environment"
 	@echo "make bench      speed benchmarks (ratios against baselines, printed side by side)"
@@ -31,7 +31,7 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 reproduce: setup
 	test -d .git || git init -q   # DVC needs git (a zip/tarball download has none)
 	dvc repro
-	dvc metrics show
+	dropoutlab claims   # the verdicts; `dvc metrics show` has them too, one column per field
 	@echo "Claims report: reports/claims.md (index: reports/index.html)"
 
 test: setup

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from dropoutlab.analysis import diff_ci, directional_verdict, holm, mean_ci
-from dropoutlab.claims import Ledger, load_claims, write_report
+from dropoutlab.claims import Ledger, load_claims, render_summary, write_report
 
 
 def test_mean_ci_matches_scipy():
@@ -51,6 +51,10 @@ def test_ledger_and_report(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "a \\| b" in report and "1 reproduced, 1 not reproduced, 1 inconclusive" in report
     assert "01_demo" in (tmp_path / "reports" / "index.html").read_text()
+    summary = render_summary(load_claims(tmp_path)).splitlines()
+    assert summary[0] == "3 claims: 1 reproduced, 1 not reproduced, 1 inconclusive"
+    assert summary[1] == "01_demo"
+    assert summary[3].split() == ["X-2", "not", "reproduced", "0.5", "±", "0.1"]
 
 
 def test_ledger_rejects_bad_verdict(tmp_path):

@@ -174,8 +174,27 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         if r.get("p_value") is not None:
             verdict += f" (p = {r['p_value']:.3g})"
         cells = [r["id"], r["claim"], r["source"], r["paper"], r["measured_text"], r.get("n_seeds"),
-                 verdict, f"[{r['notebook']}](notebooks/{r['notebook']}.html)", r.get("note", "")]
+                 verdict, f"[{r['notebook']}](notebooks/{r['notebook']}.ipynb)", r.get("note", "")]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(rows: list[dict[str, Any]]) -> str:
+    """The verdicts as plain text, one line per claim: what ``make reproduce`` prints at the end.
+
+    (``dvc metrics show`` puts every field of every claim in one column: unreadable at 50+ claims.)
+    """
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS.values()}
+    width = max((len(r["id"]) for r in rows), default=2)
+    lines = [f"{len(rows)} claims: {counts['reproduced']} reproduced, {counts['not reproduced']} not reproduced, "
+             f"{counts['inconclusive']} inconclusive"]
+    notebook = None
+    for r in rows:
+        if r["notebook"] != notebook:
+            notebook = r["notebook"]
+            lines.append(f"{notebook}")
+        p = f"  (p = {r['p_value']:.3g})" if r.get("p_value") is not None else ""
+        lines.append(f"  {r['id']:<{width}}  {r['verdict']:<14}  {r['measured_text']}{p}")
     return "\n".join(lines) + "\n"
 
 

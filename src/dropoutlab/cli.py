@@ -46,6 +46,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from .claims import load_claims, render_summary
+
+    print(render_summary(load_claims()), end="")
+    return 0
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     from ._io import atomic_write_text
     from .docs import variants_markdown
@@ -99,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run_notebook)
 
     sub.add_parser("report", help="gather reports/metrics/*.json into reports/claims.md").set_defaults(func=cmd_report)
+    sub.add_parser("claims", help="print every claim's verdict from reports/metrics/*.json").set_defaults(
+        func=cmd_claims)
     sub.add_parser("docs", help="regenerate docs/variants.md from the registry").set_defaults(func=cmd_docs)
     sub.add_parser("variants", help="list the registered dropout variants").set_defaults(func=cmd_variants)
     bench = sub.add_parser("bench", help="run the speed benchmarks in benchmarks/ (all, or by name)")
