@@ -29,5 +29,14 @@ def blobs(n: int, seed: int, features: int = 12, classes: int = 3) -> TensorData
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny nets: thread start-up costs more than it saves)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def toy_data() -> dict[str, TensorData]:
     return {"train": blobs(256, 0), "val": blobs(128, 1)}

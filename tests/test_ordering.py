@@ -35,12 +35,7 @@ CONFIG = TrainConfig(epochs=1, batch_size=32, device="cpu", eval_splits=())
 MODULE_TOKENS = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ELU: "act", nn.MaxPool2d: "pool"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_images(n: int, seed: int) -> TensorData:

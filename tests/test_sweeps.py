@@ -32,14 +32,7 @@ from dropoutlab.train import TrainConfig
 CONFIG = TrainConfig(batch_size=32, lr=1e-2, max_steps=12, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- building blocks -------------------------------------------------------------------------
