@@ -15,7 +15,6 @@ from dropoutlab.analysis.coadaptation import (
     _rate_feeding,
     ablation_curve,
     activation_statistics,
-    all_verdicts,
     autoencoder_study,
     classifier_study,
     degradation_area,
@@ -23,11 +22,8 @@ from dropoutlab.analysis.coadaptation import (
     filter_grid,
     find_readout,
     mean_abs_correlation,
-    ratio_band_verdict,
     readout_inputs,
-    upper_bound_verdict,
 )
-from dropoutlab.analysis.stats import Summary, mean_ci
 from dropoutlab.models import MLP, Autoencoder
 from dropoutlab.train import TrainConfig, evaluate
 from dropoutlab.variants import make_dropout
@@ -245,27 +241,6 @@ def test_degradation_area_of_constant_and_linear_curves():
         degradation_area(flat[flat["fraction"] > 0])
     with pytest.raises(ValueError, match="no column"):
         degradation_area(flat, metric="loss")
-
-
-def test_ratio_band_verdict():
-    assert ratio_band_verdict(Summary(1.05, 0.05, 3), 0.15) is True
-    assert ratio_band_verdict(Summary(1.0 / 1.1, 0.01, 3), 0.15) is True
-    assert ratio_band_verdict(Summary(1.2, 0.01, 3), 0.15) is False
-    assert ratio_band_verdict(Summary(0.85, 0.01, 3), 0.15) is False  # below 1/1.15
-    assert ratio_band_verdict(Summary(1.1, 0.2, 3), 0.15) is None
-    assert ratio_band_verdict(mean_ci([1.0]), 0.15) is None
-    with pytest.raises(ValueError, match="tolerance"):
-        ratio_band_verdict(Summary(1.0, 0.1, 3), -1)
-
-
-def test_upper_bound_and_combined_verdicts():
-    assert upper_bound_verdict(Summary(0.4, 0.1, 3), 0.6) is True
-    assert upper_bound_verdict(Summary(0.55, 0.1, 3), 0.6) is None
-    assert upper_bound_verdict(Summary(0.65, 0.01, 3), 0.6) is False
-    assert upper_bound_verdict(mean_ci([0.1]), 0.6) is None
-    assert all_verdicts(True, True) is True
-    assert all_verdicts(True, None) is None
-    assert all_verdicts(None, False, True) is False
 
 
 def test_readout_and_the_rate_feeding_it():

@@ -13,8 +13,9 @@ from torch import nn
 
 from dropoutlab.analysis.concrete_experiments import (
     HeteroscedasticConcreteMLP,
+    RatePlateau,
     RateSweep,
-    combine_verdicts,
+    adam_drift_range,
     concrete_layers,
     concrete_mlp,
     concrete_rate_sweep,
@@ -23,7 +24,8 @@ from dropoutlab.analysis.concrete_experiments import (
     grid_vs_concrete,
     heteroscedastic_loss,
     input_dropout_floor,
-    interval_verdict,
+    layer_trend_scores,
+    rate_plateau,
     regularizer_gradients,
     regularizer_optimum,
     regularizer_study,
@@ -33,11 +35,9 @@ from dropoutlab.analysis.concrete_experiments import (
     toy_data,
     toy_study,
     toy_uncertainty,
-    trend_summary,
-    trend_verdict,
+    trend_scores,
     updates_to_epochs,
 )
-from dropoutlab.analysis.stats import Summary
 from dropoutlab.train import TrainConfig
 from dropoutlab.variants.concrete import ConcreteDropout
 
@@ -220,49 +220,134 @@ def test_grid_vs_concrete_selects_on_validation_and_counts_cost():
         grid_vs_concrete(grid, concrete, 900, 100)
 
 
-# --------------------------------------------------------------------------- verdict helpers
+# --------------------------------------------------------------------------- trends and plateaus
 
 
-def test_trend_summary_and_verdicts():
+def test_trend_scores_per_seed():
     sizes = [10, 100, 1000]
     falling = pd.DataFrame({"seed": np.repeat([0, 1, 2], 3), "N": sizes * 3,
                             "y": [3, 2, 1, 5, 4, 0.5, 2, 1.5, 1.0]})
-    summary, monotone = trend_summary(falling, "N", "y")
-    assert summary.mean == pytest.approx(1.0) and summary.half_width == pytest.approx(0.0) and monotone
-    assert trend_verdict(summary, monotone) is True
-    rising, monotone_up = trend_summary(falling, "N", "y", direction="increasing")
-    assert rising.mean == pytest.approx(-1.0) and not monotone_up and trend_verdict(rising, monotone_up) is False
-    # downward on average, but the means go up between 100 and 1000 → inconclusive
+    scores = trend_scores(falling, "N", "y")
+    assert list(scores.index) == [0, 1, 2] and scores.tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert trend_scores(falling, "N", "y", direction="increasing").tolist() == pytest.approx([-1.0, -1.0, -1.0])
+    # seed 0 goes down then up: ρ = 0.5 → score −0.5; the others fall: 1
     bumpy = pd.DataFrame({"seed": np.repeat([0, 1, 2], 3), "N": sizes * 3, "y": [3, 1, 4, 3, 2, 1, 3, 2, 1]})
-    bumpy_summary, bumpy_monotone = trend_summary(bumpy, "N", "y")
-    assert not bumpy_monotone and bumpy_summary.mean > 0 and trend_verdict(bumpy_summary, bumpy_monotone) is None
+    assert trend_scores(bumpy, "N", "y").tolist() == pytest.approx([-0.5, 1.0, 1.0])
     flat = pd.DataFrame({"seed": [0, 0, 1, 1], "N": [1, 2, 1, 2], "y": [1.0, 1.0, 2.0, 2.0]})
-    assert trend_summary(flat, "N", "y")[0].mean == 0.0
-    with pytest.raises(ValueError, match="trend_summary: direction must be"):
-        trend_summary(flat, "N", "y", direction="up")
+    assert trend_scores(flat, "N", "y").tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="trend_scores: direction must be"):
+        trend_scores(flat, "N", "y", direction="up")
     with pytest.raises(ValueError, match="need at least two distinct values of 'N'"):
-        trend_summary(flat[flat["N"] == 1], "N", "y")
-    assert combine_verdicts([True, True]) is True
-    assert combine_verdicts([True, None]) is None
-    assert combine_verdicts([None, False, True]) is False
-    assert trend_verdict(Summary(0.5, 0.1, 3), monotone=False) is None
+        trend_scores(flat[flat["N"] == 1], "N", "y")
+    with pytest.raises(ValueError, match=r"trend_scores: frame has no column\(s\) \['p'\]"):
+        trend_scores(flat, "N", "p")
 
 
-def test_trend_summary_within_groups_averages_per_seed():
+def test_trend_scores_within_groups_averages_per_seed():
     # seed 0: rising with depth at N = 1 (ρ = 1) and falling at N = 2 (ρ = −1) → 0; seed 1: ρ = 1 twice → 1
     frame = pd.DataFrame({"seed": [0] * 6 + [1] * 6, "N": ([1] * 3 + [2] * 3) * 2, "depth": [0, 1, 2] * 4,
                           "rate": [1, 2, 3, 3, 2, 1, 1, 2, 3, 1, 2, 4]})
-    summary, monotone = trend_summary(frame, "depth", "rate", direction="increasing", within="N")
-    assert summary.n == 2 and summary.mean == pytest.approx(0.5)
-    assert monotone  # pooled means per depth: 1.5, 2, 2.75
+    scores = trend_scores(frame, "depth", "rate", direction="increasing", within="N")
+    assert scores.tolist() == pytest.approx([0.0, 1.0])
 
 
-def test_interval_verdict():
-    assert interval_verdict(Summary(1.0, 0.1, 3), 0.85, 1.15) is True
-    assert interval_verdict(Summary(1.1, 0.1, 3), 0.85, 1.15) is None
-    assert interval_verdict(Summary(1.2, 0.01, 3), 0.85, 1.15) is False
-    assert interval_verdict(Summary(0.1, 0.05, 3), high=0.25) is True
-    assert interval_verdict(Summary(1.0, float("nan"), 1), 0.85, 1.15) is None
+def test_layer_trend_scores_one_column_per_layer():
+    # hidden 1 falls with N for both seeds; input falls for seed 0 and rises for seed 1
+    rates = pd.DataFrame({"N": [10, 100] * 4, "seed": [0, 0, 1, 1] * 2,
+                          "layer": ["input"] * 4 + ["hidden 1"] * 4,
+                          "rate": [0.3, 0.2, 0.1, 0.2, 0.5, 0.4, 0.5, 0.3]})
+    scores = layer_trend_scores(rates)
+    assert list(scores.columns) == ["input", "hidden 1"] and list(scores.index) == [0, 1]
+    np.testing.assert_allclose(scores["input"], [1.0, -1.0])
+    np.testing.assert_allclose(scores["hidden 1"], [1.0, 1.0])
+    np.testing.assert_allclose(scores.min(axis=1), [1.0, -1.0])  # the weakest layer per seed
+    with pytest.raises(ValueError, match="layer_trend_scores: rates has no 'layer' column"):
+        layer_trend_scores(rates.drop(columns="layer"))
+
+
+def test_adam_drift_range():
+    """The notebook's numbers: from p = 0.1, 1,000 updates at lr = 1e-3 reach σ(logit 0.1 ± 1) ≈ 0.039 … 0.232."""
+    low, high = adam_drift_range(0.1, 1e-3, 1000)
+    assert high == pytest.approx(1 / (1 + 9 * math.exp(-1)), rel=1e-12) and high == pytest.approx(0.232, abs=5e-4)
+    assert low == pytest.approx(1 / (1 + 9 * math.exp(1)), rel=1e-12)
+    assert adam_drift_range(0.3, 1e-3, 0) == pytest.approx((0.3, 0.3))
+    with pytest.raises(ValueError, match=r"adam_drift_range: p_init must be a drop probability in \(0, 1\)"):
+        adam_drift_range(0.0, 1e-3, 10)
+    with pytest.raises(ValueError, match="adam_drift_range: updates must be a non-negative integer"):
+        adam_drift_range(0.1, 1e-3, -1)
+
+
+def test_adam_drift_range_matches_adam_on_a_constant_gradient():
+    """Adam on a loss with a constant gradient in p_logit moves it by exactly lr per update."""
+    logit = torch.tensor(float(np.log(0.1 / 0.9)), requires_grad=True)
+    optimizer = torch.optim.Adam([logit], lr=1e-2)
+    for _ in range(50):
+        optimizer.zero_grad()
+        (-3.0 * logit).backward()  # constant gradient −3: p rises
+        optimizer.step()
+    assert float(torch.sigmoid(logit.detach())) == pytest.approx(adam_drift_range(0.1, 1e-2, 50)[1], rel=1e-4)
+
+
+def _trajectory(rates_by_step, n=100, seed=0, layer="input"):
+    steps, rates = zip(*rates_by_step)
+    return pd.DataFrame({"N": n, "seed": seed, "layer": layer, "step": steps, "rate": rates})
+
+
+def test_rate_plateau_relative_change_over_the_last_window():
+    # run A climbs linearly 0.1 → 0.2 over 100 steps: at step 80 p = 0.18, change 0.02/0.18;
+    # run B is flat after step 50 (recorded at 0, 50, 100 only: p at step 80 is interpolated).
+    # lr = 0.05: a window of 20 updates has reach 1 (logit units), just enough to show a drift.
+    climbing = _trajectory([(s, 0.1 + 0.001 * s) for s in range(0, 101, 10)])
+    flat = _trajectory([(0, 0.1), (50, 0.3), (100, 0.3)], n=200)
+    result = rate_plateau(pd.concat([climbing, flat], ignore_index=True), tolerance=0.05, lr=0.05)
+    assert isinstance(result, RatePlateau) and result.window == 0.2 and result.min_reach == 1.0
+    changes = result.changes.set_index("N")
+    assert changes.loc[100, "p_start"] == pytest.approx(0.18) and changes.loc[100, "p_end"] == pytest.approx(0.2)
+    assert changes.loc[100, "relative_change"] == pytest.approx(0.02 / 0.18)
+    assert changes.loc[100, "reach"] == pytest.approx(1.0)
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    assert changes.loc[100, "drift_fraction"] == pytest.approx(logit(0.2) - logit(0.18))
+    assert changes.loc[200, "relative_change"] == pytest.approx(0.0) and changes.loc[200, "drift_fraction"] == 0.0
+    assert result.largest["N"] == 100 and not result.plateaued
+    assert rate_plateau(flat, tolerance=0.05, lr=0.05).plateaued
+    assert rate_plateau(climbing, tolerance=0.2, lr=0.05).plateaued  # 11 % < 20 %
+    # a falling p counts as much as a rising one; steps need not start at 0 (the window is of the run's span)
+    falling = _trajectory([(10, 0.4), (110, 0.2)])
+    assert rate_plateau(falling, tolerance=0.05, window=0.5, lr=0.05).changes["relative_change"].iloc[0] == (
+        pytest.approx(0.1 / 0.3))
+
+
+def test_rate_plateau_needs_a_window_in_which_adam_could_move_p():
+    """A short run is not a plateau: with lr = 1e-3 a 20-update window could move p_logit by 0.02 only."""
+    flat = _trajectory([(0, 0.1), (50, 0.3), (100, 0.3)])
+    short = rate_plateau(flat, tolerance=0.05, lr=1e-3)
+    assert short.changes["reach"].iloc[0] == pytest.approx(0.02) and not short.plateaued
+    assert rate_plateau(flat, tolerance=0.05, lr=1e-3, min_reach=0.01).plateaued
+
+
+def test_rate_plateau_bad_arguments():
+    frame = _trajectory([(0, 0.1), (10, 0.2)])
+    with pytest.raises(ValueError, match=r"rate_plateau: window must be a fraction in \(0, 1\)"):
+        rate_plateau(frame, tolerance=0.05, window=1.0, lr=1e-3)
+    with pytest.raises(ValueError, match="rate_plateau: tolerance must be a finite number > 0"):
+        rate_plateau(frame, tolerance=0.0, lr=1e-3)
+    with pytest.raises(ValueError, match="rate_plateau: lr must be a finite number > 0"):
+        rate_plateau(frame, tolerance=0.05, lr=-1.0)
+    with pytest.raises(ValueError, match=r"rate_plateau: trajectories has no column\(s\) \['step'\]"):
+        rate_plateau(frame.drop(columns="step"), tolerance=0.05, lr=1e-3)
+    with pytest.raises(ValueError, match="has fewer than two recorded steps"):
+        rate_plateau(frame.iloc[:1], tolerance=0.05, lr=1e-3)
+
+
+def test_rate_plateau_on_a_rate_sweep():
+    """On a real sweep the plateau table has one row per (N, seed, layer) and uses the final rates."""
+    train, _, test = _splits()
+    sweep = concrete_rate_sweep(train, test, [60, 240], [0], [8], TrainConfig(batch_size=32, lr=1e-2, device="cpu"),
+                                updates=10, max_points=4)
+    result = rate_plateau(sweep.trajectories, tolerance=0.05, lr=1e-2)
+    assert len(result.changes) == 2 * 2 and not result.plateaued  # 2 updates in the window: reach 0.02
+    merged = result.changes.merge(sweep.rates, on=["N", "seed", "layer"])
+    np.testing.assert_allclose(merged["p_end"], merged["rate"])
 
 
 # --------------------------------------------------------------------------- CD-TOY

@@ -1,4 +1,4 @@
-"""The seed's BN/Dropout ordering table, the sweep over orderings × seeds and its statistics."""
+"""The ordering table of the Stack Overflow answer (Q39691902), the sweep over orderings × seeds, measurements."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from dropoutlab.analysis.ordering import (
     ordering_statistics,
     ordering_sweep,
     ordering_table,
-    significantly_different,
+    per_seed_association,
+    updates_per_epoch,
 )
 from dropoutlab.analysis.stats import holm
 from dropoutlab.train import TrainConfig
@@ -49,7 +50,7 @@ def tiny_images(n: int, seed: int) -> TensorData:
 # ---- the table ------------------------------------------------------------------------------
 
 
-def test_table_has_the_ten_orderings_of_the_seed():
+def test_table_has_the_ten_orderings_of_the_answer():
     table = ordering_table()
     assert list(table["ordering"]) == [f"SO-1{c}" for c in "abcdefghij"]
     assert table["order"].is_unique
@@ -97,6 +98,7 @@ def test_ordering_sweep_is_tidy_and_reproducible():
                    "variance_shift", "running_shift"):
         assert np.all(np.isfinite(runs[column])), column
     assert (runs["variance_shift"] >= 1).all() and (runs["batch_size"] == 32).all()
+    assert (runs["updates"] == 3).all()  # 96 images in batches of 32, one epoch
     # SO-1j puts dropout right before BN: the train-mode variance at its first BN exceeds eval's
     assert (runs.loc[runs["ordering"] == "SO-1j", "ratio_bn1"] < 1).all()
     again = ordering_sweep(data, CONFIG, [1], **kwargs)
@@ -113,6 +115,24 @@ def test_batch_size_sweep_reuses_runs_it_already_has():
     assert list(runs["batch_size"]) == [16, 32]
     assert runs.set_index("batch_size")["test_loss"][32] == -1.0
     assert runs.set_index("batch_size")["test_loss"][16] > 0
+
+
+def test_batch_size_sweep_at_a_fixed_number_of_updates():
+    data = {"train": tiny_images(64, 0), "test": tiny_images(32, 1)}
+    kwargs = dict(net=SMALL_NET, n_measure=32, measure_variance=False)
+    assert [updates_per_epoch(64, b) for b in (16, 24, 64, 100)] == [4, 3, 1, 1]
+    runs = batch_size_sweep(data, CONFIG, [8, 24, 64], [0], ["SO-1e"], updates=6, **kwargs)
+    assert list(runs["batch_size"]) == [8, 24, 64] and (runs["updates"] == 6).all()  # 6 epochs at batch 64
+    # a reused run must have made the same number of updates
+    reuse = ordering_sweep(data, CONFIG, [0], ["SO-1e"], **kwargs).assign(test_loss=-1.0)  # 2 updates at 32
+    again = batch_size_sweep(data, CONFIG, [32], [0], ["SO-1e"], updates=2, reuse=reuse, **kwargs)
+    assert again["test_loss"].tolist() == [-1.0]
+    retrained = batch_size_sweep(data, CONFIG, [32], [0], ["SO-1e"], updates=3, reuse=reuse, **kwargs)
+    assert retrained["test_loss"].iloc[0] > 0 and retrained["updates"].iloc[0] == 3
+    with pytest.raises(ValueError, match="updates must be"):
+        batch_size_sweep(data, CONFIG, [32], [0], ["SO-1e"], updates=0)
+    with pytest.raises(ValueError, match="n_train and batch_size"):
+        updates_per_epoch(0, 32)
 
 
 def test_sweeps_refuse_bad_input():
@@ -220,25 +240,21 @@ def shifted_runs(shift: dict[str, float], seed: int = 0) -> pd.DataFrame:
                          for o in ORDERINGS for s in range(N_SEEDS)])
 
 
-def test_significantly_different_names_the_orderings_beyond_noise():
-    big = detectable_shift()
-    runs = shifted_runs({"SO-1a": -big, "SO-1b": big})
-    assert significantly_different(runs, "SO-1e") == {"below": ["SO-1a"], "above": ["SO-1b"]}
-    assert significantly_different(runs, "SO-1a")["below"] == []
-    # without the correction every comparison is tested at alpha: a smaller shift is found, and more
-    shift = 2 * stats.t.ppf(1 - ALPHA / 2, N_SEEDS - 1) * np.sqrt(2 / N_SEEDS)
-    modest = shifted_runs({"SO-1c": -shift})
-    unadjusted = significantly_different(modest, "SO-1e", adjust=False)["below"]
-    assert "SO-1c" in unadjusted
-    assert set(significantly_different(modest, "SO-1e")["below"]) <= set(unadjusted)
-
-
-def test_batch_size_gap():
+def test_batch_size_gap_is_paired_by_seed():
     big = detectable_shift()
     runs = pd.concat([shifted_runs({"SO-1d": big}, 0), shifted_runs({}, 1).assign(batch_size=32)])
     gap = batch_size_gap(runs, "SO-1d", "SO-1j")
     assert list(gap["batch_size"]) == [32, 128] and list(gap["n"]) == [N_SEEDS, N_SEEDS]
     assert gap.set_index("batch_size")["diff_low"][128] > 0
+    # a common per-seed offset cancels in the paired difference
+    offset = runs.assign(test_loss=runs["test_loss"] + 10.0 * runs["seed"])
+    pd.testing.assert_frame_equal(batch_size_gap(offset, "SO-1d", "SO-1j")[["diff", "diff_low", "diff_high"]],
+                                  gap[["diff", "diff_low", "diff_high"]])
+    at_128 = runs[runs["batch_size"] == 128].pivot_table(index="seed", columns="ordering", values="test_loss")
+    assert gap.set_index("batch_size")["diff"][128] == pytest.approx((at_128["SO-1d"] - at_128["SO-1j"]).mean())
+    # only the seeds both orderings have count
+    partial = runs[~((runs["ordering"] == "SO-1j") & (runs["seed"] == 0))]
+    assert batch_size_gap(partial, "SO-1d", "SO-1j")["n"].tolist() == [N_SEEDS - 1, N_SEEDS - 1]
     with pytest.raises(ValueError, match="lack ordering"):
         batch_size_gap(runs[runs["ordering"] != "SO-1j"], "SO-1d", "SO-1j")
     with pytest.raises(ValueError, match="high and low"):
@@ -251,6 +267,25 @@ def test_association_of_group_means():
     result = association(runs, "shift", "loss")
     assert result["n"] == 3 and result["spearman_rho"] == pytest.approx(0.5)
     assert np.isnan(association(runs.assign(loss=1.0), "shift", "loss")["spearman_rho"])
+
+
+def test_per_seed_association():
+    rows = [{"ordering": o, "seed": s, "shift": float(i), "loss": float(i if s == 0 else -i)}
+            for i, o in enumerate(["SO-1a", "SO-1b", "SO-1c", "SO-1d"]) for s in range(3)]
+    runs = pd.DataFrame(rows)
+    result = per_seed_association(runs, "shift", "loss")
+    assert list(result["seed"]) == [0, 1, 2] and list(result["n"]) == [4, 4, 4]
+    np.testing.assert_allclose(result["spearman_rho"], [1.0, -1.0, -1.0])
+    runs.loc[(runs["seed"] == 2) & (runs["ordering"] == "SO-1b"), "loss"] = 5.0  # one swap of ranks
+    expected = stats.spearmanr([0, 1, 2, 3], [0, 5, -2, -3]).statistic
+    assert per_seed_association(runs, "shift", "loss")["spearman_rho"].iloc[2] == pytest.approx(expected)
+    with_nan = runs.assign(shift=runs["shift"].where(runs["ordering"] != "SO-1a"))
+    assert per_seed_association(with_nan, "shift", "loss")["n"].tolist() == [3, 3, 3]
+    assert np.isnan(per_seed_association(runs.assign(loss=1.0), "shift", "loss")["spearman_rho"]).all()
+    with pytest.raises(ValueError, match="more than one run"):
+        per_seed_association(pd.concat([runs, runs]), "shift", "loss")
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        per_seed_association(runs, "nope", "loss")
 
 
 def test_statistics_refuse_bad_input():

@@ -1,4 +1,4 @@
-"""Rate and data-size sweeps (Srivastava 2014, Fig. 9–10) and their verdict helpers, on tiny blobs."""
+"""Rate and data-size sweeps (Srivastava 2014, Fig. 9–10) and their per-seed claim measurements, on tiny blobs."""
 
 from __future__ import annotations
 
@@ -6,24 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import blobs
-from scipy import stats
 
-from dropoutlab.analysis.stats import mean_ci
 from dropoutlab.analysis.sweeps import (
-    above,
-    below,
     budget_config,
-    combine_verdicts,
     data_size_sweep,
-    describe,
     errors_by,
-    extremum_location,
+    min_outside_minus_inside,
     paired_gains,
-    pn_vs_n_conditions,
+    pn_vs_n_measurements,
     rate_sweep,
     seeds_per_size,
-    sweet_spot_conditions,
-    u_shape_conditions,
+    sweet_spot_measurements,
+    u_shape_measurements,
     widths_for_retain,
 )
 from dropoutlab.data import stratified_indices
@@ -40,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_widths_for_retain():
     assert widths_for_retain([256, 512], 0.2, "n") == [256, 512]
-    assert widths_for_retain([256, 256, 512], 0.2, "pn") == [1280, 1280, 2560]  # CLAIMS: width 2560 at 0.2
+    assert widths_for_retain([256, 256, 512], 0.2, "pn") == [1280, 1280, 2560]  # Fig. 9b at retain 0.2: up to 2,560 units
     assert widths_for_retain([256], 0.3, "pn") == [853]
     with pytest.raises(ValueError, match="keep_fixed"):
         widths_for_retain([8], 0.5, "p")
@@ -122,50 +116,7 @@ def test_data_size_sweep_bad_input():
         data_size_sweep(train, test, [20], settings, [8], CONFIG, {30: [0]})
 
 
-# ---- verdict helpers -----------------------------------------------------------------------
-
-
-def test_above_below_and_combine():
-    assert above(mean_ci([1.0, 1.1, 0.9]), 0.5) is True
-    assert above(mean_ci([1.0, -0.5, 0.8]), 0.0) is None
-    assert above(mean_ci([0.4, 0.45]), 0.5) is False
-    assert below(mean_ci([0.1, 0.2, 0.15]), 0.5) is True
-    assert below(mean_ci([0.1, 0.9, 0.3]), 0.5) is None
-    assert below(mean_ci([0.6, 0.7]), 0.5) is False
-    assert combine_verdicts([True, True]) is True
-    assert combine_verdicts([True, None]) is None
-    assert combine_verdicts([None, False, True]) is False
-    with pytest.raises(ValueError, match="at least one"):
-        combine_verdicts([])
-
-
-def _noisy(means: dict, n: int, seed: int, sd: float = 1.0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {k: m + sd * rng.standard_normal(n) for k, m in means.items()}
-
-
-def test_extremum_location_decides_only_when_the_ci_does():
-    n, sd = 8, 1.0
-    # Separations in units of the standard error of a Welch difference of two means of n draws: 5 SE is far
-    # beyond the 95 % critical value (t ≈ 2.14 at 14 dof), 0.2 SE far inside it.
-    standard_error = sd * np.sqrt(2 / n)
-    assert stats.t.ppf(0.975, 2 * n - 2) < 5
-    clear = _noisy({0.2: 5 * standard_error, 0.5: 0.0, 1.0: 10 * standard_error}, n, 0, sd)
-    best, verdict, diff = extremum_location(clear, [0.4, 0.5, 0.6], mode="min")
-    assert best == 0.5 and verdict is True and diff.low > 0
-    close = _noisy({0.2: 0.2 * standard_error, 0.5: 0.0}, n, 1, sd)
-    assert extremum_location(close, [0.5], mode="min")[1] is None
-    # an extremum outside the allowed set, by a decided margin, is False; ties are undecided
-    best, verdict, _ = extremum_location({1: np.full(4, 5.0) + [0, 0.1, 0.2, 0.3], 2: np.full(4, 1.0) + [0, 0.1, 0, 0.1]},
-                                         [2], mode="max")
-    assert best == 1 and verdict is False
-    same = {1: np.array([1.0, 2.0, 3.0]), 2: np.array([1.1, 2.0, 2.9])}
-    assert extremum_location(same, [1], mode="max")[1] is None
-    assert extremum_location({1: [3.0, 3.1], 2: [1.0, 1.1]}, [1, 2], mode="min")[:2] == (2, True)
-    with pytest.raises(ValueError, match="mode"):
-        extremum_location(same, [1], mode="median")
-    with pytest.raises(ValueError, match="allowed"):
-        extremum_location(same, [7])
+# ---- per-seed measurements -----------------------------------------------------------------
 
 
 def _rate_frame(test: dict, train: dict, keep_fixed: str = "n") -> pd.DataFrame:
@@ -177,46 +128,83 @@ def _rate_frame(test: dict, train: dict, keep_fixed: str = "n") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_u_shape_conditions():
-    test = {0.1: [3.0, 3.2, 3.1], 0.5: [1.5, 1.6, 1.4], 0.8: [1.7, 1.8, 1.6], 1.0: [2.2, 2.3, 2.1]}
-    train = {0.1: [2.0, 2.1, 2.2], 0.5: [0.1, 0.2, 0.1], 0.8: [0.0, 0.0, 0.1], 1.0: [0.0, 0.0, 0.0]}
-    conditions = u_shape_conditions(_rate_frame(test, train))
-    assert [c.verdict for c in conditions] == [True, True, True]
-    assert conditions[1].measured.mean == pytest.approx(1.6)
-    assert "argmin retain = 0.5" in describe(conditions)
-    flat = {**test, 0.1: [1.8, 1.9, 2.0]}  # a rise of 0.4 pp is not the 0.5 pp the rule asks for
-    assert u_shape_conditions(_rate_frame(flat, train))[1].verdict is False
-    with pytest.raises(ValueError, match="reference_retain"):
-        u_shape_conditions(_rate_frame(test, train), reference_retain=0.6)
-    with pytest.raises(ValueError, match="interval"):
-        u_shape_conditions(_rate_frame(test, train), interval=(0.9, 0.3))
-
-
-def test_pn_vs_n_conditions():
-    n_fixed = _rate_frame({0.2: [2.5, 2.6, 2.4], 0.5: [1.5, 1.6, 1.4]}, {0.2: [1, 1, 1], 0.5: [0, 0, 0]})
-    pn_fixed = _rate_frame({0.2: [1.9, 2.0, 1.8], 0.5: [1.5, 1.5, 1.5]}, {0.2: [0, 0, 0], 0.5: [0, 0, 0]}, "pn")
-    (condition,) = pn_vs_n_conditions(n_fixed, pn_fixed, max_retain=0.3)
-    assert condition.verdict is True and condition.measured.mean == pytest.approx(0.6)
-    with pytest.raises(ValueError, match="max_retain"):
-        pn_vs_n_conditions(n_fixed, pn_fixed, max_retain=0.1)
-
-
-def test_sweet_spot_conditions():
-    gains = pd.DataFrame([{"n_train": n, "seed": s, "gain": g + 0.05 * s}
-                          for n, g in {100: 0.0, 1000: 1.0, 5000: 0.6, 50000: 0.2}.items() for s in range(3)])
-    conditions = sweet_spot_conditions(gains, peak_sizes=[1000, 5000])
-    assert [c.verdict for c in conditions] == [True, True, True]
-    late = gains.assign(gain=np.where(gains["n_train"] == 50000, 2.0, gains["gain"]))
-    assert [c.verdict for c in sweet_spot_conditions(late, peak_sizes=[1000, 5000])][1:] == [False, False]
-    with pytest.raises(ValueError, match="smallest"):
-        sweet_spot_conditions(gains, peak_sizes=[1000], smallest=10)
-
-
-def test_errors_by_bad_input():
-    frame = _rate_frame({0.5: [1.0]}, {0.5: [0.0]})
+def test_errors_by_is_a_seed_by_key_table_in_percent():
+    frame = _rate_frame({0.5: [1.0, 2.0], 0.1: [3.0, 4.0]}, {0.5: [0.0, 0.5], 0.1: [1.0, 1.5]})
+    wide = errors_by(frame, "retain")
+    assert list(wide.columns) == [0.1, 0.5] and list(wide.index) == [0, 1]
+    np.testing.assert_allclose(wide[0.1], [3.0, 4.0])
+    np.testing.assert_allclose(errors_by(frame, "retain", "train")[0.5], [0.0, 0.5])
     with pytest.raises(ValueError, match="key"):
         errors_by(frame, "nope")
     with pytest.raises(ValueError, match="split"):
         errors_by(frame, "retain", split="val")
     with pytest.raises(ValueError, match="baseline"):
         paired_gains(frame.assign(setting="x", n_train=1), "a", "x")
+
+
+def test_min_outside_minus_inside_is_per_seed():
+    wide = errors_by(_rate_frame({0.1: [3.0, 1.0], 0.5: [2.0, 2.0], 0.8: [1.5, 2.5], 1.0: [2.5, 3.0]},
+                                 {0.1: [0, 0], 0.5: [0, 0], 0.8: [0, 0], 1.0: [0, 0]}), "retain")
+    # seed 0: outside min 2.5, inside min 1.5 → +1.0; seed 1: outside min 1.0 (retain 0.1), inside 2.0 → −1.0
+    np.testing.assert_allclose(min_outside_minus_inside(wide, (0.4, 0.8)), [1.0, -1.0])
+    with pytest.raises(ValueError, match="interval"):
+        min_outside_minus_inside(wide, (0.9, 0.3))
+    with pytest.raises(ValueError, match="inside and outside"):
+        min_outside_minus_inside(wide, (0.1, 1.0))
+
+
+def test_u_shape_measurements():
+    test = {0.1: [3.0, 3.2, 3.1], 0.5: [1.5, 1.6, 1.4], 0.8: [1.7, 1.8, 1.3], 1.0: [2.2, 2.3, 2.1]}
+    train = {0.1: [2.0, 2.1, 2.2], 0.5: [0.1, 0.2, 0.1], 0.8: [0.0, 0.0, 0.1], 1.0: [0.0, 0.0, 0.0]}
+    parts = u_shape_measurements(_rate_frame(test, train))
+    assert set(parts) == {"min_inside", "rise", "underfit"}
+    np.testing.assert_allclose(parts["min_inside"]["values"], [0.7, 0.7, 0.8])  # min outside (1.0) − min inside
+    np.testing.assert_allclose(parts["rise"]["a"], test[0.1])
+    np.testing.assert_allclose(parts["rise"]["b"], test[0.5])
+    np.testing.assert_allclose(parts["underfit"]["a"] - parts["underfit"]["b"], [1.9, 1.9, 2.1])
+    with pytest.raises(ValueError, match="reference_retain"):
+        u_shape_measurements(_rate_frame(test, train), reference_retain=0.6)
+
+
+def test_measurements_pair_by_seed_not_by_position():
+    # seed 2 is missing at retain 0.1: the pairs keep seeds 0 and 1 only, in seed order
+    frame = _rate_frame({0.1: [3.0, 4.0], 0.5: [1.0, 2.0, 9.0]}, {0.1: [1.0, 1.0], 0.5: [0.0, 0.0, 0.0]})
+    parts = u_shape_measurements(frame, interval=(0.4, 0.6))
+    np.testing.assert_allclose(parts["rise"]["a"] - parts["rise"]["b"], [2.0, 2.0])
+    assert len(parts["min_inside"]["values"]) == 2
+
+
+def test_pn_vs_n_measurements():
+    n_fixed = _rate_frame({0.2: [2.5, 2.6, 2.4], 0.5: [1.5, 1.6, 1.4]}, {0.2: [1, 1, 1], 0.5: [0, 0, 0]})
+    pn_fixed = _rate_frame({0.2: [1.9, 2.0, 1.8], 0.5: [1.5, 1.5, 1.5]}, {0.2: [0, 0, 0], 0.5: [0, 0, 0]}, "pn")
+    retain, pair = pn_vs_n_measurements(n_fixed, pn_fixed, max_retain=0.3)
+    assert retain == pytest.approx(0.2)
+    np.testing.assert_allclose(pair["a"] - pair["b"], [0.6, 0.6, 0.6])
+    with pytest.raises(ValueError, match="max_retain"):
+        pn_vs_n_measurements(n_fixed, pn_fixed, max_retain=0.1)
+
+
+def _size_frame(errors: dict) -> pd.DataFrame:
+    """errors: {(setting, n_train): [test error in % per seed]}."""
+    return pd.DataFrame([{"setting": setting, "n_train": n, "seed": s, "split": "test", "error": e / 100}
+                         for (setting, n), values in errors.items() for s, e in enumerate(values)])
+
+
+def test_sweet_spot_measurements():
+    base = {100: [20.0, 21.0, 22.0, 23.0, 24.0], 500: [10.0, 11.0, 12.0, 13.0, 14.0],
+            1000: [8.0, 8.0, 8.0], 5000: [5.0, 5.0, 5.0], 50000: [3.0, 3.0, 3.0]}
+    drop = {100: [20.5, 20.5, 22.0, 23.0, 24.5], 500: [10.0, 10.0, 12.0, 13.0, 14.0],
+            1000: [7.0, 6.0, 7.0], 5000: [4.0, 4.0, 4.0], 50000: [3.0, 2.5, 3.0]}
+    frame = _size_frame({**{("none", n): v for n, v in base.items()}, **{("drop", n): v for n, v in drop.items()}})
+    parts = sweet_spot_measurements(frame, "none", "drop", small_sizes=(100, 500), peak_sizes=(1000, 5000))
+    assert set(parts) == {"nil_at_100", "nil_at_500", "mid_over_smallest", "mid_over_largest"}
+    np.testing.assert_allclose(parts["nil_at_100"]["a"] - parts["nil_at_100"]["b"], [-0.5, 0.5, 0, 0, -0.5])
+    assert len(parts["nil_at_500"]["a"]) == 5
+    # mid gain per seed: mean of gain(1000) = [1, 2, 1] and gain(5000) = [1, 1, 1]; paired with seeds 0–2 only
+    np.testing.assert_allclose(parts["mid_over_smallest"]["a"], [1.0, 1.5, 1.0])
+    np.testing.assert_allclose(parts["mid_over_smallest"]["b"], [-0.5, 0.5, 0.0])
+    np.testing.assert_allclose(parts["mid_over_largest"]["b"], [0.0, 0.5, 0.0])  # largest N of the sweep: 50000
+    with pytest.raises(ValueError, match="not in the sweep"):
+        sweet_spot_measurements(frame, "none", "drop", small_sizes=(100, 300), peak_sizes=(1000,))
+    with pytest.raises(ValueError, match="treatment"):
+        sweet_spot_measurements(frame, "none", "dropout", peak_sizes=(1000,))

@@ -11,8 +11,9 @@ import torch
 from scipy import stats
 from torch import nn
 
-from dropoutlab.analysis import mean_ci
 from dropoutlab.analysis.uncertainty import (
+    bn_max_abs_change,
+    bn_pitfall_study,
     bn_running_stats,
     converged_at,
     expected_calibration_error,
@@ -26,8 +27,6 @@ from dropoutlab.analysis.uncertainty import (
     regression_study,
     reliability_bins,
     rotate_images,
-    share_ci,
-    threshold_verdict,
     train_test_split_indices,
 )
 from dropoutlab.inference import predict_mc
@@ -153,16 +152,6 @@ def test_converged_at():
         converged_at([10, 1], [1.0, 1.0], 0.1)
 
 
-def test_threshold_verdict_and_share_ci():
-    assert threshold_verdict(mean_ci([3.0, 3.1, 2.9]), 2.0) is True
-    assert threshold_verdict(mean_ci([1.0, 1.5, 2.0]), 2.0) is False
-    assert threshold_verdict(mean_ci([1.0, 4.0]), 2.0) is None
-    share, (low, high) = share_ci(np.array([True] * 14 + [False] * 6))
-    assert share == pytest.approx(0.7) and low < 0.7 < high
-    with pytest.raises(ValueError, match="booleans"):
-        share_ci([1, 0])
-
-
 def test_split_indices_partition_and_seed():
     train, test = train_test_split_indices(100, 0.1, seed=3)
     assert len(test) == 10 and sorted(np.concatenate([train, test]).tolist()) == list(range(100))
@@ -208,6 +197,19 @@ def test_train_mode_sampling_overwrites_running_stats_and_mc_dropout_does_not():
     after = bn_running_stats(model)
     assert int(after["1.num_batches_tracked"]) == 3 * 4
     assert not torch.equal(before["1.running_mean"], after["1.running_mean"])
+    assert bn_max_abs_change(before, after) >= 12  # num_batches_tracked alone moves by 12
+
+
+def test_bn_max_abs_change_is_zero_only_for_identical_buffers():
+    model = bn_dropout_net()
+    before = bn_running_stats(model)
+    predict_mc(model, torch.randn(16, 4, generator=torch.Generator().manual_seed(3)), T=4)
+    assert bn_max_abs_change(before, bn_running_stats(model)) == 0.0
+    nudged = {k: v.clone() for k, v in before.items()}
+    nudged["1.running_var"][2] += 0.25
+    assert bn_max_abs_change(before, nudged) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="different buffers"):
+        bn_max_abs_change(before, {k: v for k, v in before.items() if k != "1.running_var"})
 
 
 def test_train_mode_prediction_depends_on_batch_mates():
@@ -241,3 +243,12 @@ def test_extrapolation_study_and_ratios():
     assert row["ratio"] == pytest.approx(row["extrapolation"] / row["interpolation"])
     with pytest.raises(ValueError, match="activations"):
         extrapolation_study(["swish"], [0])
+
+
+def test_bn_pitfall_study_measures_the_buffers_of_both_methods():
+    study = bn_pitfall_study("digits", [0], n_train=100, n_eval=20, epochs=1, T=2, batch_sizes=(1, 20), device="cpu")
+    stats = study.stats.set_index("method")
+    assert (stats.loc["mc_dropout", "max_abs_change"] == 0.0).all()
+    assert not stats.loc["mc_dropout", "buffers_changed"].any()
+    assert (stats.loc["model.train()", "max_abs_change"] > 0).all()
+    assert set(study.accuracy["batch_size"]) == {1, 20}

@@ -43,7 +43,6 @@ __all__ = [
     "AutoencoderStudy",
     "ClassifierStudy",
     "ablation_curve",
-    "all_verdicts",
     "activation_statistics",
     "autoencoder_study",
     "classifier_study",
@@ -52,9 +51,7 @@ __all__ = [
     "filter_grid",
     "find_readout",
     "mean_abs_correlation",
-    "ratio_band_verdict",
     "readout_inputs",
-    "upper_bound_verdict",
 ]
 
 TASKS = ("classification", "reconstruction")
@@ -106,7 +103,7 @@ def activation_statistics(h: Tensor | np.ndarray, threshold: float = 0.01) -> di
     """Sparsity of hidden activations ``h`` ``(examples, units)`` (Srivastava et al. 2014, Fig. 8).
 
     ``mean_activation``: mean over all entries; ``near_zero_fraction``: fraction of entries
-    below ``threshold`` (the CLAIMS check uses 0.01); ``zero_fraction``: fraction of entries
+    below ``threshold`` (claim SR-F8 uses 0.01); ``zero_fraction``: fraction of entries
     exactly 0 (inactive ReLUs — unlike the first two, unchanged if the layer is rescaled);
     ``dead_fraction``: fraction of units that are 0 on every example.
     """
@@ -315,40 +312,6 @@ def degradation_area(curve, metric: str = "error", by: Sequence[str] = ()):
     if len(keys) > 1:
         series.index = pd.MultiIndex.from_tuples(series.index)
     return series.rename_axis(keys)
-
-
-def ratio_band_verdict(ratio, tolerance: float) -> bool | None:
-    """Verdict for "two quantities agree within ``tolerance``", from the CI of their ratio.
-
-    The band is [1/(1+tol), 1+tol], symmetric on a log scale so that swapping the two gives the
-    same verdict. True if the whole interval lies in the band, False if the mean lies outside,
-    None (inconclusive) otherwise. ``ratio`` is a :class:`~dropoutlab.analysis.stats.Summary`.
-    """
-    if not (math.isfinite(tolerance) and tolerance > 0):
-        raise ValueError(f"ratio_band_verdict: tolerance must be a finite number > 0, got {tolerance!r}")
-    low, high = 1.0 / (1.0 + tolerance), 1.0 + tolerance
-    if not low <= ratio.mean <= high:
-        return False
-    if ratio.n >= 2 and math.isfinite(ratio.half_width) and low <= ratio.low and ratio.high <= high:
-        return True
-    return None
-
-
-def upper_bound_verdict(summary, bound: float) -> bool | None:
-    """Verdict for "the quantity is at most ``bound``": True if the whole CI is ≤ bound, False if
-    the mean is above it, None (inconclusive) otherwise. ``summary`` is a ``Summary``."""
-    if summary.mean > bound:
-        return False
-    if summary.n >= 2 and math.isfinite(summary.half_width) and summary.high <= bound:
-        return True
-    return None
-
-
-def all_verdicts(*verdicts: bool | None) -> bool | None:
-    """A claim with several parts: False if any part fails, True if all pass, else None."""
-    if any(v is False for v in verdicts):
-        return False
-    return True if all(v is True for v in verdicts) else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,8 +16,11 @@
   :func:`toy_uncertainty`, :func:`toy_study`: the official toy ``y = 2x + 8 + N(0, 1)`` with a
   mean and log-variance head, epistemic and aleatoric uncertainty against N;
   :func:`input_dropout_floor`: the uncertainty that dropout on the 1-D input alone implies.
-* Verdicts: :func:`trend_summary` / :func:`trend_verdict` (a trend over N or depth, per-seed
-  Spearman ρ), :func:`interval_verdict` (a CI inside bounds), :func:`combine_verdicts`.
+* Measurements for the claims registry (the verdicts are decided by :mod:`dropoutlab.verdicts`):
+  :func:`trend_scores` / :func:`layer_trend_scores` (per-seed Spearman ρ of a trend over N or
+  depth), :func:`rate_plateau` (have the learned p stopped moving? the precondition of the
+  converged-rate claims) and :func:`adam_drift_range` (how far Adam's steady drift moves p in a given
+  number of updates).
 """
 
 from __future__ import annotations
@@ -37,15 +40,15 @@ from ..inference import predict_mc
 from ..models import MLP
 from ..train import TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
 from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_regularizer_weights
-from .stats import Summary, directional_verdict, mean_ci
 
 __all__ = [
     "HeteroscedasticConcreteMLP",
+    "RatePlateau",
     "RateSweep",
     "RegularizerStudy",
     "RelaxationStudy",
     "TensorSplit",
-    "combine_verdicts",
+    "adam_drift_range",
     "concrete_layers",
     "concrete_mlp",
     "concrete_rate_sweep",
@@ -54,7 +57,8 @@ __all__ = [
     "grid_vs_concrete",
     "heteroscedastic_loss",
     "input_dropout_floor",
-    "interval_verdict",
+    "layer_trend_scores",
+    "rate_plateau",
     "regularizer_gradients",
     "regularizer_optimum",
     "regularizer_study",
@@ -64,8 +68,7 @@ __all__ = [
     "toy_data",
     "toy_study",
     "toy_uncertainty",
-    "trend_summary",
-    "trend_verdict",
+    "trend_scores",
     "updates_to_epochs",
 ]
 
@@ -488,56 +491,140 @@ def grid_vs_concrete(grid, concrete_errors, n: int, concrete_updates: int):
     return pd.DataFrame(rows), cost
 
 
-# ----------------------------------------------------------------------------- trend verdicts
+# ----------------------------------------------------------------------------- trends and plateaus
 
 
-def trend_summary(frame, x: str, y: str, seed: str = "seed", direction: str = "decreasing",
-                  within: str | None = None) -> tuple[Summary, bool]:
-    """Evidence that ``y`` falls (or rises) with ``x``: per-seed Spearman ρ and monotone means.
+def trend_scores(frame, x: str, y: str, seed: str = "seed", direction: str = "decreasing",
+                 within: str | None = None):
+    """Per-seed evidence that ``y`` falls (or rises) with ``x``: a Series of ``−ρ`` or ``ρ`` indexed by seed.
 
-    Returns ``(summary, monotone)``: ``summary`` is the mean ± 95 % CI over seeds of ``−ρ``
-    (``direction="decreasing"``) or ``ρ`` (``"increasing"``), so a positive value supports the
-    claim; a group whose ``y`` is constant contributes 0. With ``within`` (e.g. the training-set
-    size), ρ is computed per (seed, within) and averaged over ``within`` for each seed.
-    ``monotone``: the means of ``y`` per ``x`` (over seeds and ``within``) are non-increasing
-    (non-decreasing) in ``x``.
+    ρ is Spearman's rank correlation of ``x`` and ``y`` over one seed's rows; the score is ``−ρ``
+    for ``direction="decreasing"`` and ``ρ`` for ``"increasing"``, so a positive score follows
+    the claimed direction. A group whose ``y`` is constant scores 0. With ``within`` (e.g. the
+    training-set size), ρ is computed per (seed, within) and averaged over ``within`` for each seed.
+    The seeds are the independent runs: one score each.
     """
+    import pandas as pd
+
     if direction not in ("decreasing", "increasing"):
-        raise ValueError(f"trend_summary: direction must be 'decreasing' or 'increasing', got {direction!r}")
+        raise ValueError(f"trend_scores: direction must be 'decreasing' or 'increasing', got {direction!r}")
+    missing = [c for c in (x, y, seed, within) if c is not None and c not in frame.columns]
+    if missing:
+        raise ValueError(f"trend_scores: frame has no column(s) {missing}")
+    if frame.empty:
+        raise ValueError("trend_scores: frame is empty")
     sign = -1.0 if direction == "decreasing" else 1.0
     keys = [seed] if within is None else [seed, within]
     scores: dict[Any, list[float]] = {}
     for key, group in frame.groupby(keys, sort=True):
         if group[x].nunique() < 2:
-            raise ValueError(f"trend_summary: need at least two distinct values of {x!r} per seed")
+            raise ValueError(f"trend_scores: need at least two distinct values of {x!r} per seed")
         rho = stats.spearmanr(group[x], group[y]).statistic if group[y].nunique() > 1 else 0.0
         scores.setdefault(key[0], []).append(sign * float(rho))
-    per_seed = [float(np.mean(v)) for _, v in sorted(scores.items())]
-    means = frame.groupby(x, sort=True)[y].mean().to_numpy()
-    return mean_ci(per_seed), bool(np.all(np.diff(means) * sign >= 0))
+    return pd.Series({k: float(np.mean(v)) for k, v in sorted(scores.items())}, name=f"{y} trend in {x}",
+                     dtype=float).rename_axis(seed)
 
 
-def interval_verdict(summary: Summary, low: float = -math.inf, high: float = math.inf) -> bool | None:
-    """True if the whole CI lies in ``[low, high]``; False if the mean lies outside; None otherwise."""
-    if not low <= summary.mean <= high:
-        return False
-    inside = summary.n >= 2 and math.isfinite(summary.half_width) and low <= summary.low and summary.high <= high
-    return True if inside else None
+def layer_trend_scores(rates, x: str = "N", y: str = "rate", direction: str = "decreasing"):
+    """:func:`trend_scores` for every layer of ``RateSweep.rates``: a frame indexed by seed, one column per layer.
+
+    ``.min(axis=1)`` is the per-seed score of the weakest layer ("every layer's p falls with N").
+    """
+    import pandas as pd
+
+    if "layer" not in rates.columns:
+        raise ValueError("layer_trend_scores: rates has no 'layer' column")
+    return pd.DataFrame({layer: trend_scores(rows, x, y, direction=direction)
+                         for layer, rows in rates.groupby("layer", sort=False)})
 
 
-def combine_verdicts(verdicts: Iterable[bool | None]) -> bool | None:
-    """All True → True; any False → False; otherwise None (the weakest verdict wins)."""
-    verdicts = list(verdicts)
-    if any(v is False for v in verdicts):
-        return False
-    return True if all(v is True for v in verdicts) else None
+def adam_drift_range(p_init: float, lr: float, updates: int) -> tuple[float, float]:
+    """The range of p that steady drift at Adam's usual maximal rate reaches from ``p_init`` in ``updates`` updates.
+
+    Adam's step is ``lr·m̂/(√v̂ + ε)``; while the gradient on ``p_logit`` keeps its sign and size,
+    ``m̂/√v̂ ≈ ±1`` and ``p_logit`` moves by ``lr`` per update, whatever the gradient's magnitude.
+    After ``updates`` such updates ``p = σ(p_logit)`` is ``σ(logit(p_init) ∓ lr·updates)``. (A
+    sudden jump of the gradient can give a single larger step, up to ≈ 3·lr with the default βs,
+    so this is the range of steady drift, not a hard bound.) A learned p near either end was
+    still moving at the optimiser's rate, so it tells the direction of the pull, not its optimum.
+    Returns ``(low, high)``.
+    """
+    name = "adam_drift_range"
+    p = _check_probability(p_init, name, "p_init")
+    if not (math.isfinite(float(lr)) and float(lr) > 0):
+        raise ValueError(f"{name}: lr must be a finite number > 0, got {lr!r}")
+    if isinstance(updates, bool) or not isinstance(updates, int | np.integer) or updates < 0:
+        raise ValueError(f"{name}: updates must be a non-negative integer, got {updates!r}")
+    logit, reach = float(special.logit(p)), float(lr) * int(updates)
+    return float(special.expit(logit - reach)), float(special.expit(logit + reach))
 
 
-def trend_verdict(summary: Summary, monotone: bool) -> bool | None:
-    """True if the CI of the trend score is above 0 and the means are monotone; False if the mean
-    score is ≤ 0; None otherwise."""
-    verdict = directional_verdict(summary)
-    return None if verdict is True and not monotone else verdict
+@dataclass
+class RatePlateau:
+    """Result of :func:`rate_plateau`.
+
+    ``changes``: one row per run and layer (``N, seed, layer``) with ``p_start`` (p at the start
+    of the window, interpolated between recorded steps), ``p_end`` (the final p),
+    ``relative_change`` = |p_end − p_start| / p_start, ``reach`` = lr × (updates in the window),
+    how far steady drift at Adam's rate could move ``p_logit`` in the window, and
+    ``drift_fraction`` = |logit p_end − logit p_start| / reach (≈ 1: still moving at Adam's full
+    rate; ≈ 0: settled). ``largest``: the row with the largest relative change. ``plateaued``:
+    every relative change is below ``tolerance`` and every window had ``reach ≥ min_reach``.
+    """
+
+    changes: Any
+    largest: Any
+    window: float
+    tolerance: float
+    min_reach: float
+    plateaued: bool
+
+
+def rate_plateau(trajectories, tolerance: float, window: float = 0.2, *, lr: float, min_reach: float = 1.0,
+                 keys: Sequence[str] = ("N", "seed", "layer")) -> RatePlateau:
+    """Have the learned rates stopped moving? The relative change of every p over the last ``window`` of updates.
+
+    ``trajectories``: ``RateSweep.trajectories`` (columns ``step``, ``rate`` and ``keys``). For
+    each run and layer spanning steps T0 … T, p at step T0 + (1 − window)·(T − T0) is interpolated
+    linearly between the recorded steps. The rates have plateaued when every relative change is
+    below ``tolerance`` (a fixed fraction such as 0.05: p moved by less than 5 % of its value over
+    the last fifth of training) **and** every window was long enough to show movement: Adam
+    (learning rate ``lr`` on ``p_logit``) moves ``p_logit`` by about ``lr`` per update while it is
+    driven, so a window of w updates can reveal a drift only if ``lr·w ≥ min_reach`` (default 1
+    logit unit, i.e. p changing by a factor of about e). Without that guard a short run looks
+    "flat" simply because p has had no time to move (60 updates change p by ~1 % per fifth).
+    """
+    import pandas as pd
+
+    name = "rate_plateau"
+    if not 0.0 < float(window) < 1.0:
+        raise ValueError(f"{name}: window must be a fraction in (0, 1), got {window!r}")
+    for what, value in (("tolerance", tolerance), ("lr", lr), ("min_reach", min_reach)):
+        if isinstance(value, bool) or not (math.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{name}: {what} must be a finite number > 0, got {value!r}")
+    keys = list(keys)
+    missing = [c for c in (*keys, "step", "rate") if c not in trajectories.columns]
+    if missing:
+        raise ValueError(f"{name}: trajectories has no column(s) {missing}")
+    if trajectories.empty:
+        raise ValueError(f"{name}: trajectories is empty")
+    rows = []
+    for key, run in trajectories.groupby(keys, sort=False):
+        run = run.sort_values("step")
+        steps, rates = run["step"].to_numpy(dtype=float), run["rate"].to_numpy(dtype=float)
+        if len(steps) < 2 or steps[-1] <= steps[0]:
+            raise ValueError(f"{name}: run {dict(zip(keys, key))} has fewer than two recorded steps")
+        span = window * (steps[-1] - steps[0])
+        start = float(np.interp(steps[-1] - span, steps, rates))
+        end = float(rates[-1])
+        reach = float(lr) * span
+        rows.append({**dict(zip(keys, key)), "p_start": start, "p_end": end,
+                     "relative_change": abs(end - start) / start, "reach": reach,
+                     "drift_fraction": abs(float(special.logit(end) - special.logit(start))) / reach})
+    changes = pd.DataFrame(rows)
+    largest = changes.loc[changes["relative_change"].idxmax()]
+    plateaued = bool((changes["relative_change"] < tolerance).all() and (changes["reach"] >= min_reach).all())
+    return RatePlateau(changes, largest, float(window), float(tolerance), float(min_reach), plateaued)
 
 
 # ----------------------------------------------------------------------------- CD-TOY

@@ -14,15 +14,20 @@ approximate; the arithmetic mean (AM) Σ_m P(m)·p_m is the ensemble MC dropout 
 * :func:`exact_mask_average`, :func:`ensemble_distances`, :func:`exact_average_study`: exact
   averages over every mask of a small MLP, KL divergence and accuracy of weight scaling
   against the GM and the AM.
-* :func:`mc_error_curve`, :func:`mc_averaging_study`, :func:`summarize_mc_curve`,
-  :func:`first_k_reaching`: Monte-Carlo model averaging with k samples against weight
-  scaling (Srivastava et al., JMLR 15, 2014, §7.5, Fig. 11).
+* :func:`mc_error_curve`, :func:`mc_averaging_study`, :func:`mc_per_net`,
+  :func:`summarize_mc_curve`, :func:`first_k_reaching`: Monte-Carlo model averaging with k
+  samples against weight scaling (Srivastava et al., JMLR 15, 2014, §7.5, Fig. 11). The
+  replicate is the trained net: Monte-Carlo repeats are averaged within each net first.
 * :func:`noise_moments`: sample mean and variance of a variant's multiplicative noise
   (Gaussian dropout, Srivastava et al. 2014, §10).
 * :func:`dropout_ridge_objective`, :func:`dropout_ridge_monte_carlo`,
   :func:`dropout_ridge_solution`, :func:`masked_sgd`, :func:`dropout_ridge_study`: input
   dropout on linear regression is ridge regression (Srivastava et al. 2014, §9.1).
-* :func:`equivalence_verdict`: verdict for "two quantities agree within a margin".
+* :func:`max_deviation`: the largest deviation of several Monte-Carlo estimates from their exact
+  values, with a tolerance from their standard errors (the measurement of an implementation check).
+
+Nothing here decides whether a claim is reproduced: :mod:`dropoutlab.verdicts` does, from the
+rules in ``claims.yaml``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ from ..schedules import is_dropout_module
 from ..train import TrainConfig, fit, seed_everything
 from ..variants import drop_to_keep, make_dropout
 from ..variants.bernoulli import InvertedDropout
-from .stats import Summary
 
 __all__ = [
     "MAX_UNITS",
@@ -56,14 +60,15 @@ __all__ = [
     "dropout_ridge_solution",
     "dropout_ridge_study",
     "ensemble_distances",
-    "equivalence_verdict",
     "exact_average_study",
     "exact_mask_average",
     "first_k_reaching",
     "hidden_widths",
     "masked_sgd",
+    "max_deviation",
     "mc_averaging_study",
     "mc_error_curve",
+    "mc_per_net",
     "noise_moments",
     "split_at_first_dropout",
     "summarize_mc_curve",
@@ -382,14 +387,33 @@ def mc_averaging_study(models: Mapping[Any, nn.Module], dataset: Any, ks: Sequen
     return pd.concat(frames, ignore_index=True)
 
 
-def summarize_mc_curve(curve):
-    """Per k: mean and standard error of ``error_mc`` and of ``error_mc − error_ws`` over all rows.
+def mc_per_net(curve):
+    """Per trained net and k: ``error_mc`` averaged over the Monte-Carlo repeats, ``error_ws`` and their difference.
 
-    The difference is paired (the same model and examples), so its standard error is the
-    Monte-Carlo noise of the k-sample prediction plus the spread between models.
+    ``curve``: the output of :func:`mc_averaging_study` (columns ``model, repeat, k, error_mc,
+    error_ws``). The independent unit is the net (one training run); its repeats only reduce the
+    Monte-Carlo noise of its own estimate. Returns a DataFrame ``model, k, error_mc, error_ws,
+    difference`` (``error_mc − error_ws``), one row per (net, k), nets in their order in ``curve``.
     """
-    frame = curve.assign(difference=curve["error_mc"] - curve["error_ws"])
-    grouped = frame.groupby("k")
+    missing = {"model", "k", "error_mc", "error_ws"} - set(curve.columns)
+    if missing:
+        raise ValueError(f"mc_per_net: curve lacks the column(s) {sorted(missing)} (use mc_averaging_study)")
+    frame = curve.groupby(["model", "k"], sort=False)[["error_mc", "error_ws"]].mean().reset_index()
+    order = {key: i for i, key in enumerate(dict.fromkeys(curve["model"]))}
+    frame = frame.sort_values(["model", "k"], key=lambda c: c.map(order) if c.name == "model" else c)
+    frame["difference"] = frame["error_mc"] - frame["error_ws"]
+    return frame.reset_index(drop=True)
+
+
+def summarize_mc_curve(curve):
+    """Per k: mean and standard error over the nets of ``error_mc`` and of ``error_mc − error_ws``.
+
+    The repeats of each net are averaged first (:func:`mc_per_net`), so ``n`` is the number of
+    nets and the standard errors describe the spread between independently trained nets (NaN for
+    one net). The difference is paired: the same net and the same examples.
+    """
+    per_net = mc_per_net(curve)
+    grouped = per_net.groupby("k")
     table = grouped.agg(error_mc=("error_mc", "mean"), error_ws=("error_ws", "mean"),
                         difference=("difference", "mean"), n=("difference", "size"))
     table["error_mc_se"] = grouped["error_mc"].std(ddof=1) / np.sqrt(table["n"])
@@ -398,7 +422,10 @@ def summarize_mc_curve(curve):
 
 
 def first_k_reaching(table, n_se: float = 2.0) -> int | None:
-    """Smallest k whose MC error is no longer above weight scaling by more than ``n_se`` standard errors."""
+    """Smallest k whose MC error is no longer above weight scaling by more than ``n_se`` standard errors.
+
+    A description of the curve of :func:`summarize_mc_curve` (``None`` if no k gets there), not a test.
+    """
     if not n_se >= 0:
         raise ValueError(f"first_k_reaching: n_se must be >= 0, got {n_se!r}")
     reached = table[table["difference"] <= n_se * table["difference_se"].fillna(0.0)]
@@ -408,20 +435,19 @@ def first_k_reaching(table, n_se: float = 2.0) -> int | None:
 # ----------------------------------------------------------------------------- noise moments
 
 
-def noise_moments(variant: str, p: float, n_samples: int = 1_000_000, seed: int = 0, alpha: float = 1e-3):
+def noise_moments(variant: str, p: float, n_samples: int = 1_000_000, seed: int = 0):
     """Sample mean and variance of a dropout variant's multiplicative noise r (applied to ones).
 
     Expected: E[r] = 1 and Var[r] = p/(1−p) for inverted Bernoulli and Gaussian dropout with
     drop probability ``p`` (Srivastava et al. 2014 §10 write σ² = (1−q)/q with q the keep
-    rate). The acceptance bands are ``z·SE`` with z the two-sided normal quantile at level
-    ``alpha``: SE(mean) = s/√n and SE(variance) = √((m4 − s⁴)/n + 2s⁴/(n(n−1))), the exact
-    variance of the sample variance with the sample fourth central moment m4 plugged in. Returns a dict with the moments, their standard errors and ``mean_ok``/``var_ok``.
+    rate). Standard errors: SE(mean) = s/√n and SE(variance) = √((m4 − s⁴)/n + 2s⁴/(n(n−1))),
+    the exact variance of the sample variance with the sample fourth central moment m4 plugged
+    in. Returns a dict ``variant, p, n, mean, var, expected_var, se_mean, se_var``
+    (:func:`max_deviation` turns several of them into one deviation and a tolerance).
     """
     p = _check_rate(p, "noise_moments: p")
     if not _is_int(n_samples) or n_samples < 2:
         raise ValueError(f"noise_moments: n_samples must be an integer >= 2, got {n_samples!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"noise_moments: alpha must be in (0, 1), got {alpha!r}")
     module = make_dropout(variant, p=p).train()
     with _seeded(seed, torch.device("cpu")), torch.no_grad():
         noise = module(torch.ones(int(n_samples), dtype=torch.float64)).double()
@@ -431,11 +457,31 @@ def noise_moments(variant: str, p: float, n_samples: int = 1_000_000, seed: int 
     fourth = float(centred.pow(4).mean())
     se_mean = math.sqrt(var / n_samples)
     se_var = math.sqrt(max(fourth - var**2, 0.0) / n_samples + 2.0 * var**2 / (n_samples * (n_samples - 1)))
-    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
     expected_var = p / (1.0 - p)
     return {"variant": variant, "p": p, "n": int(n_samples), "mean": mean, "var": var, "expected_var": expected_var,
-            "se_mean": se_mean, "se_var": se_var, "z": z, "mean_ok": abs(mean - 1.0) <= z * se_mean,
-            "var_ok": abs(var - expected_var) <= z * se_var}
+            "se_mean": se_mean, "se_var": se_var}
+
+
+def max_deviation(estimates: Sequence[float], targets: Sequence[float], standard_errors: Sequence[float],
+                  alpha: float = 1e-3) -> tuple[float, float]:
+    """``(max_i |estimate_i − target_i|, z·max_i SE_i)``: the worst deviation of Monte-Carlo estimates, and a tolerance.
+
+    The measurement of an implementation check that several Monte-Carlo estimates equal their
+    exact values: the tolerance is ``z`` times the largest standard error, z the two-sided normal
+    quantile at ``alpha``, so it shrinks as 1/√(sample size). Without a bug each deviation
+    exceeds its own ``z·SE_i``, hence the tolerance, with probability at most ``alpha``.
+    """
+    estimates, targets, errors = (np.asarray(v, dtype=np.float64).ravel()
+                                  for v in (estimates, targets, standard_errors))
+    if estimates.size == 0 or not estimates.shape == targets.shape == errors.shape:
+        raise ValueError(f"max_deviation: estimates, targets and standard_errors must be non-empty and of equal "
+                         f"length, got {estimates.size}, {targets.size}, {errors.size}")
+    if not np.all(np.isfinite(errors)) or np.any(errors < 0):
+        raise ValueError(f"max_deviation: standard errors must be finite and >= 0, got {errors.tolist()}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"max_deviation: alpha must be in (0, 1), got {alpha!r}")
+    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
+    return float(np.abs(estimates - targets).max()), z * float(errors.max())
 
 
 # ----------------------------------------------------------------------------- dropout and ridge
@@ -583,24 +629,3 @@ def dropout_ridge_study(p_values: Sequence[float], n_rows: int = 200, n_features
             solution_rows.append({"p": p, "keep": q, "coefficient": j, "closed_form": best[j], "sgd": sgd[j],
                                   "ridge": ridge[j]})
     return RidgeStudy(X=X, y=y, w=w, objective=pd.DataFrame(objective_rows), solution=pd.DataFrame(solution_rows))
-
-
-# ----------------------------------------------------------------------------- verdicts
-
-
-def equivalence_verdict(difference: Summary, margin: float) -> bool | None:
-    """Verdict for "the two quantities agree within ±``margin``", from the CI of their difference.
-
-    True when the whole interval lies in [−margin, margin]; False when it lies entirely
-    outside (the difference is larger than the margin); None otherwise (inconclusive, e.g.
-    an interval wider than the margin).
-    """
-    if not margin >= 0:
-        raise ValueError(f"equivalence_verdict: margin must be >= 0, got {margin!r}")
-    if difference.n < 2 or not math.isfinite(difference.half_width):
-        return None
-    if -margin <= difference.low and difference.high <= margin:
-        return True
-    if difference.low > margin or difference.high < -margin:
-        return False
-    return None

@@ -1,19 +1,24 @@
-"""The BN/Dropout ordering table of the seed document (Stack Overflow Q39691902, one answer).
+"""The BN/Dropout ordering table of the Stack Overflow answer (Q39691902).
 
 The answer trains one Keras net per ordering of Conv, Activation, Dropout, BatchNorm and
 MaxPool inside each of two convolution modules (32 and 64 3×3 'valid' filters, ELU, 2×2
 pooling, Dropout 0.2 then 0.3) followed by Dense(512, ELU) and a softmax, on MNIST for
 20 epochs with Adam, and reports one test loss per ordering (no seeds, no error bars).
 
-* :data:`ORDERINGS` — the table as data: id → ConvNet order string and the seed's test loss;
+* :data:`ORDERINGS` — the table as data: id → ConvNet order string and the answer's single-run test loss;
   :func:`ordering_table`, :func:`make_ordering_net`.
 * :func:`ordering_sweep` — trains orderings × seeds and returns one row per run: test loss,
   test error and the variance shift measured at every BN input (Li et al., CVPR 2019);
-  :func:`batch_size_sweep` repeats it over batch sizes.
-* :func:`group_statistics` / :func:`ordering_statistics` — does the ordering matter beyond
-  seed noise (Kruskal–Wallis, one-way ANOVA), each ordering against the best (Welch t-test,
-  Holm correction, Cohen's d, rank-biserial r), Spearman correlation with the table's ranking;
-  :func:`association` — the correlation of two per-ordering means (variance shift vs loss).
+  :func:`batch_size_sweep` repeats it over batch sizes, optionally at a fixed number of updates.
+* :func:`group_statistics` / :func:`ordering_statistics` — descriptive statistics over seeds:
+  Kruskal–Wallis, one-way ANOVA, each ordering against the best (Welch t-test, Holm correction,
+  Cohen's d, rank-biserial r), Spearman correlation with the table's ranking;
+  :func:`association` — the correlation of two per-ordering means (variance shift vs loss);
+  :func:`per_seed_association` — the same correlation within each seed (one value per seed);
+  :func:`batch_size_gap` — the paired difference of two orderings per batch size.
+
+The claims' verdicts are decided by the registry's rules (:mod:`dropoutlab.verdicts`) from the
+per-run measurements, not here.
 """
 
 from __future__ import annotations
@@ -46,13 +51,14 @@ __all__ = [
     "ordering_statistics",
     "ordering_sweep",
     "ordering_table",
-    "significantly_different",
+    "per_seed_association",
+    "updates_per_epoch",
 ]
 
 
 @dataclass(frozen=True)
 class Ordering:
-    """One row of the seed's table: the layer order inside each module and its single-run test loss."""
+    """One row of the answer's table: the layer order inside each module and its single-run test loss."""
 
     id: str
     order: str
@@ -63,7 +69,8 @@ class Ordering:
         return ordering_label(self.order)
 
 
-# Test losses as printed in the answer (seed file 001), 20 epochs on MNIST, one run each.
+# Test losses as printed in the Stack Overflow answer (Q39691902), 20 epochs on MNIST, one run each.
+# (``seed_test_loss``/``SEED_*`` refer to this table, the project's starting point, not to random seeds.)
 ORDERINGS: dict[str, Ordering] = {o.id: o for o in (
     Ordering("SO-1a", "conv-act-drop-bn-pool", 0.04261355847120285),
     Ordering("SO-1b", "conv-act-drop-pool-bn", 0.050065308809280396),
@@ -106,7 +113,7 @@ def _check_ids(orderings: Iterable[str] | None, name: str = "orderings") -> list
 
 
 def ordering_table():
-    """The seed's table as a DataFrame: ``ordering``, ``order``, ``layers``, ``seed_test_loss``, ``seed_rank``."""
+    """The answer's table as a DataFrame: ``ordering``, ``order``, ``layers``, ``seed_test_loss``, ``seed_rank``."""
     import pandas as pd
 
     frame = pd.DataFrame([{"ordering": o.id, "order": o.order, "layers": o.label, "seed_test_loss": o.seed_test_loss}
@@ -160,8 +167,8 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     measured on the first ``n_measure`` training images in chunks of the training batch size
     (:func:`dropoutlab.analysis.variance_shift.measure_bn_input_variance`).
 
-    Columns: ``ordering``, ``order``, ``seed``, ``batch_size``, ``train_loss`` (running average of
-    the last epoch, dropout on), ``test_loss``, ``test_error`` (%), and with the measurement
+    Columns: ``ordering``, ``order``, ``seed``, ``batch_size``, ``updates`` (optimiser steps made),
+    ``train_loss`` (running average of the last epoch, dropout on), ``test_loss``, ``test_error`` (%), and with the measurement
     ``ratio_bn<k>`` = var_eval/var_train at the k-th BN input (Li et al.'s Δ),
     ``running_ratio_bn<k>`` = var_eval/running_var, ``variance_shift`` = max over BN layers of
     max(Δ, 1/Δ) and ``running_shift`` the same for the running-variance ratio.
@@ -190,7 +197,8 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
             history = fit(model, data, replace(config, seed=seed))
             metrics = evaluate(model, data[test_split], config.task, device=resolve_device(config.device))
             row = {"ordering": ordering, "order": ORDERINGS[ordering].order, "seed": seed,
-                   "batch_size": config.batch_size, "train_loss": history.last("train_running", "loss"),
+                   "batch_size": config.batch_size, "updates": int(history.last("train_running", "step")),
+                   "train_loss": history.last("train_running", "loss"),
                    "test_loss": metrics["loss"], "test_error": 100 * metrics["error"]}
             if measure_variance:
                 variance = measure_bn_input_variance(model, x_measure, batch_size=config.batch_size, seed=seed)
@@ -199,32 +207,55 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     return pd.DataFrame(rows)
 
 
-def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int], seeds: Iterable[int],
-                     orderings: Iterable[str], *, reuse=None, **sweep_kwargs: Any):
-    """:func:`ordering_sweep` at every batch size (same epochs, so smaller batches make more updates).
+def updates_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n_train`` examples (the last, partial batch is kept)."""
+    if n_train < 1 or batch_size < 1:
+        raise ValueError(f"n_train and batch_size must be ≥ 1, got {n_train!r} and {batch_size!r}")
+    return math.ceil(n_train / batch_size)
 
-    Runs already in ``reuse`` (a frame from :func:`ordering_sweep` with the same settings) for
-    a matching (ordering, seed, batch_size) are taken from it instead of being trained again.
-    Returns the rows of every (batch size, ordering, seed), sorted by batch size.
+
+def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int], seeds: Iterable[int],
+                     orderings: Iterable[str], *, updates: int | None = None, reuse=None, **sweep_kwargs: Any):
+    """:func:`ordering_sweep` at every batch size, for a fixed number of ``updates`` (or fixed epochs).
+
+    With ``updates`` every run makes exactly that many optimiser steps: the epochs are scaled with
+    the batch size (``ceil(updates / steps per epoch)`` epochs, stopped by ``max_steps``), so the
+    compute grows with the batch size while the number of updates stays the same. Without it
+    every size trains ``config.epochs`` epochs (smaller batches then make more updates).
+    Runs already in ``reuse`` (a frame from :func:`ordering_sweep` with the same settings) for a
+    matching (ordering, seed, batch_size) — and, with ``updates``, the same number of updates —
+    are taken from it instead of being trained again. Returns the rows of every
+    (batch size, ordering, seed), sorted by batch size.
     """
     import pandas as pd
 
     sizes = list(batch_sizes)
-    bad = [b for b in sizes if not isinstance(b, (int, np.integer)) or b < 1]
+    bad = [b for b in sizes if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1]
     if not sizes or bad:
         raise ValueError(f"batch_sizes must be a non-empty list of ints ≥ 1, got {sizes!r}")
+    if updates is not None and (not isinstance(updates, (int, np.integer)) or isinstance(updates, bool)
+                                or updates < 1):
+        raise ValueError(f"updates must be an int ≥ 1 or None (fixed epochs), got {updates!r}")
     ids, seeds = _check_ids(orderings), list(seeds)
+    n_train = len(data["train"])
     frames = []
     for size in sizes:
+        size_config = replace(config, batch_size=int(size))
+        if updates is not None:
+            size_config = replace(size_config, epochs=math.ceil(updates / updates_per_epoch(n_train, int(size))),
+                                  max_steps=int(updates))
         for ordering in ids:
-            done = (reuse[(reuse["ordering"] == ordering) & (reuse["batch_size"] == size)
-                          & reuse["seed"].isin(seeds)] if reuse is not None else None)
+            done = None
+            if reuse is not None:
+                match = (reuse["ordering"] == ordering) & (reuse["batch_size"] == size) & reuse["seed"].isin(seeds)
+                if updates is not None:
+                    match &= reuse["updates"] == updates if "updates" in reuse else False
+                done = reuse[match]
             todo = [s for s in seeds if done is None or s not in set(done["seed"])]
             if done is not None and len(done):
                 frames.append(done)
             if todo:
-                frames.append(ordering_sweep(data, replace(config, batch_size=int(size)), todo, [ordering],
-                                             **sweep_kwargs))
+                frames.append(ordering_sweep(data, size_config, todo, [ordering], **sweep_kwargs))
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["batch_size", "ordering", "seed"], kind="stable").reset_index(drop=True)
 
@@ -324,7 +355,7 @@ def group_statistics(values: Mapping[str, Sequence[float]], reference: Mapping[s
     """Does the group matter beyond seed noise, and how does each group compare with one of them?
 
     ``values`` maps each group (e.g. an ordering) to one value per seed (lower = better, e.g.
-    test loss); ``reference`` optionally maps each group to a reference value (the seed table's
+    test loss); ``reference`` optionally maps each group to a reference value (the answer's table's
     test loss) for the Spearman correlation of the group means with it. Every group is compared
     with ``against`` (default: the best, i.e. lowest-mean, group). Comparisons with a best chosen
     after seeing the data are anti-conservative — the lowest mean is biased low — so they are
@@ -389,8 +420,8 @@ def ordering_statistics(runs, metric: str = "test_loss", alpha: float = 0.05,
                         against: str | None = None) -> OrderingStatistics:
     """:func:`group_statistics` of ``metric`` over the orderings of an :func:`ordering_sweep` frame.
 
-    The reference is the seed table's test loss; the table gains ``layers``, ``seed_test_loss``
-    and ``seed_rank`` (the seed's rank among the orderings present) and, if the frame has
+    The reference is the answer's table's test loss; the table gains ``layers``, ``seed_test_loss``
+    and ``seed_rank`` (the table's rank among the orderings present) and, if the frame has
     them, the mean ± half-width of ``test_error`` (``error_mean``, ``error_half_width``).
     """
     values = _per_group(runs, metric)
@@ -406,42 +437,32 @@ def ordering_statistics(runs, metric: str = "test_loss", alpha: float = 0.05,
     return replace(result, table=table)
 
 
-def significantly_different(runs, ordering: str, metric: str = "test_loss", alpha: float = 0.05,
-                            adjust: bool = True) -> dict[str, list]:
-    """Orderings whose ``metric`` is significantly below / above that of ``ordering``.
-
-    Every other ordering is compared with ``ordering`` (Welch t-tests, Holm over the
-    comparisons unless ``adjust=False``): ``ordering`` is significantly worse than the best
-    exactly when ``"below"`` is non-empty, a test whose error rate is valid because the
-    comparator is named in advance. Returns ``{"below": [...], "above": [...]}`` in order of the means.
-    """
-    table = ordering_statistics(runs, metric, alpha, against=ordering).table
-    significant = table[table["p_holm" if adjust else "p_value"] < alpha]
-    return {"below": list(significant.loc[significant["diff"] < 0, "ordering"]),
-            "above": list(significant.loc[significant["diff"] > 0, "ordering"])}
-
-
 def batch_size_gap(runs, high: str, low: str, metric: str = "test_loss"):
-    """Per batch size, ``metric`` of ordering ``high`` minus that of ``low`` (Welch interval over seeds).
+    """Per batch size, ``metric`` of ordering ``high`` minus that of ``low``, paired by seed.
 
-    Columns: ``batch_size``, ``n``, ``mean_high``, ``mean_low``, ``diff``, ``diff_low``,
-    ``diff_high``, ``p_value`` (NaN interval and p with one seed per ordering).
+    Only seeds present for both orderings at a batch size are used. Columns: ``batch_size``,
+    ``n`` (seeds), ``mean_high``, ``mean_low``, ``diff`` (mean of the per-seed differences) and
+    its 95 % t-interval ``diff_low``/``diff_high`` (NaN with one seed).
     """
     import pandas as pd
 
     ids = _check_ids([high, low], "high and low")
-    for name in ("batch_size", "ordering", metric):
+    for name in ("batch_size", "ordering", "seed", metric):
         if name not in runs:
             raise ValueError(f"runs has no column {name!r}; it has {list(runs.columns)}")
     rows = []
     for size, frame in runs.groupby("batch_size", sort=True):
-        values = [frame.loc[frame["ordering"] == o, metric].to_numpy(float) for o in ids]
-        absent = [o for o, v in zip(ids, values, strict=True) if not v.size]
+        wide = frame[frame["ordering"].isin(ids)].pivot_table(index="seed", columns="ordering", values=metric)
+        absent = [o for o in ids if o not in wide]
         if absent:
             raise ValueError(f"runs at batch size {size} lack ordering(s) {absent}")
-        diff, p_value = diff_ci(*values)
-        rows.append({"batch_size": int(size), "n": diff.n, "mean_high": values[0].mean(), "mean_low": values[1].mean(),
-                     "diff": diff.mean, "diff_low": diff.low, "diff_high": diff.high, "p_value": p_value})
+        wide = wide.dropna()
+        if wide.empty:
+            raise ValueError(f"runs at batch size {size} share no seed between {high} and {low}")
+        summary = mean_ci(wide[high].to_numpy(float) - wide[low].to_numpy(float))
+        rows.append({"batch_size": int(size), "n": summary.n, "mean_high": float(wide[high].mean()),
+                     "mean_low": float(wide[low].mean()), "diff": summary.mean, "diff_low": summary.low,
+                     "diff_high": summary.high})
     return pd.DataFrame(rows)
 
 
@@ -463,3 +484,26 @@ def association(runs, x: str, y: str, group: str = "ordering") -> dict[str, floa
         result = stats.pearsonr(a, b)
         r, p_r = float(result.statistic), float(result.pvalue)
     return {"n": int(a.size), "spearman_rho": rho, "spearman_p": p_rho, "pearson_r": r, "pearson_p": p_r}
+
+
+def per_seed_association(runs, x: str, y: str, group: str = "ordering", seed: str = "seed"):
+    """Spearman ρ between columns ``x`` and ``y`` across the groups, computed within each seed.
+
+    With one run per (group, seed), each seed gives one correlation over the groups (e.g. the
+    ten orderings' variance shift against their test loss); the seeds are then the independent
+    replicates of the association. Returns a DataFrame with ``seed``, ``n`` (groups with finite
+    values) and ``spearman_rho`` (NaN with fewer than 3 groups or a constant column).
+    """
+    import pandas as pd
+
+    for name in (group, seed, x, y):
+        if name not in runs:
+            raise ValueError(f"runs has no column {name!r}; it has {list(runs.columns)}")
+    rows = []
+    for value, frame in runs.groupby(seed, sort=True):
+        if frame[group].duplicated().any():
+            raise ValueError(f"per_seed_association: {seed} {value} has more than one run of some {group}")
+        finite = frame[np.isfinite(frame[x].to_numpy(float)) & np.isfinite(frame[y].to_numpy(float))]
+        rho, _ = _spearman(finite[x].to_numpy(float), finite[y].to_numpy(float))
+        rows.append({seed: value, "n": len(finite), "spearman_rho": rho})
+    return pd.DataFrame(rows)

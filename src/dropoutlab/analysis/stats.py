@@ -1,4 +1,8 @@
-"""Statistics over seeds: means with t-based confidence intervals, differences, Holm correction."""
+"""Descriptive statistics over seeds: means with t-intervals, Welch differences, Holm correction.
+
+These summarise measurements for figures and notes; verdicts are decided only by
+:mod:`dropoutlab.verdicts` from the rules in claims.yaml.
+"""
 
 from __future__ import annotations
 
@@ -82,16 +86,3 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
         running = max(running, (p.size - rank) * p[idx])
         adjusted[idx] = min(1.0, running)
     return adjusted
-
-
-def directional_verdict(difference: Summary) -> bool | None:
-    """Verdict for a claim "the difference is positive", from its confidence interval.
-
-    True (reproduced) when the whole interval is above 0; False (not reproduced) when the
-    mean is ≤ 0; None (inconclusive) when the mean is positive but the interval reaches 0.
-    """
-    if difference.mean <= 0:
-        return False
-    if difference.n >= 2 and difference.low > 0:
-        return True
-    return None

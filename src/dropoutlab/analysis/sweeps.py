@@ -1,33 +1,33 @@
-"""Sweeps over the dropout rate and the training-set size, and the verdicts of their claims.
+"""Sweeps over the dropout rate and the training-set size, and the per-seed measurements of their claims.
 
 Srivastava et al. (JMLR 2014), §7.3–7.4:
 
-* Fig. 9a — the number of hidden units ``n`` fixed, the retain probability varied: test error
+* Fig. 9a — the number of hidden units ``n`` fixed, the retain rate varied: test error
   is flat for retain ∈ [0.4, 0.8] and rises at both ends (small retain underfits).
 * Fig. 9b — ``retain · n`` fixed (widths ``n = base / retain``): small retain hurts much less.
 * Fig. 10 — the gain of dropout (error without − error with) against the training-set size
-  ``N`` at a fixed update budget: none at N ≈ 100, a peak at moderate N, smaller at large N.
+  ``N`` at a fixed update budget: none at 100–500 examples, a peak at moderate N, smaller at large N.
 
-The paper speaks in retain probabilities; the models take the drop probability
+The paper speaks in retain rates; the models take the drop probability
 ``p_drop = 1 − retain``. Every sweep returns a tidy DataFrame with one row per
 (setting, seed, scored split) holding the final ``loss`` and ``error`` (a fraction) in eval mode.
 
-The verdict helpers return three-valued verdicts like
-:func:`dropoutlab.analysis.stats.directional_verdict`: True (reproduced), False (not
-reproduced), None (inconclusive: the confidence interval does not decide).
+The measurement functions (:func:`u_shape_measurements`, :func:`pn_vs_n_measurements`,
+:func:`sweet_spot_measurements`) return per-seed arrays (in percent), aligned by seed, in the form
+``Ledger.record`` takes; they decide nothing: the claims registry's rule does
+(:mod:`dropoutlab.verdicts`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..train import TrainConfig, evaluate, fit, seed_everything
-from .stats import Summary, diff_ci, mean_ci
 
 KEEP_FIXED = ("n", "pn")
 SCORE_SPLITS = ("train", "test")
@@ -42,16 +42,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.x)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One sub-condition of a claim's pass rule: its verdict and the number it rests on."""
-
-    name: str
-    verdict: bool | None
-    measured: Summary | None
-    detail: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,19 +226,23 @@ def data_size_sweep(train, test, sizes: Iterable[int], settings: Mapping[str, Ma
 
 
 # --------------------------------------------------------------------------------------------
-# Verdict helpers
+# Per-seed measurements (percent; arrays aligned by seed)
 # --------------------------------------------------------------------------------------------
 
 
-def errors_by(frame, key: str, split: str = "test", scale: float = 100.0) -> dict[Hashable, np.ndarray]:
-    """``{value of key: errors over seeds}`` on ``split``, in percent by default (ordered by key)."""
+def errors_by(frame, key: str, split: str = "test", scale: float = 100.0):
+    """Errors on ``split`` as a seeds × ``key`` table, in percent by default (rows and columns sorted).
+
+    A seed missing at some value of ``key`` leaves NaN there; the measurement functions keep only
+    the seeds present everywhere they look.
+    """
     if key not in frame:
         raise ValueError(f"key {key!r} is not a column; columns: {list(frame.columns)}")
     rows = frame[frame["split"] == split]
     if rows.empty:
         raise ValueError(f"split {split!r} has no rows; splits: {sorted(frame['split'].unique())}")
-    return {k: group.sort_values("seed")["error"].to_numpy(float) * scale
-            for k, group in rows.groupby(key, sort=True)}
+    wide = rows.pivot_table(index="seed", columns=key, values="error", aggfunc="first")
+    return wide.sort_index().sort_index(axis=1) * scale
 
 
 def paired_gains(frame, baseline: str, treatment: str, split: str = "test", scale: float = 100.0):
@@ -268,154 +262,94 @@ def paired_gains(frame, baseline: str, treatment: str, split: str = "test", scal
     return gains.sort_values(["n_train", "seed"], ignore_index=True)
 
 
-def above(summary: Summary, threshold: float = 0.0) -> bool | None:
-    """Verdict for "the quantity exceeds ``threshold``": True if the whole CI is above it, False if
-    the mean is not, None otherwise (the convention of ``directional_verdict``)."""
-    if summary.mean <= threshold:
-        return False
-    if summary.n >= 2 and math.isfinite(summary.half_width) and summary.low > threshold:
-        return True
-    return None
+def _column(wide, value: float, what: str):
+    for key in wide.columns:
+        if math.isclose(float(key), float(value), abs_tol=1e-9):
+            return wide[key]
+    raise ValueError(f"{what}: {value:g} is not in the sweep; values: {[float(k) for k in wide.columns]}")
 
 
-def below(summary: Summary, threshold: float) -> bool | None:
-    """Verdict for "the quantity is at most ``threshold``": True if the whole CI is at or below it,
-    False if the mean is above it, None otherwise."""
-    if summary.mean > threshold:
-        return False
-    if summary.n >= 2 and math.isfinite(summary.half_width) and summary.high <= threshold:
-        return True
-    return None
+def _paired(a, b) -> dict[str, np.ndarray]:
+    """``{"a": ..., "b": ...}`` on the seeds both series have (a paired measurement)."""
+    both = a.dropna().index.intersection(b.dropna().index).sort_values()
+    if len(both) == 0:
+        raise ValueError("the two arms share no seed")
+    return {"a": a.loc[both].to_numpy(float), "b": b.loc[both].to_numpy(float)}
 
 
-def combine_verdicts(verdicts: Iterable[bool | None]) -> bool | None:
-    """All sub-conditions must hold: False if any fails, True if all hold, None otherwise."""
-    verdicts = list(verdicts)
-    if not verdicts:
-        raise ValueError("combine_verdicts: need at least one verdict")
-    if any(v is False for v in verdicts):
-        return False
-    return True if all(v is True for v in verdicts) else None
-
-
-def extremum_location(samples: Mapping[Hashable, Sequence[float]], allowed: Iterable[Hashable],
-                      mode: str = "min") -> tuple[Hashable, bool | None, Summary]:
-    """Where the mean is smallest (``mode="min"``) or largest (``"max"``), and whether it lies in ``allowed``.
-
-    Compares the best key inside ``allowed`` with the best key outside (Welch CI of the
-    difference, oriented so that positive favours inside). Verdict: True if the extremum is
-    inside and the CI excludes 0, False if it is outside and the CI excludes 0, None otherwise.
-    Returns ``(key of the extremum, verdict, difference)``; when every key is allowed, the verdict is
-    True and the third value summarises the extremum's own samples.
-    """
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    if not samples:
-        raise ValueError("samples: need at least one key")
-    allowed = set(allowed)
-    inside = [k for k in samples if k in allowed]
-    outside = [k for k in samples if k not in allowed]
-    if not inside:
-        raise ValueError(f"allowed: none of {sorted(allowed)} is among the keys {list(samples)}")
-    sign = 1.0 if mode == "max" else -1.0
-    means = {k: sign * float(np.mean(samples[k])) for k in samples}
-    best = max(samples, key=lambda k: means[k])
-    best_in = max(inside, key=lambda k: means[k])
-    if not outside:
-        return best, True, mean_ci(samples[best_in])  # nothing to compare with: the extremum's own values
-    best_out = max(outside, key=lambda k: means[k])
-    favoured, other = (best_in, best_out) if mode == "max" else (best_out, best_in)
-    difference, _ = diff_ci(samples[favoured], samples[other])
-    decided = difference.n >= 2 and math.isfinite(difference.half_width)
-    if best in allowed:
-        verdict = True if decided and difference.low > 0 else None
-    else:
-        verdict = False if decided and difference.high < 0 else None
-    return best, verdict, difference
-
-
-def _at(samples: Mapping[float, np.ndarray], retain: float, what: str) -> np.ndarray:
-    for key, values in samples.items():
-        if math.isclose(float(key), retain, abs_tol=1e-9):
-            return values
-    raise ValueError(f"{what}: retain {retain} is not in the sweep; retain rates: {sorted(samples)}")
-
-
-def u_shape_conditions(frame, interval: tuple[float, float] = (0.4, 0.8), low_retain: float = 0.1,
-                       reference_retain: float = 0.5, margin_pp: float = 0.5) -> list[Condition]:
-    """SR-F9a's pass rule on an n-fixed :func:`rate_sweep` (errors in percent):
-
-    1. the test error is lowest at a retain rate inside ``interval``;
-    2. test error(``low_retain``) > test error(``reference_retain``) + ``margin_pp``;
-    3. train error(``low_retain``) > train error(``reference_retain``) (small retain underfits).
-    """
+def min_outside_minus_inside(wide, interval: tuple[float, float]) -> np.ndarray:
+    """Per seed (row of ``wide``): the lowest error at a column outside ``interval`` minus the lowest
+    inside it. Positive: the seed's minimum lies inside. Seeds missing any column are dropped."""
     low, high = interval
     if not 0 < low <= high <= 1:
         raise ValueError(f"interval must satisfy 0 < low ≤ high ≤ 1, got {interval!r}")
+    keys = [float(k) for k in wide.columns]
+    inside = [k for k, r in zip(wide.columns, keys) if low - 1e-9 <= r <= high + 1e-9]
+    outside = [k for k in wide.columns if k not in inside]
+    if not inside or not outside:
+        raise ValueError(f"interval {interval}: need retain rates both inside and outside it; rates: {keys}")
+    complete = wide.dropna()
+    return (complete[outside].min(axis=1) - complete[inside].min(axis=1)).to_numpy(float)
+
+
+def u_shape_measurements(frame, interval: tuple[float, float] = (0.4, 0.8), low_retain: float = 0.1,
+                         reference_retain: float = 0.5) -> dict[str, dict[str, np.ndarray]]:
+    """SR-F9a's per-seed measurements on an n-fixed :func:`rate_sweep` (errors in percent):
+
+    * ``min_inside`` — ``values``: per seed, the lowest test error outside ``interval`` minus the
+      lowest inside it (> 0: the minimum lies inside);
+    * ``rise`` — ``a``/``b``: test error at ``low_retain`` and at ``reference_retain``;
+    * ``underfit`` — ``a``/``b``: train error at ``low_retain`` and at ``reference_retain``.
+    """
     test, train = errors_by(frame, "retain", "test"), errors_by(frame, "retain", "train")
-    allowed = [r for r in test if low - 1e-9 <= r <= high + 1e-9]
-    if not allowed:
-        raise ValueError(f"interval {interval}: the sweep has no retain rate inside it; rates: {sorted(test)}")
-    best, where_verdict, where_margin = extremum_location(test, allowed, mode="min")
-    rise, _ = diff_ci(_at(test, low_retain, "low_retain"), _at(test, reference_retain, "reference_retain"))
-    underfit, _ = diff_ci(_at(train, low_retain, "low_retain"), _at(train, reference_retain, "reference_retain"))
-    return [
-        Condition(f"min test error at retain ∈ [{low:g}, {high:g}]", where_verdict, where_margin,
-                  f"argmin retain = {best:g}, best outside − best inside = {where_margin:.3g} pp"),
-        Condition(f"err({low_retain:g}) > err({reference_retain:g}) + {margin_pp:g} pp", above(rise, margin_pp), rise,
-                  f"test err({low_retain:g}) − err({reference_retain:g}) = {rise:.3g} pp"),
-        Condition(f"train err({low_retain:g}) > train err({reference_retain:g})", above(underfit), underfit,
-                  f"train err({low_retain:g}) − train err({reference_retain:g}) = {underfit:.3g} pp"),
-    ]
+    return {
+        "min_inside": {"values": min_outside_minus_inside(test, interval)},
+        "rise": _paired(_column(test, low_retain, "low_retain"), _column(test, reference_retain, "reference_retain")),
+        "underfit": _paired(_column(train, low_retain, "low_retain"),
+                            _column(train, reference_retain, "reference_retain")),
+    }
 
 
-def pn_vs_n_conditions(n_fixed, pn_fixed, max_retain: float = 0.3) -> list[Condition]:
-    """SR-F9b's pass rule: test error with pn fixed < with n fixed, at every common retain ≤ ``max_retain``."""
+def pn_vs_n_measurements(n_fixed, pn_fixed, max_retain: float = 0.3) -> tuple[float, dict[str, np.ndarray]]:
+    """SR-F9b: at the smallest retain rate ≤ ``max_retain`` in both sweeps, the test errors with n
+    fixed (``a``) and with pn fixed (``b``) per seed. Returns ``(retain, {"a": ..., "b": ...})``."""
     errors_n, errors_pn = errors_by(n_fixed, "retain"), errors_by(pn_fixed, "retain")
-    common = [r for r in errors_pn if r <= max_retain + 1e-9 and any(math.isclose(r, q) for q in errors_n)]
+    common = sorted(float(r) for r in errors_pn.columns
+                    if float(r) <= max_retain + 1e-9 and any(math.isclose(float(r), float(q)) for q in errors_n.columns))
     if not common:
         raise ValueError(f"max_retain={max_retain}: no retain rate ≤ it is in both sweeps "
-                         f"(n fixed: {sorted(errors_n)}, pn fixed: {sorted(errors_pn)})")
-    conditions = []
-    for retain in common:
-        gap, _ = diff_ci(_at(errors_n, retain, "n_fixed"), errors_pn[retain])
-        conditions.append(Condition(f"err_pn({retain:g}) < err_n({retain:g})", above(gap), gap,
-                                    f"retain {retain:g}: err_n − err_pn = {gap:.3g} pp"))
-    return conditions
+                         f"(n fixed: {list(errors_n.columns)}, pn fixed: {list(errors_pn.columns)})")
+    retain = common[0]
+    return retain, _paired(_column(errors_n, retain, "n_fixed"), _column(errors_pn, retain, "pn_fixed"))
 
 
-def sweet_spot_conditions(gains, peak_sizes: Iterable[int], smallest: int | None = None,
-                          largest: int | None = None, max_small_gain_pp: float = 0.5) -> list[Condition]:
-    """SR-F10's pass rule on :func:`paired_gains` (gain in pp per n_train and seed):
+def sweet_spot_measurements(frame, baseline: str, treatment: str, small_sizes: Iterable[int] = (100, 500),
+                            peak_sizes: Iterable[int] = (1000, 5000, 10000),
+                            largest: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """SR-F10's per-seed measurements on a :func:`data_size_sweep` (test errors in percent):
 
-    1. gain(``smallest``) ≤ ``max_small_gain_pp``;
-    2. argmax_N of the mean gain is in ``peak_sizes``;
-    3. gain(``largest``) < the largest mean gain.
-    ``smallest``/``largest`` default to the smallest and largest N of the sweep.
+    * ``nil_at_<N>`` for each N of ``small_sizes`` — ``a``/``b``: error of ``baseline`` and of
+      ``treatment`` at N (their difference is the gain at N);
+    * ``mid_over_smallest`` — ``a``: the gain averaged over the pre-named ``peak_sizes`` per seed,
+      ``b``: the gain at the smallest of ``small_sizes``;
+    * ``mid_over_largest`` — ``a``: the same mid-range gain, ``b``: the gain at ``largest``
+      (default: the largest N of the sweep).
+
+    Every pair keeps the seeds both of its arms have.
     """
-    by_size = {int(n): g.sort_values("seed")["gain"].to_numpy(float) for n, g in gains.groupby("n_train")}
-    if not by_size:
-        raise ValueError("gains: empty")
-    smallest = min(by_size) if smallest is None else int(smallest)
-    largest = max(by_size) if largest is None else int(largest)
-    for name, n in (("smallest", smallest), ("largest", largest)):
-        if n not in by_size:
-            raise ValueError(f"{name}: N={n} is not in the sweep; sizes: {sorted(by_size)}")
-    peak_sizes = [int(n) for n in peak_sizes]
-    small = mean_ci(by_size[smallest])
-    best, peak_verdict, peak_margin = extremum_location(by_size, peak_sizes, mode="max")
-    shrink, _ = diff_ci(by_size[best], by_size[largest])
-    return [
-        Condition(f"gain({smallest}) ≤ {max_small_gain_pp:g} pp", below(small, max_small_gain_pp), small,
-                  f"gain({smallest}) = {small:.3g} pp"),
-        Condition(f"argmax_N gain ∈ {peak_sizes}", peak_verdict, peak_margin,
-                  f"argmax N = {best}, gain(best allowed) − gain(best other) = {peak_margin:.3g} pp"),
-        Condition(f"gain({largest}) < max gain", above(shrink), shrink,
-                  f"gain({best}) − gain({largest}) = {shrink:.3g} pp"),
-    ]
-
-
-def describe(conditions: Sequence[Condition]) -> str:
-    """One line per sub-condition with its verdict, for a ledger note."""
-    names = {True: "holds", False: "fails", None: "undecided"}
-    return "; ".join(f"{c.name}: {names[c.verdict]} ({c.detail})" for c in conditions)
+    small_sizes, peak_sizes = [int(n) for n in small_sizes], [int(n) for n in peak_sizes]
+    if not small_sizes or not peak_sizes:
+        raise ValueError("small_sizes and peak_sizes: give at least one size each")
+    rows = frame[frame["split"] == "test"]
+    sizes = sorted(int(n) for n in rows["n_train"].unique())
+    largest = max(sizes) if largest is None else int(largest)
+    missing = [n for n in (*small_sizes, *peak_sizes, largest) if n not in sizes]
+    if missing:
+        raise ValueError(f"sizes {sorted(set(missing))} are not in the sweep; sizes: {sizes}")
+    gains = paired_gains(frame, baseline, treatment).pivot_table(index="seed", columns="n_train", values="gain")
+    errors = {label: errors_by(rows[rows["setting"] == label], "n_train") for label in (baseline, treatment)}
+    parts = {f"nil_at_{n}": _paired(errors[baseline][n], errors[treatment][n]) for n in small_sizes}
+    mid = gains[peak_sizes].dropna().mean(axis=1)
+    parts["mid_over_smallest"] = _paired(mid, gains[min(small_sizes)])
+    parts["mid_over_largest"] = _paired(mid, gains[largest])
+    return parts

@@ -31,20 +31,23 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage
 from scipy.special import logsumexp
+from sklearn.datasets import load_diabetes, make_friedman1
+from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
+from ..data import load_dataset
 from ..inference import (
     mutual_information,
     predict_mc,
     predict_weight_scaling,
     predictive_entropy,
 )
-from ..models import MLP, ConvNet
-from ..train import TrainConfig, fit, seed_everything
-from .stats import Summary
+from ..models import ACTIVATIONS, MLP, ConvNet
+from ..train import TrainConfig, evaluate, fit, resolve_device, seed_everything
 
 __all__ = [
     "ACTIVATIONS_COMPARED",
@@ -54,6 +57,7 @@ __all__ = [
     "ClassificationStudy",
     "ExtrapolationStudy",
     "RegressionData",
+    "bn_max_abs_change",
     "bn_pitfall_study",
     "bn_running_stats",
     "classification_study",
@@ -69,9 +73,7 @@ __all__ = [
     "regression_study",
     "reliability_bins",
     "rotate_images",
-    "share_ci",
     "synthetic_series",
-    "threshold_verdict",
     "train_test_split_indices",
 ]
 
@@ -112,32 +114,6 @@ def _seeds(seeds: Sequence[int]) -> list[int]:
     if isinstance(seeds, (int, np.integer)) or not len(seeds):
         raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     return [int(s) for s in seeds]
-
-
-def threshold_verdict(summary: Summary, threshold: float) -> bool | None:
-    """Verdict for "the mean exceeds ``threshold``" from a confidence interval.
-
-    True when the whole interval lies above the threshold, False when the mean does not
-    exceed it, None (inconclusive) otherwise — :func:`~dropoutlab.analysis.directional_verdict`
-    with the threshold in place of 0.
-    """
-    if summary.mean <= threshold:
-        return False
-    if summary.n >= 2 and summary.low > threshold:
-        return True
-    return None
-
-
-def share_ci(indicators: Sequence[bool], level: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """Share of True values with its exact (Clopper–Pearson) binomial confidence interval."""
-    from scipy.stats import binomtest
-
-    values = np.asarray(indicators)
-    if values.ndim != 1 or values.size == 0 or values.dtype != bool:
-        raise ValueError(f"share_ci: indicators must be a non-empty 1-D sequence of booleans, got {indicators!r}")
-    k, n = int(values.sum()), int(values.size)
-    interval = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-    return k / n, (float(interval.low), float(interval.high))
 
 
 def converged_at(T_values: Sequence[int], values: Sequence[float], tolerance: float, *,
@@ -185,8 +161,6 @@ def load_regression(name: str, seed: int = 0, n_samples: int = 500) -> tuple[np.
     * ``"friedman"``: Friedman #1 (``make_friedman1``), ``n_samples`` × 10, noise sd 1,
       y = 10 sin(π x₁x₂) + 20(x₃ − ½)² + 10x₄ + 5x₅ + ε; drawn with ``seed``.
     """
-    from sklearn.datasets import load_diabetes, make_friedman1
-
     if name == "diabetes":
         X, y = load_diabetes(return_X_y=True)
     elif name == "friedman":
@@ -313,10 +287,6 @@ def regression_study(datasets: Sequence[str] = REGRESSION_DATASETS, n_splits: in
     ``tau_std`` (standardised), ``rmse_mc``, ``ll_mc``, ``rmse_standard``, ``ll_standard``
     (the weight-scaled prediction as a single Gaussian with precision τ), ``n_train``, ``n_test``.
     """
-    import pandas as pd
-
-    from ..train import resolve_device
-
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
     unknown = [d for d in datasets if d not in REGRESSION_DATASETS]
     if unknown or not datasets:
@@ -400,11 +370,6 @@ def extrapolation_study(activations: Sequence[str] = ACTIVATIONS_COMPARED, seeds
     "extrapolation" beyond. ``mc_sd``: standard deviation of the T outputs (model uncertainty;
     the 1/τ noise term would add the same constant in both regions).
     """
-    import pandas as pd
-
-    from ..models import ACTIVATIONS
-    from ..train import resolve_device
-
     activations = [activations] if isinstance(activations, str) else list(activations)
     bad = [a for a in activations if a not in ACTIVATIONS]
     if bad or not activations:
@@ -468,8 +433,6 @@ def ood_auroc(scores_in: np.ndarray | Tensor, scores_out: np.ndarray | Tensor) -
 
     0.5 is chance, 1 perfect separation. Uses ``sklearn.metrics.roc_auc_score`` (ties count ½).
     """
-    from sklearn.metrics import roc_auc_score
-
     a = np.asarray(scores_in, dtype=np.float64).ravel()
     b = np.asarray(scores_out, dtype=np.float64).ravel()
     if a.size == 0 or b.size == 0:
@@ -501,8 +464,6 @@ def reliability_bins(probs: np.ndarray | Tensor, labels: np.ndarray | Tensor, n_
     Returns a DataFrame with ``bin``, ``low``, ``high``, ``count``, ``confidence``, ``accuracy``
     (NaN for empty bins).
     """
-    import pandas as pd
-
     n_bins = _positive_int(n_bins, "n_bins")
     confidence, correct = _confidence_and_correct(probs, labels, "reliability_bins")
     index = _bin_index(confidence, n_bins)
@@ -541,8 +502,6 @@ def rotate_images(x: Tensor, degrees: float) -> Tensor:
 
 
 def _ood_inputs(name: str, dataset: str, in_test, n_eval: int, seed: int, rotation_degrees: float) -> Tensor:
-    from ..data import load_dataset
-
     if name == "fashion-mnist":
         x = load_dataset("fashion-mnist", "test", n=n_eval, seed=seed).x
         if x.shape[1:] != in_test.x.shape[1:]:
@@ -604,11 +563,6 @@ def classification_study(dataset: str = "digits", ood_sets: Sequence[str] = ("ro
     deterministic weight-scaled net. Calibration: ECE with ``n_bins`` equal-width bins for the
     MC mean and the deterministic prediction on the in-distribution set.
     """
-    import pandas as pd
-
-    from ..data import load_dataset
-    from ..train import resolve_device
-
     ood_sets = [ood_sets] if isinstance(ood_sets, str) else list(ood_sets)
     bad = [s for s in ood_sets if s not in OOD_SETS]
     if bad or not ood_sets:
@@ -680,6 +634,25 @@ def _relative_change(before: dict[str, Tensor], after: dict[str, Tensor], key: s
     return float(np.mean(changes))
 
 
+def bn_max_abs_change(before: dict[str, Tensor], after: dict[str, Tensor]) -> float:
+    """Largest absolute change of any BatchNorm buffer entry between two :func:`bn_running_stats` snapshots.
+
+    0.0 exactly when every buffer (running_mean, running_var, num_batches_tracked) is bit-identical;
+    nan-safe (a NaN that appears counts as an infinite change). ``before`` and ``after`` must name the same buffers.
+    """
+    if set(before) != set(after):
+        raise ValueError(f"bn_max_abs_change: snapshots name different buffers: {sorted(set(before) ^ set(after))}")
+    largest = 0.0
+    for key, old in before.items():
+        new = after[key]
+        if old.shape != new.shape:
+            raise ValueError(f"bn_max_abs_change: buffer {key} changed shape {tuple(old.shape)} → {tuple(new.shape)}")
+        if old.numel() and not torch.equal(old, new):
+            change = (new.double() - old.double()).abs().nan_to_num(nan=math.inf)
+            largest = max(largest, float(change.max()))
+    return largest
+
+
 def naive_train_mode_mc(model: nn.Module, x: Tensor, T: int, batch_size: int) -> Tensor:
     """The pitfall: ``model.train()`` and T passes over ``x`` in batches of ``batch_size``.
 
@@ -712,7 +685,8 @@ class BNPitfallStudy:
     """``accuracy``: per (seed, method, batch_size): accuracy of the T-sample mean and the share of
     predictions that differ from the same method at the largest batch size. ``stats``: per
     (seed, method, batch_size): relative change of the BN running mean and variance after
-    sampling, whether any buffer changed, and the deterministic (eval) accuracy afterwards."""
+    sampling, whether any buffer changed, the largest absolute change of any buffer entry
+    (:func:`bn_max_abs_change`; 0 when bit-identical), and the deterministic (eval) accuracy afterwards."""
 
     accuracy: Any
     stats: Any
@@ -734,11 +708,6 @@ def bn_pitfall_study(dataset: str = "digits", seeds: Sequence[int] = (0, 1, 2), 
     statistics are measured per run; the deterministic accuracy of that copy afterwards shows
     what the mistake leaves behind.
     """
-    import pandas as pd
-
-    from ..data import load_dataset
-    from ..train import evaluate, resolve_device
-
     seeds = _seeds(seeds)
     T = _positive_int(T, "T")
     sizes = sorted({_positive_int(b, "batch_sizes") for b in batch_sizes}) if not isinstance(batch_sizes, int) else []
@@ -775,6 +744,7 @@ def bn_pitfall_study(dataset: str = "digits", seeds: Sequence[int] = (0, 1, 2), 
                     "running_mean_change": _relative_change(before, after, "running_mean"),
                     "running_var_change": _relative_change(before, after, "running_var"),
                     "buffers_changed": any(not torch.equal(before[k], after[k]) for k in before),
+                    "max_abs_change": bn_max_abs_change(before, after),
                     "eval_accuracy_before": base_accuracy,
                     "eval_accuracy_after": 1.0 - evaluate(run, test, device=dev)["error"],
                 })
