@@ -1,25 +1,31 @@
 # Two commands do everything:  make reproduce  (regenerate every figure, table and verdict)
 #                              make test       (lint, clean notebooks, the test suite)
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(CURDIR)/$(VENV)/bin
+PYTHON  ?= python3
+PROFILE ?= quick
+VENV    := .venv
+BIN     := $(CURDIR)/$(VENV)/bin
 # dvc stage commands and the notebook kernel must find the venv's tools first
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup reproduce test lab report docs bench clean
+.PHONY: help setup system reproduce test lab report pipeline docs bench clean
 help:
-	@echo "make reproduce  set up .venv, run the DVC pipeline (profile from params.yaml), print the verdicts"
-	@echo "make test       set up .venv, ruff, notebooks-without-outputs check, pytest"
+	@echo "make reproduce  set up, bring the $(PROFILE) profile's results up to date, compare with the committed record"
+	@echo "                (PROFILE=quick|full|paper; FORCE=1 re-runs every stage from scratch)"
+	@echo "make test       set up, ruff, notebooks-without-outputs check, pytest (+ the browser test)"
 	@echo "make lab        JupyterLab on the same environment"
 	@echo "make bench      speed benchmarks (ratios against baselines, printed side by side)"
-	@echo "make report     rebuild reports/claims.md from reports/metrics/*.json"
+	@echo "make report     rebuild reports/claims.md and reports/index.html from the metrics"
+	@echo "make pipeline   regenerate dvc.yaml from params.yaml, claims.yaml and the notebooks"
 	@echo "make docs       regenerate docs/variants.md from the variant registry"
 
-setup: $(VENV)/.stamp
+# System packages (apt.txt, the Binder convention): installed when we are root, else one instruction.
+system:
+	@scripts/ensure-apt-packages $$(grep -v '^#' apt.txt)
+
+setup: system $(VENV)/.stamp
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.stamp: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,20 +36,23 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 
 reproduce: setup
 	test -d .git || git init -q   # DVC needs git (a zip/tarball download has none)
-	dvc repro
-	dropoutlab claims   # the verdicts; `dvc metrics show` has them too, one column per field
-	@echo "Claims report: reports/claims.md (index: reports/index.html)"
+	dropoutlab reproduce --profile $(PROFILE) $(if $(FORCE),--force)
 
+# The browser test of reports/index.html needs Debian's chromium (skipped, with the reason, without it).
 test: setup
+	@scripts/ensure-apt-packages chromium
 	ruff check .
 	python -m dropoutlab.notebooks notebooks/*.ipynb
-	python -m pytest
+	MPLBACKEND=Agg python -m pytest
 
 lab: setup
 	jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 report: setup
 	dropoutlab report
+
+pipeline: setup
+	dropoutlab pipeline
 
 docs: setup
 	dropoutlab docs

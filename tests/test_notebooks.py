@@ -1,27 +1,38 @@
-"""The notebook runner, and every notebook executed end to end in the smoke profile."""
+"""The notebook runner, and every notebook executed end to end in the smoke profile.
+
+Each notebook runs twice: through the runner (as DVC runs it) and as JupyterLab runs it — the
+kernel's working directory at ``notebooks/``, no parameters injected, the parameters cell's own
+defaults — and both runs must write the same files with the same contents.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import papermill as pm
 import pytest
 
 from dropoutlab.notebooks import (
-    PROFILES,
+    RUNNER_ENV,
     NotebookParameterError,
-    _thread_env,
     check_clean,
+    kernel_env,
     list_notebooks,
     notebook_parameters,
+    profile_parameters,
     run_notebook,
     strip_volatile,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = list_notebooks(ROOT)
+PIPELINE_PROFILES = ("smoke", "quick", "paper")
 
 
 def test_there_are_notebooks():
@@ -41,10 +52,18 @@ def test_check_clean_flags_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", PIPELINE_PROFILES)
 def test_params_yaml_matches_the_notebook(name, profile):
     params = notebook_parameters(name, profile, root=ROOT)
     assert params["profile"] == profile
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_defaults_are_the_smoke_profile(name):
+    """What JupyterLab runs by default is exactly what `run-notebook NAME --profile smoke` runs."""
+    declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    defaults = {key: ast.literal_eval(info["default"]) for key, info in declared.items()}
+    assert defaults == profile_parameters(name, "smoke", ROOT)
 
 
 def test_unknown_parameter_is_refused():
@@ -57,6 +76,32 @@ def test_unknown_notebook_and_profile():
         notebook_parameters("nope", "smoke", root=ROOT)
     with pytest.raises(NotebookParameterError, match="unknown profile 'fast'"):
         notebook_parameters("01_dropout_vs_none", "fast", root=ROOT)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"epochs": "abc"}, r"'epochs' = 'abc' \(str\) is not allowed: expected int"),
+    ({"seeds": "notalist"}, r"'seeds' = 'notalist' \(str\) is not allowed: expected list\[int\]"),
+    ({"seeds": 3}, r"'seeds' = 3 \(int\) is not allowed"),
+    ({"seeds": [0, 0]}, r"'seeds' = \[0, 0\]: expected a non-empty list of distinct"),
+    ({"epochs": 0}, r"'epochs' = 0: expected a positive integer"),
+    ({"keep_hidden": 1.5}, r"'keep_hidden' = 1.5: expected keep rates in \(0, 1\]"),
+    ({"lr": -1.0}, r"'lr' = -1.0: expected a positive learning rate"),
+])
+def test_bad_override_is_refused_naming_the_parameter(override, message):
+    with pytest.raises(NotebookParameterError, match=message):
+        notebook_parameters("01_dropout_vs_none", "quick", override, root=ROOT)
+
+
+def test_good_overrides_pass():
+    params = notebook_parameters("01_dropout_vs_none", "quick", {"epochs": 20, "seeds": [0, 1, 2, 3, 4], "lr": 1},
+                                 root=ROOT)
+    assert params["epochs"] == 20 and params["seeds"] == [0, 1, 2, 3, 4] and params["lr"] == 1
+
+
+def test_cli_refuses_a_bad_value_before_any_kernel_starts(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dropoutlab.cli", "run-notebook", "01_dropout_vs_none",
+                             "-p", "epochs=abc"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "'epochs'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_exits_nonzero_naming_the_parameter():
@@ -77,32 +122,88 @@ def test_strip_volatile():
     assert nb["metadata"]["papermill"]  # the input is not modified
 
 
-def test_kernel_thread_count_is_set_and_restored(monkeypatch):
-    import os
-
+def test_kernel_env_is_set_and_restored(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    with _thread_env(3):
+    monkeypatch.delenv(RUNNER_ENV, raising=False)
+    with kernel_env(3, ROOT):
         assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "3"
+        assert "MPLBACKEND" not in os.environ, "executed notebooks must show their figures inline"
+        assert os.environ[RUNNER_ENV] == "1"
     assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+    assert os.environ["MPLBACKEND"] == "Agg" and RUNNER_ENV not in os.environ
     with pytest.raises(NotebookParameterError, match="cpu_threads"):
-        with _thread_env(0):
+        with kernel_env(0, ROOT):
             pass
 
 
 @pytest.mark.slow
+def test_a_failed_run_keeps_its_partial_notebook(tmp_path):
+    with pytest.raises(Exception, match="nosuch"):
+        run_notebook("01_dropout_vs_none", "smoke", {"dataset": "nosuch"}, root=ROOT, output_root=tmp_path)
+    partial = tmp_path / "reports" / "smoke" / "notebooks" / "01_dropout_vs_none.failed.ipynb"
+    assert partial.is_file() and "nosuch" in partial.read_text()
+    assert not (tmp_path / "reports" / "smoke" / "notebooks" / "01_dropout_vs_none.ipynb").exists()
+
+
+def _written(root: Path) -> dict[str, bytes]:
+    """Every file a run wrote under figures/ and reports/, by relative path (executed notebooks aside)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for folder in ("figures", "reports")
+            for p in sorted((root / folder).rglob("*")) if p.is_file() and "notebooks" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def runner_outputs(tmp_path_factory):
+    """Each notebook run once by the runner (smoke), cached for the tests below."""
+    cache: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"runner-{name}")
+            run_notebook(name, "smoke", root=ROOT, output_root=out)
+            cache[name] = out
+        return cache[name]
+
+    return run
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_smoke_profile(name, tmp_path):
-    out = run_notebook(name, "smoke", root=ROOT, output_root=tmp_path)
+def test_notebook_runs_in_smoke_profile(name, runner_outputs):
+    out_root = runner_outputs(name)
+    out = out_root / "reports" / "smoke" / "notebooks" / f"{name}.ipynb"
     text = out.read_text()
-    assert str(tmp_path) not in text and str(ROOT) not in text, "absolute path in the executed notebook"
+    assert str(out_root) not in text and str(ROOT) not in text, "absolute path in the executed notebook"
     nb = json.loads(text)
     assert "papermill" not in nb["metadata"]
     assert not any("execution" in c["metadata"] for c in nb["cells"])
     assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
-    metrics = json.loads((tmp_path / "reports" / "metrics" / f"{name}.json").read_text())
-    assert metrics["notebook"] == name and metrics["claims"]
+    shown = sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+    saved = list((out_root / "figures" / "smoke" / name).glob("*.png"))
+    assert saved, "the notebook saved no figure"
+    assert shown >= len(saved), f"{len(saved)} figures saved but {shown} shown inline"
+    metrics = json.loads((out_root / "reports" / "smoke" / "metrics" / f"{name}.json").read_text())
+    assert metrics["notebook"] == name and metrics["profile"] == "smoke" and metrics["claims"]
     for claim in metrics["claims"].values():
         assert claim["verdict"] in {"reproduced", "not reproduced", "inconclusive"}
-    assert list((tmp_path / "figures" / name).glob("*.png")), "the notebook saved no figure"
     assert out.with_suffix(".html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_as_jupyterlab_runs_it(name, runner_outputs, tmp_path, monkeypatch):
+    """Kernel in notebooks/, nothing injected: the same files, byte for byte, as the runner's smoke run."""
+    for item in ("params.yaml", "claims.yaml", "notebooks"):
+        source = ROOT / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    for key in (RUNNER_ENV, "DROPOUTLAB_REGISTRY", "DROPOUTLAB_ROOT", "MPLBACKEND"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    pm.execute_notebook(str(tmp_path / "notebooks" / f"{name}.ipynb"), str(tmp_path / "lab.ipynb"),
+                        kernel_name="python3", progress_bar=False, cwd=str(tmp_path / "notebooks"))
+    lab, runner = _written(tmp_path), _written(runner_outputs(name))
+    assert sorted(lab) == sorted(runner)
+    differing = [path for path in lab if lab[path] != runner[path]]
+    assert differing == []

@@ -1,40 +1,107 @@
-"""The DVC pipeline: a stage per notebook, declared outputs, committed lock."""
+"""The DVC pipeline: generated from params.yaml, claims.yaml and the notebooks; never stale."""
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dropoutlab.notebooks import list_notebooks
+from dropoutlab import pipeline
+from dropoutlab.notebooks import list_notebooks, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PROFILES = load_params(ROOT)["pipeline"]["profiles"]
+NOTEBOOKS = list_notebooks(ROOT)
 
 
-def test_a_stage_per_notebook_plus_data_and_report():
-    stages = set(DVC["stages"])
-    assert {"data", "report"} <= stages
-    assert set(list_notebooks(ROOT)) <= stages
+def test_dvc_yaml_is_generated_and_current():
+    assert (ROOT / "dvc.yaml").read_text() == pipeline.render(ROOT), "dvc.yaml is stale: run `make pipeline`"
 
 
-@pytest.mark.parametrize("name", list_notebooks(ROOT))
-def test_notebook_stage_declares_its_outputs(name):
-    stage = DVC["stages"][name]
-    assert f"dropoutlab run-notebook {name}" in stage["cmd"]
-    assert f"notebooks/{name}.ipynb" in stage["deps"]
-    outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
-    assert f"reports/notebooks/{name}.ipynb" in outs
-    metrics = [next(iter(m)) for m in stage["metrics"]]
-    assert metrics == [f"reports/metrics/{name}.json"]
-    assert f"notebooks.{name}" in stage["params"]
+def test_stages_in_notebook_order_with_data_first_and_report_last():
+    names = list(DVC["stages"])
+    assert names[-1] == "report"
+    data = [n for n in names if n.startswith("data-")]
+    assert names[: len(data)] == data
+    for profile in PROFILES:
+        assert [n for n in names if n.endswith(f"-{profile}")] == [f"{nb}-{profile}" for nb in NOTEBOOKS]
 
 
-def test_report_depends_on_every_metrics_file():
-    assert "reports/metrics" in DVC["stages"]["report"]["deps"]
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_stage_writes_to_its_profiles_places(name, profile):
+    stage = DVC["stages"][f"{name}-{profile}"]
+    assert stage["cmd"] == f"dropoutlab run-notebook {name} --profile {profile}"
+    outs = {next(iter(o)): o[next(iter(o))] for o in stage["outs"]}
+    assert set(outs) == {f"reports/{profile}/notebooks/{name}.ipynb", f"reports/{profile}/notebooks/{name}.html",
+                         f"figures/{profile}/{name}"}
+    assert all(o == {"cache": False} for o in outs.values()), "outputs are committed, so a fresh clone shows them"
+    assert [next(iter(m)) for m in stage["metrics"]] == [f"reports/{profile}/metrics/{name}.json"]
+    assert f"notebooks.{name}.{profile}" in stage["params"] and "cpu_threads" in stage["params"]
+
+
+def test_data_stages_keep_their_files_across_reruns():
+    for name, stage in DVC["stages"].items():
+        if name.startswith("data-"):
+            assert stage["outs"] == [{f"data/raw/{name.removeprefix('data-')}": {"persist": True}}]
+
+
+def _imported_package_files(name: str) -> set[str]:
+    """Independent of the generator: run the notebook's import statements and list what got loaded."""
+    code = "\n".join(pipeline.notebook_code(name, ROOT))
+    imports = [ast.unparse(node) for node in ast.parse(code).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    probe = "\n".join([*imports, "import sys, json",
+                       "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()"
+                       " if n.split('.')[0] == 'dropoutlab' and getattr(m, '__file__', None))))"])
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {Path(f).resolve().relative_to(ROOT).as_posix() for f in json.loads(out.stdout.splitlines()[-1])}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_stage_deps_cover_every_package_module_the_notebook_loads(name):
+    deps = set(DVC["stages"][f"{name}-{PROFILES[0]}"]["deps"])
+    missing = _imported_package_files(name) - deps
+    assert not missing, f"{name}: its stage would not re-run when these change: {sorted(missing)}"
+
+
+def test_module_dependencies_follow_relative_imports(tmp_path):
+    pkg = tmp_path / "src" / "dropoutlab"
+    (pkg / "analysis").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import f\n")
+    (pkg / "b.py").write_text("from . import c\n")
+    (pkg / "c.py").write_text("import os\n")
+    (pkg / "unused.py").write_text("")
+    (pkg / "analysis" / "__init__.py").write_text("from .d import g\n")
+    (pkg / "analysis" / "d.py").write_text("from ..c import x\n")
+    deps = pipeline.module_dependencies(["from dropoutlab.a import f", "import dropoutlab.analysis"], tmp_path)
+    assert deps == ["src/dropoutlab/__init__.py", "src/dropoutlab/a.py", "src/dropoutlab/analysis/__init__.py",
+                    "src/dropoutlab/analysis/d.py", "src/dropoutlab/b.py", "src/dropoutlab/c.py"]
+
+
+def test_reproduce_skips_what_missing_data_needs(monkeypatch, capsys):
+    calls = []
+
+    def fake_dvc(*args, root):
+        calls.append(args)
+        return 1 if args == ("repro", "data-fashion-mnist") else 0
+
+    monkeypatch.setattr(pipeline, "_dvc", fake_dvc)
+    outcome = pipeline.reproduce("quick", root=ROOT)
+    needs_fashion = [s for s, d in pipeline.stage_datasets(ROOT).items() if "fashion-mnist" in d and "quick" in s]
+    assert outcome["missing"] == ["fashion-mnist"] and outcome["skipped"] == needs_fashion
+    run = next(c for c in calls if c[:2] == ("repro", "--single-item") and c[-1] != "report")
+    assert set(run[2:]) == set(outcome["ran"]) and not set(run) & set(needs_fashion)
+    assert calls[-1] == ("repro", "--single-item", "report")
+    assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().out
 
 
 def test_dvc_config_has_no_analytics():
@@ -46,4 +113,20 @@ def test_dvc_config_has_no_analytics():
 def test_dvc_lists_every_stage():
     result = subprocess.run(["dvc", "stage", "list"], cwd=ROOT, capture_output=True, text=True, check=True)
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
-    assert set(list_notebooks(ROOT)) | {"data", "report"} <= listed
+    assert set(DVC["stages"]) <= listed
+
+
+def test_environment_yml_installs_the_lock():
+    """conda's environment.yml and the tested pip path install the same pins (Binder reads both files)."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "-r requirements.lock" in pip and "torch==2.13.0" in pip and "-e ." in pip
+    assert any(str(d).startswith("python=3.11") for d in env["dependencies"])
+    lock = (ROOT / "requirements.lock").read_text().splitlines()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "torch==2.13.0" in lock and "install -q torch==2.13.0" in makefile
+
+
+def test_apt_txt_lists_what_the_data_routes_need():
+    assert "dataset-fashion-mnist" in (ROOT / "apt.txt").read_text().split()
+    assert "apt.txt" in (ROOT / "Makefile").read_text()

@@ -109,7 +109,7 @@ def test_kingma_fit_matches_true_kl_up_to_a_constant():
 
 
 def test_kingma_fit_monte_carlo():
-    """KW-KL by Monte Carlo, as CLAIMS states it: residual sd after the best shift < 0.01.
+    """KW-KL by Monte Carlo: residual sd after the best shift < 0.01.
 
     Common random numbers (one ε sample for every α), n = 4e5. The per-point standard error of
     the MC mean is sd(log|1+√αε|)/√n ≤ 1.06/632 ≈ 0.0017 (largest at α = 1), so the noise adds

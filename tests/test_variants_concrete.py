@@ -56,7 +56,7 @@ def test_registry_metadata():
 
 
 def test_relaxed_mask_mean_at_t01():
-    """CD-RX: at t = 0.1 with n = 1e6, |mean(1 − z̃) − (1 − p)| < 0.01 (CLAIMS criterion).
+    """CD-RX: at t = 0.1 with n = 1e6, |mean(1 − z̃) − (1 − p)| < 0.01 (the CD-RX criterion).
 
     The relaxation is biased at t > 0: the exact E[z̃] (quadrature) is 0.10118 for p = 0.1, so
     the bias is 1.2e-3. The MC mean must also match the exact value within 4.5 se, with

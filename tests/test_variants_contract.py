@@ -1,4 +1,4 @@
-"""Contracts every registered variant keeps (DESIGN.md), checked over the whole registry."""
+"""Contracts every registered variant keeps (the package's variant contract), checked over the whole registry."""
 
 from __future__ import annotations
 

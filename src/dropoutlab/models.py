@@ -2,7 +2,7 @@
 
 * :class:`MLP`: widths, activation, input dropout and per-layer dropout (Srivastava 2014).
 * :class:`ConvNet`: blocks built from an order string such as ``"conv-bn-act-drop-pool"``
-  (the BN/Dropout ordering table of the seed document).
+  (the BN/Dropout ordering table of a Stack Overflow answer, Q39691902).
 * :class:`Autoencoder`: one hidden layer (Srivastava 2014, Fig. 7–8).
 * :class:`RowLSTM`: an LSTM reading an image row by row (sequence model for RNN dropout).
 

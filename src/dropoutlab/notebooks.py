@@ -15,19 +15,26 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
+import html
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import papermill as pm
 import yaml
+from papermill.engines import NBClientEngine, papermill_engines
 
 from ._io import atomic_write_text
-from .paths import notebooks_dir, repo_root
+from .paths import PROFILES, executed_dir, notebooks_dir, repo_root
 
-PROFILES = ("smoke", "quick", "paper")
+RUNNER_ENV = "DROPOUTLAB_RUNNER"  # set for kernels the runner starts: parameters were injected
+REGISTRY_ENV = "DROPOUTLAB_REGISTRY"  # the claims registry a kernel's Ledger reads
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 
 
@@ -46,11 +53,113 @@ def list_notebooks(root: Path | None = None) -> list[str]:
     return sorted(p.stem for p in notebooks_dir(root).glob("[0-9][0-9]_*.ipynb"))
 
 
+def profile_parameters(name: str, profile: str, root: Path | None = None) -> dict[str, Any]:
+    """``notebooks.<name>.common`` ∪ ``notebooks.<name>.<profile>`` from params.yaml, plus ``profile``."""
+    if profile not in PROFILES:
+        raise NotebookParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    section = load_params(root).get("notebooks", {}).get(name)
+    if section is None:
+        raise NotebookParameterError(f"params.yaml has no section notebooks.{name}")
+    return {**section.get("common", {}), **(section.get(profile) or {}), "profile": profile}
+
+
+def use_profile(name: str, namespace: dict[str, Any]) -> None:
+    """Give an interactively run notebook the parameters of the profile its parameters cell names.
+
+    Called right after a notebook's imports with ``globals()``. Under the runner (and so under DVC)
+    papermill has already injected the profile's parameters and this does nothing. In JupyterLab
+    the parameters cell's defaults are the ``smoke`` profile's; set ``profile = "quick"`` there and
+    this loads the quick profile's values from params.yaml, so the notebook computes — and writes to
+    ``figures/quick/`` and ``reports/quick/`` — exactly what the pipeline would.
+    """
+    if os.environ.get(RUNNER_ENV) == "1":
+        return
+    profile = namespace.get("profile")
+    if profile == "smoke":
+        return
+    params = profile_parameters(name, profile)
+    changed = {k: v for k, v in params.items() if namespace.get(k) != v}
+    namespace.update(params)
+    if changed:
+        print(f"{name}: the {profile} profile's parameters from params.yaml: "
+              + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+
+
+def _shape(value: Any) -> str:
+    """A value's type as the parameter checks compare it: 'int', 'float', 'str', 'bool', 'None', 'list[int]', …"""
+    if value is None:
+        return "None"
+    if isinstance(value, (list, tuple)):
+        inner = sorted({_shape(v) for v in value})
+        return f"list[{'|'.join(inner)}]" if inner else "list"
+    return type(value).__name__
+
+
+def _accepts(allowed: set[str], value: Any) -> bool:
+    shape = _shape(value)
+    if shape in allowed or (shape == "int" and "float" in allowed):
+        return True
+    if shape.startswith("list") and any(a.startswith("list") for a in allowed):
+        inner = {t for a in allowed if a.startswith("list[") for t in a[5:-1].split("|")}
+        return all(_accepts(inner, v) for v in value) if inner else True
+    return False
+
+
+def _range_problem(key: str, value: Any) -> str | None:
+    """Ranges by naming convention: seeds, counts, keep rates, drop probabilities, learning rates."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if key == "seeds":
+        if not value or len(set(value)) != len(value) or any(not isinstance(v, int) or v < 0 for v in value):
+            return "a non-empty list of distinct non-negative integers, e.g. [0, 1, 2]"
+    elif key in {"epochs", "batch_size"} or key.startswith("n_") or key.endswith(("_epochs", "_steps", "_samples")):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return "a positive integer"
+    elif key.startswith("keep"):
+        values = value if isinstance(value, list) else [value]
+        if any(number(v) and not 0 < v <= 1 for v in values):
+            return "keep rates in (0, 1]"
+    elif key == "p" or key.startswith(("p_", "drop")):
+        values = value if isinstance(value, list) else [value]
+        if any(number(v) and not 0 <= v < 1 for v in values):
+            return "drop probabilities in [0, 1)"
+    elif key == "lr" or key.endswith("_lr"):
+        if number(value) and value <= 0:
+            return "a positive learning rate"
+    return None
+
+
+def check_overrides(name: str, overrides: dict[str, Any], declared: dict[str, Any], section: dict[str, Any]) -> None:
+    """Check each ``-p`` value's type and range before any kernel starts; the error names the parameter.
+
+    The allowed types are those of the parameters cell's default and of every profile's value in
+    params.yaml (an ``int`` is accepted where a ``float`` is); ranges follow the naming conventions
+    of :func:`_range_problem`.
+    """
+    for key, value in overrides.items():
+        if key not in declared:
+            continue  # reported as unknown by the caller, with the declared names
+        examples = [ast.literal_eval(declared[key]["default"])] + [
+            part[key] for part in section.values() if isinstance(part, dict) and key in part]
+        allowed = {_shape(v) for v in examples}
+        if not _accepts(allowed, value):
+            shown = ", ".join(dict.fromkeys(repr(v) for v in examples))
+            raise NotebookParameterError(
+                f"{name}: parameter {key!r} = {value!r} ({_shape(value)}) is not allowed: expected "
+                f"{' or '.join(sorted(allowed))}, as in the notebook and params.yaml ({shown})")
+        problem = _range_problem(key, value)
+        if problem:
+            raise NotebookParameterError(f"{name}: parameter {key!r} = {value!r}: expected {problem}")
+
+
 def notebook_parameters(name: str, profile: str, overrides: dict[str, Any] | None = None,
                         root: Path | None = None) -> dict[str, Any]:
-    """The parameters a run of ``name`` under ``profile`` gets, validated against the notebook."""
-    import papermill as pm
+    """The parameters a run of ``name`` under ``profile`` gets, validated against the notebook.
 
+    Unknown notebooks, profiles and parameters, and ``overrides`` of the wrong type or range, are
+    refused with an error naming them — before any kernel starts.
+    """
     root = root or repo_root()
     if profile not in PROFILES:
         raise NotebookParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -58,12 +167,17 @@ def notebook_parameters(name: str, profile: str, overrides: dict[str, Any] | Non
     if name not in known:
         raise NotebookParameterError(f"unknown notebook {name!r}; known: {', '.join(known) or '(none)'}")
     section = load_params(root).get("notebooks", {}).get(name, {})
-    params = {**section.get("common", {}), **section.get(profile, {}), **(overrides or {}), "profile": profile}
-    declared = set(pm.inspect_notebook(str(notebooks_dir(root) / f"{name}.ipynb")))
-    unknown = sorted(set(params) - declared)
+    if profile not in section:
+        raise NotebookParameterError(f"{name}: params.yaml has no {profile!r} section for this notebook "
+                                     f"(it has: {', '.join(k for k in section if k != 'common')})")
+    declared = pm.inspect_notebook(str(notebooks_dir(root) / f"{name}.ipynb"))
+    overrides = dict(overrides or {})
+    params = {**section.get("common", {}), **(section.get(profile) or {}), **overrides, "profile": profile}
+    unknown = sorted(set(params) - set(declared))
     if unknown:
         raise NotebookParameterError(
             f"{name}: unknown parameter(s) {', '.join(unknown)}; the notebook declares: {', '.join(sorted(declared))}")
+    check_overrides(name, overrides, declared, section)
     return params
 
 
@@ -83,15 +197,26 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _thread_env(threads: int | None):
-    """Set the thread-count variables a kernel started inside the block inherits."""
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+def kernel_env(threads: int | None, root: Path):
+    """Environment a kernel started inside the block inherits, restored afterwards.
+
+    * ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = ``cpu_threads``: CPU results are bit-identical only at
+      a fixed thread count;
+    * ``MPLBACKEND`` removed, so the kernel uses the inline backend and executed notebooks show their
+      figures whoever starts the run (a Makefile or a CI job may export ``Agg``);
+    * ``DROPOUTLAB_RUNNER=1`` (parameters were injected: :func:`use_profile` leaves them alone) and
+      ``DROPOUTLAB_REGISTRY`` (the claims registry of ``root``, whatever the kernel's working directory).
+    """
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV)
     saved = {key: os.environ.get(key) for key in keys}
     try:
         if threads is not None:
-            if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-                raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
-            os.environ.update({key: str(threads) for key in keys})
+            os.environ.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        os.environ.pop("MPLBACKEND", None)
+        os.environ[RUNNER_ENV] = "1"
+        os.environ.setdefault(REGISTRY_ENV, str(root / "claims.yaml"))
         yield
     finally:
         for key, value in saved.items():
@@ -101,12 +226,71 @@ def _thread_env(threads: int | None):
                 os.environ[key] = value
 
 
+class _LoggingEngine(NBClientEngine):
+    """papermill's nbclient engine, printing one line per code cell that ran ≥ 1 s, with elapsed times.
+
+    The lines go to the runner's stderr (the terminal, DVC's log), never into the executed notebook.
+    """
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        started = time.perf_counter()
+        cell_started = {"t": started}
+        original_start, original_complete = nb_man.cell_start, nb_man.cell_complete
+        code_cells = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
+        name = Path(nb_man.nb.metadata.get("papermill", {}).get("input_path") or "notebook").stem
+
+        def cell_start(cell, cell_index=None, **kw):
+            cell_started["t"] = time.perf_counter()
+            return original_start(cell, cell_index=cell_index, **kw)
+
+        def cell_complete(cell, cell_index=None, **kw):
+            result = original_complete(cell, cell_index=cell_index, **kw)
+            now = time.perf_counter()
+            if cell.cell_type == "code" and now - cell_started["t"] >= 1.0:
+                first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+                position = code_cells.index(cell_index) + 1 if cell_index in code_cells else "?"
+                print(f"  {name}: cell {position}/{len(code_cells)} {now - cell_started['t']:6.1f} s "
+                      f"(total {now - started:6.1f} s)  {first[:60]}", file=sys.stderr, flush=True)
+            return result
+
+        nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+papermill_engines.register("dropoutlab", _LoggingEngine)
+
+
+_HTML_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 72em; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
+pre, code {{ font-family: ui-monospace, monospace; font-size: 0.85em; }}
+.jp-InputArea pre {{ background: #f6f8fa; padding: .6em; overflow-x: auto; }}
+.jp-OutputArea pre {{ padding: .3em .6em; overflow-x: auto; }}
+.jp-InputPrompt, .jp-OutputPrompt {{ display: none; }}
+img {{ max-width: 100%; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ddd; padding: 2px 6px; }}
+</style></head>
+<body>
+<p><a href="../../index.html">← all claims and notebooks</a></p>
+{body}
+</body></html>
+"""
+
+
 def export_html(nb_path: Path) -> Path:
+    """A light, self-contained HTML page of an executed notebook (figures inline, headings anchored).
+
+    nbconvert's ``basic`` template in a small page: no external scripts or fonts, so it reads the same
+    offline; ``<h2 id="Claim-check">`` anchors let the claims report link to a notebook's section.
+    """
     import nbconvert
     import nbformat
 
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
-    return atomic_write_text(nb_path.with_suffix(".html"), body)
+    body, _ = nbconvert.HTMLExporter(template_name="basic").from_notebook_node(nbformat.read(nb_path, as_version=4))
+    return atomic_write_text(nb_path.with_suffix(".html"), _HTML_PAGE.format(title=html.escape(nb_path.stem), body=body))
 
 
 def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
@@ -117,24 +301,30 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     kernel's working directory, where figures, metrics and the executed notebook go.
     """
     import nbformat
-    import papermill as pm
 
     root = root or repo_root()
     output_root = Path(output_root or root)
     params = notebook_parameters(name, profile, overrides, root)
-    out = output_root / "reports" / "notebooks" / f"{name}.ipynb"
+    out = executed_dir(profile, output_root) / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.running.ipynb")
+    failed = out.with_name(f"{name}.failed.ipynb")
     logging.getLogger("papermill").setLevel(logging.WARNING)
     threads = load_params(root).get("cpu_threads")
     try:
-        with _thread_env(threads):
+        with kernel_env(threads, root):
             pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
-                                kernel_name="python3", progress_bar=False, cwd=str(output_root))
-        nb = strip_volatile(nbformat.read(tmp, as_version=4))
-        atomic_write_text(out, nbformat.writes(nbformat.from_dict(nb)) + "\n")
-    finally:
-        tmp.unlink(missing_ok=True)
+                                kernel_name="python3", progress_bar=False, cwd=str(output_root),
+                                engine_name="dropoutlab")
+    except BaseException:
+        if tmp.is_file():  # keep the partial run to look at, never over the committed result
+            os.replace(tmp, failed)
+            print(f"{name}: the partially executed notebook is in {failed}", file=sys.stderr)
+        raise
+    nb = strip_volatile(nbformat.read(tmp, as_version=4))
+    atomic_write_text(out, nbformat.writes(nbformat.from_dict(nb)) + "\n")
+    tmp.unlink(missing_ok=True)
+    failed.unlink(missing_ok=True)
     if html:
         export_html(out)
     return out

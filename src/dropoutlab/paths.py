@@ -1,4 +1,8 @@
-"""Where the compendium's files live, found from the working directory (not the install)."""
+"""Where the compendium's files live, found from the working directory (not the install).
+
+Every profile has its own output places, so no profile overwrites another's results:
+``figures/<profile>/<notebook>/`` and ``reports/<profile>/{notebooks,metrics}/``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import os
 from pathlib import Path
 
 MARKERS = ("dvc.yaml", "params.yaml")
+PROFILES = ("smoke", "quick", "full", "paper")
 
 
 def repo_root(start: Path | str | None = None) -> Path:
     """The nearest parent of ``start`` (default: cwd) holding ``dvc.yaml`` or ``params.yaml``.
 
     ``DROPOUTLAB_ROOT`` overrides; without a marker the working directory itself is used, so
-    a notebook executed in a scratch folder writes its outputs there.
+    a notebook executed in a scratch folder writes its outputs there. JupyterLab runs a kernel in
+    ``notebooks/``: its parent holds the markers, so outputs land where the pipeline puts them.
     """
     if os.environ.get("DROPOUTLAB_ROOT"):
         return Path(os.environ["DROPOUTLAB_ROOT"]).resolve()
@@ -23,12 +29,26 @@ def repo_root(start: Path | str | None = None) -> Path:
     return here
 
 
-def figures_dir(notebook: str, root: Path | None = None) -> Path:
-    return (root or repo_root()) / "figures" / notebook
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    return profile
 
 
-def metrics_dir(root: Path | None = None) -> Path:
-    return (root or repo_root()) / "reports" / "metrics"
+def figures_dir(notebook: str, profile: str, root: Path | None = None) -> Path:
+    return (root or repo_root()) / "figures" / check_profile(profile) / notebook
+
+
+def reports_dir(profile: str, root: Path | None = None) -> Path:
+    return (root or repo_root()) / "reports" / check_profile(profile)
+
+
+def metrics_dir(profile: str, root: Path | None = None) -> Path:
+    return reports_dir(profile, root) / "metrics"
+
+
+def executed_dir(profile: str, root: Path | None = None) -> Path:
+    return reports_dir(profile, root) / "notebooks"
 
 
 def notebooks_dir(root: Path | None = None) -> Path:

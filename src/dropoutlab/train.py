@@ -213,9 +213,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _show_progress(config: TrainConfig) -> bool:
+    """A tqdm bar over epochs: asked for, or on a terminal and never under CI."""
     if config.progress is not None:
         return config.progress
     return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _runner_log():
+    """The stream for one line per training run in a kernel started by the notebook runner, else None.
+
+    ``sys.__stderr__`` is the kernel process's own stderr, inherited from the runner: the line shows
+    in the runner's log (terminal, DVC) and never in the executed notebook.
+    """
+    return sys.__stderr__ if os.environ.get("DROPOUTLAB_RUNNER") == "1" else None
 
 
 def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = None, *,
@@ -229,6 +239,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     from tqdm import tqdm
 
     config = config or TrainConfig()
+    fit_started = time.perf_counter()
     missing = [s for s in ("train", *config.eval_splits) if s not in data]
     if missing:
         raise ValueError(f"fit: data has no split(s) {missing}; it has {sorted(data)}")
@@ -313,4 +324,8 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     finally:
         bar.close()
         torch.use_deterministic_algorithms(previous_deterministic)
+    log = _runner_log()
+    if log is not None and config.progress is not False:
+        print(f"    fit: {type(model).__name__}, seed {config.seed}, {epoch} epochs ({step} updates) in "
+              f"{time.perf_counter() - fit_started:.1f} s", file=log, flush=True)
     return history

@@ -109,7 +109,7 @@ class Standout(DropoutBase):
     Args:
         layer: ``nn.Linear``; its parameters are the only parameters.
         activation: module or callable applied to ``z`` (default ``nn.ReLU()``).
-        alpha, beta: gate scale and shift (Ba & Frey; the CLAIMS table uses α = 1, β = 0).
+        alpha, beta: gate scale and shift (Ba & Frey; the claims registry's BF-1 check uses α = 1, β = 0).
         gate_bias: include the layer bias in the gate.
 
     Shape: ``(*, in_features) → (*, out_features)``.

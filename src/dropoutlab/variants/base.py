@@ -1,6 +1,6 @@
 """Base class, validation and registry shared by every dropout variant.
 
-Conventions (see DESIGN.md):
+Conventions (the contract every variant keeps):
 
 * ``p`` is always the *drop* probability. Papers that give a keep (retain) rate are
   converted with :func:`keep_to_drop`.

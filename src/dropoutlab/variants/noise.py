@@ -206,7 +206,7 @@ class Uout(DropoutBase):
 
     Args:
         beta: noise half-width β ≥ 0 (default 0.1, the value usually quoted for the paper;
-            CLAIMS.md marks it unverified). β > 1 is allowed but lets 1 + r change sign
+            a value from memory, not verified against the paper). β > 1 is allowed but lets 1 + r change sign
             (equivalent rate above 0.25).
         noise_shape: ``None``/``"element"`` (per element, the paper) or ``"channel"`` (one r per
             sample and channel of an ``(N, C, *)`` input).
