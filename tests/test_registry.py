@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,8 @@ BAD = [
     (dict(ENTRY, parts={"x": {"kind": "check", "tolerance": 1, "measure": "m"}}), "parts are only used by"),
     (dict(ENTRY, history=[{"date": "2026-11-30", "old": "margin 0.5"}]), "date, old and reason"),
     (dict(ENTRY, history="changed"), "history must be a list"),
+    (dict(ENTRY, history=[{"date": datetime.date(2026, 11, 30), "old": "o", "reason": "r"}]),
+     "must be a quoted string"),
     (dict(ENTRY, tolerence=1e-3), "unknown keys tolerence"),
     (dict(ENTRY, exploratory="yes"), "exploratory must be true or false"),
     (dict(ENTRY, family=""), "family must be a non-empty text"),

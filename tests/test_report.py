@@ -54,7 +54,7 @@ ENTRIES = """\
   why: The paper reports a lower error; any improvement counts.
   exploratory: false
   history:
-    - {date: 2026-11-30, old: "margin 0.1 pp", reason: "the margin was set before the unit changed to pp"}
+    - {date: '2026-11-30', old: "margin 0.1 pp", reason: "the margin was set before the unit changed to pp"}
 - id: A-2
   notebook: 01_alpha
   statement: Gaussian and Bernoulli dropout give the same error

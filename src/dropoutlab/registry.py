@@ -225,6 +225,9 @@ def _rule(entry: Any, alpha: float) -> Rule:
     for item in history:
         if not isinstance(item, Mapping) or any(not str(item.get(k) or "").strip() for k in ("date", "old", "reason")):
             _fail(cid, f"every history entry needs date, old and reason, got {item!r}")
+        if not isinstance(item["date"], str):
+            _fail(cid, f"history date {item['date']!r} must be a quoted string ('2026-11-30'): DVC reads "
+                       "claims.yaml as a params file and cannot hash a YAML date")
     for name in ("family", "figure", "section", "precondition"):
         if entry.get(name) is not None and not (isinstance(entry[name], str) and entry[name].strip()):
             _fail(cid, f"{name} must be a non-empty text or null, got {entry[name]!r}")
