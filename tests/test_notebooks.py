@@ -19,6 +19,7 @@ import papermill as pm
 import pytest
 
 from dropoutlab.notebooks import (
+    PROGRESS_ENV,
     RUNNER_ENV,
     NotebookParameterError,
     check_clean,
@@ -131,11 +132,22 @@ def test_kernel_env_is_set_and_restored(monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "3"
         assert "MPLBACKEND" not in os.environ, "executed notebooks must show their figures inline"
         assert os.environ[RUNNER_ENV] == "1"
+        assert Path(os.environ[PROGRESS_ENV]).is_file()
     assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
-    assert os.environ["MPLBACKEND"] == "Agg" and RUNNER_ENV not in os.environ
+    assert os.environ["MPLBACKEND"] == "Agg" and RUNNER_ENV not in os.environ and PROGRESS_ENV not in os.environ
     with pytest.raises(NotebookParameterError, match="cpu_threads"):
         with kernel_env(0, ROOT):
             pass
+
+
+def test_progress_lines_reach_the_runners_stderr(capfd):
+    from dropoutlab.train import progress_line
+
+    with kernel_env(None, ROOT):
+        progress_line("    fit: a line for the log")
+    assert "fit: a line for the log" in capfd.readouterr().err
+    progress_line("outside a runner: nowhere")  # no file named: nothing happens
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.slow
@@ -175,6 +187,7 @@ def test_notebook_runs_in_smoke_profile(name, runner_outputs):
     out = out_root / "reports" / "smoke" / "notebooks" / f"{name}.ipynb"
     text = out.read_text()
     assert str(out_root) not in text and str(ROOT) not in text, "absolute path in the executed notebook"
+    assert "fit: " not in text, "progress lines belong in the runner's log, not in the executed notebook"
     nb = json.loads(text)
     assert "papermill" not in nb["metadata"]
     assert not any("execution" in c["metadata"] for c in nb["cells"])

@@ -22,6 +22,8 @@ import html
 import logging
 import os
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from .paths import PROFILES, executed_dir, notebooks_dir, repo_root
 
 RUNNER_ENV = "DROPOUTLAB_RUNNER"  # set for kernels the runner starts: parameters were injected
 REGISTRY_ENV = "DROPOUTLAB_REGISTRY"  # the claims registry a kernel's Ledger reads
+PROGRESS_ENV = "DROPOUTLAB_PROGRESS"  # a file the kernel appends progress lines to; the runner prints them
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 
 
@@ -205,11 +208,13 @@ def kernel_env(threads: int | None, root: Path):
     * ``MPLBACKEND`` removed, so the kernel uses the inline backend and executed notebooks show their
       figures whoever starts the run (a Makefile or a CI job may export ``Agg``);
     * ``DROPOUTLAB_RUNNER=1`` (parameters were injected: :func:`use_profile` leaves them alone) and
-      ``DROPOUTLAB_REGISTRY`` (the claims registry of ``root``, whatever the kernel's working directory).
+      ``DROPOUTLAB_REGISTRY`` (the claims registry of ``root``, whatever the kernel's working directory);
+    * ``DROPOUTLAB_PROGRESS``: a file the kernel appends progress lines to, printed here as they come
+      (a kernel captures its own stdout and stderr into the notebook, so they cannot go there).
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV)
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV, PROGRESS_ENV)
     saved = {key: os.environ.get(key) for key in keys}
     try:
         if threads is not None:
@@ -217,13 +222,37 @@ def kernel_env(threads: int | None, root: Path):
         os.environ.pop("MPLBACKEND", None)
         os.environ[RUNNER_ENV] = "1"
         os.environ.setdefault(REGISTRY_ENV, str(root / "claims.yaml"))
-        yield
+        with tempfile.TemporaryDirectory(prefix="dropoutlab-progress-") as folder:
+            log = Path(folder) / "progress.log"
+            log.touch()
+            os.environ[PROGRESS_ENV] = str(log)
+            stop = threading.Event()
+            follower = threading.Thread(target=_follow, args=(log, stop), daemon=True)
+            follower.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                follower.join()
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _follow(path: Path, stop: threading.Event) -> None:
+    """Print the lines a kernel appends to ``path`` (training runs: ``train.progress_line``) to stderr."""
+    with open(path, encoding="utf-8") as log:
+        while True:
+            line = log.readline()
+            if line:
+                print(line, end="", file=sys.stderr, flush=True)
+            elif stop.is_set():
+                return
+            else:
+                time.sleep(0.2)
 
 
 class _LoggingEngine(NBClientEngine):

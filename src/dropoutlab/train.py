@@ -219,13 +219,17 @@ def _show_progress(config: TrainConfig) -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _runner_log():
-    """The stream for one line per training run in a kernel started by the notebook runner, else None.
+def progress_line(text: str) -> None:
+    """One line for the runner's log, never for the executed notebook.
 
-    ``sys.__stderr__`` is the kernel process's own stderr, inherited from the runner: the line shows
-    in the runner's log (terminal, DVC) and never in the executed notebook.
+    In a kernel started by the notebook runner, ``DROPOUTLAB_PROGRESS`` names a file the runner
+    follows and prints to its own stderr (the terminal, DVC's log). A kernel captures its process's
+    stdout and stderr into the notebook, so the line goes to that file instead. Elsewhere: nothing.
     """
-    return sys.__stderr__ if os.environ.get("DROPOUTLAB_RUNNER") == "1" else None
+    path = os.environ.get("DROPOUTLAB_PROGRESS")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(text + "\n")
 
 
 def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = None, *,
@@ -324,8 +328,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     finally:
         bar.close()
         torch.use_deterministic_algorithms(previous_deterministic)
-    log = _runner_log()
-    if log is not None and config.progress is not False:
-        print(f"    fit: {type(model).__name__}, seed {config.seed}, {epoch} epochs ({step} updates) in "
-              f"{time.perf_counter() - fit_started:.1f} s", file=log, flush=True)
+    if config.progress is not False:
+        progress_line(f"    fit: {type(model).__name__}, seed {config.seed}, {epoch} epochs ({step} updates) in "
+                      f"{time.perf_counter() - fit_started:.1f} s")
     return history
