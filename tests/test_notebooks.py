@@ -30,6 +30,7 @@ from dropoutlab.notebooks import (
     run_notebook,
     strip_volatile,
 )
+from dropoutlab.train import progress_line
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = list_notebooks(ROOT)
@@ -141,8 +142,6 @@ def test_kernel_env_is_set_and_restored(monkeypatch):
 
 
 def test_progress_lines_reach_the_runners_stderr(capfd):
-    from dropoutlab.train import progress_line
-
     with kernel_env(None, ROOT):
         progress_line("    fit: a line for the log")
     assert "fit: a line for the log" in capfd.readouterr().err

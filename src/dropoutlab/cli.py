@@ -1,4 +1,8 @@
-"""The ``dropoutlab`` command: data, notebooks, the pipeline, the claims report, docs, benchmarks."""
+"""The ``dropoutlab`` command: data, notebooks, the pipeline, the claims report, docs, benchmarks.
+
+The modules a subcommand needs beyond the notebook runner are imported when it runs, so that
+``dropoutlab run-notebook`` refuses a bad ``-p`` value within seconds, before loading the rest.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,8 @@ from typing import Any
 
 import yaml
 
-from . import data, pipeline, readme, report, verdicts
-from ._io import atomic_write_text
-from .claims import default_registry
-from .docs import variants_markdown
 from .notebooks import run_notebook
 from .paths import PROFILES, repo_root
-from .variants import list_dropouts
 
 
 def _rel(path: Path) -> str:
@@ -38,6 +37,8 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.names:
         path = data.fetch(name)
@@ -52,6 +53,9 @@ def cmd_run_notebook(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import readme, report
+    from .claims import default_registry
+
     root = repo_root()
     out = report.write_report(root)
     readme.update(root, report.load_records(root), default_registry())
@@ -60,6 +64,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
+    from . import report, verdicts
+    from .claims import default_registry
+
     root, registry = repo_root(), default_registry()
     if args.simulate:
         print(verdicts.format_simulation(verdicts.simulate(registry, draws=args.draws, seed=0)))
@@ -78,6 +85,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from . import pipeline
+
     root = repo_root()
     if args.check:
         current = (root / "dvc.yaml").read_text() if (root / "dvc.yaml").is_file() else ""
@@ -91,6 +100,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import pipeline, report
+    from .claims import default_registry
+
     root = repo_root()
     outcome = pipeline.reproduce(args.profile, force=args.force, root=root)
     registry = default_registry()
@@ -110,6 +122,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_text
+    from .docs import variants_markdown
+
     out = repo_root() / "docs" / "variants.md"
     atomic_write_text(out, variants_markdown())
     print(f"wrote {out.relative_to(repo_root())}")
@@ -129,6 +144,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
+    from .variants import list_dropouts
+
     for info in list_dropouts():
         print(f"{info.name:20s} {info.kind:10s} {info.family:22s} {info.paper}")
     return 0

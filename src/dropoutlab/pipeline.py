@@ -141,7 +141,8 @@ def build(root: Path | None = None) -> dict[str, Any]:
             }
     stages["report"] = {
         "cmd": "dropoutlab report",
-        "deps": ["claims.yaml", *module_dependencies(["import dropoutlab.report"], root),
+        "deps": ["claims.yaml",
+                 *module_dependencies(["import dropoutlab.cli", "import dropoutlab.readme"], root),
                  *(f"reports/{profile}/metrics/{name}.json" for profile in profiles for name in notebooks)],
         "outs": [{"reports/claims.md": {"cache": False}}, {"reports/index.html": {"cache": False}}],
     }

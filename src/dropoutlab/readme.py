@@ -64,8 +64,12 @@ def key_figures(records: list[Mapping[str, Any]], registry: Any, root: Path) -> 
         if figure and (root / figure).is_file():
             parts.append(f"![{caption}]({figure})\n")
         verdict = record["verdict"] if record else "not run"
-        parts.append(f"{claim_id} — {rule.statement}: **{verdict}** ({profile or 'no profile has run'}"
-                     f"{'; ' + _value(record) if record else ''}).\n")
+        detail = [profile or "no profile has run"]
+        if record and record.get("reason"):
+            detail.append(record["reason"])
+        if record and not rule.parts and record.get("estimate") is not None:
+            detail.append(_value(record))
+        parts.append(f"{claim_id} — {rule.statement}: **{verdict}** ({'; '.join(detail)}).\n")
     return "\n".join(parts)
 
 
