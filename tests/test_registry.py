@@ -171,7 +171,6 @@ def test_registry_level_errors(tmp_path):
         Registry.from_entries([without(ENTRY, "id")])
 
 
-@pytest.mark.skipif(not REPO_CLAIMS.is_file(), reason="claims.yaml is not at the repository root yet")
 def test_the_repository_claims_validate():
     reg = load_registry(REPO_CLAIMS)
     assert len(reg) > 0 and reg.alpha == 0.025
