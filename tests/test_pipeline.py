@@ -25,26 +25,71 @@ def test_dvc_yaml_is_generated_and_current():
     assert (ROOT / "dvc.yaml").read_text() == pipeline.render(ROOT), "dvc.yaml is stale: run `make pipeline`"
 
 
+NOTEBOOK_STAGES = [(name, profile) for profile in PROFILES for name in NOTEBOOKS if f"{name}-{profile}" in DVC["stages"]]
+
+
 def test_stages_in_notebook_order_with_data_first_and_report_last():
     names = list(DVC["stages"])
     assert names[-1] == "report"
     data = [n for n in names if n.startswith("data-")]
     assert names[: len(data)] == data
+    assert all(f"{nb}-quick" in names for nb in NOTEBOOKS), "the default profile has every notebook"
     for profile in PROFILES:
-        assert [n for n in names if n.endswith(f"-{profile}")] == [f"{nb}-{profile}" for nb in NOTEBOOKS]
+        staged = [n for n in names if n.endswith(f"-{profile}")]
+        assert staged == [f"{nb}-{profile}" for nb in NOTEBOOKS if f"{nb}-{profile}" in names]
+        assert staged == [n for n in pipeline.profile_stages(profile, ROOT) if n.endswith(f"-{profile}")]
+    for name, stage in DVC["stages"].items():  # a training part comes before the stage that uses its runs
+        for dep in stage.get("deps", []):
+            if dep.startswith("runs/"):
+                producer = next(n for n, s in DVC["stages"].items()
+                                if any(next(iter(o)) == dep for o in s.get("outs", [])))
+                assert names.index(producer) < names.index(name)
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize(("name", "profile"), NOTEBOOK_STAGES)
 def test_notebook_stage_writes_to_its_profiles_places(name, profile):
     stage = DVC["stages"][f"{name}-{profile}"]
     assert stage["cmd"] == f"dropoutlab run-notebook {name} --profile {profile}"
     outs = {next(iter(o)): o[next(iter(o))] for o in stage["outs"]}
-    assert set(outs) == {f"reports/{profile}/notebooks/{name}.ipynb", f"reports/{profile}/notebooks/{name}.html",
-                         f"figures/{profile}/{name}"}
-    assert all(o == {"cache": False} for o in outs.values()), "outputs are committed, so a fresh clone shows them"
+    committed = {f"reports/{profile}/notebooks/{name}.ipynb", f"reports/{profile}/notebooks/{name}.html",
+                 f"figures/{profile}/{name}"}
+    kept = {f"runs/{profile}/{name}/main"} if profile in ("full", "paper") else set()
+    assert set(outs) == committed | kept
+    assert all(outs[o] == {"cache": False} for o in committed), "outputs are committed, so a fresh clone shows them"
+    assert all(outs[o] == {"persist": True, "cache": False} for o in kept), "runs survive a re-run: it resumes"
     assert [next(iter(m)) for m in stage["metrics"]] == [f"reports/{profile}/metrics/{name}.json"]
     assert f"notebooks.{name}.{profile}" in stage["params"] and "cpu_threads" in stage["params"]
+
+
+def test_training_parts_share_the_notebooks_inputs_and_feed_its_stage():
+    params = load_params(ROOT)
+    for profile in PROFILES:
+        for name in NOTEBOOKS:
+            parts = pipeline.notebook_parts(name, profile, params)
+            if f"{name}-{profile}" not in DVC["stages"]:
+                continue
+            main = DVC["stages"][f"{name}-{profile}"]
+            for part, overrides in parts.items():
+                stage = DVC["stages"][f"{name}-{profile}-{part}"]
+                assert stage["cmd"].startswith(f"dropoutlab run-notebook {name} --profile {profile} --part {part} -p ")
+                assert stage["outs"] == [{f"runs/{profile}/{name}/{part}": {"persist": True, "cache": False}}]
+                assert stage["params"] == main["params"]
+                assert set(stage["deps"]) < set(main["deps"]) and f"runs/{profile}/{name}/{part}" in main["deps"]
+            for other in (params["pipeline"].get("reuse") or {}).get(name, []):
+                if profile in ("full", "paper") and f"{other}-{profile}" in DVC["stages"]:
+                    assert f"runs/{profile}/{other}/main" in main["deps"]
+
+
+def test_notebook_parts_from_a_list_parameter_or_a_mapping():
+    params = {"notebooks": {"nb": {"common": {"seeds": [0]}, "full": {"seeds": [3, 4]}}},
+              "pipeline": {"parts": {"full": {"nb": "seeds"}, "paper": {"nb": {"a": {"seeds": [1]}}}}}}
+    assert pipeline.notebook_parts("nb", "full", params) == {"seed-3": {"seeds": [3]}, "seed-4": {"seeds": [4]}}
+    assert pipeline.notebook_parts("nb", "paper", params) == {"a": {"seeds": [1]}}
+    assert pipeline.notebook_parts("other", "full", params) == {}
+    with pytest.raises(ValueError, match="pipeline.parts.full.nb: 'epochs' must name a non-empty list"):
+        pipeline.notebook_parts("nb", "full", {**params, "pipeline": {"parts": {"full": {"nb": "epochs"}}}})
+    with pytest.raises(ValueError, match="only full, paper keep runs"):
+        pipeline.notebook_parts("nb", "quick", {**params, "pipeline": {"parts": {"quick": {"nb": "seeds"}}}})
 
 
 def test_data_stages_keep_their_files_across_reruns():
@@ -67,7 +112,7 @@ def _imported_package_files(name: str) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_stage_deps_cover_every_package_module_the_notebook_loads(name):
-    deps = set(DVC["stages"][f"{name}-{PROFILES[0]}"]["deps"])
+    deps = set(DVC["stages"][f"{name}-quick"]["deps"])
     missing = _imported_package_files(name) - deps
     assert not missing, f"{name}: its stage would not re-run when these change: {sorted(missing)}"
 

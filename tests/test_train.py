@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 from torch import nn
 
+from dropoutlab import train as train_module
 from dropoutlab.models import MLP
 from dropoutlab.train import (
     TrainConfig,
@@ -127,3 +129,90 @@ def test_unknown_config_key():
 def test_missing_split(toy_data):
     with pytest.raises(ValueError, match="test"):
         fit(small_mlp(), toy_data, TrainConfig(epochs=1, eval_splits=("test",)))
+
+
+# ---- the run store (train once, analyse many times) -----------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    folder = tmp_path / "runs" / "this-stage"
+    monkeypatch.setenv("DROPOUTLAB_RUNS", os.pathsep.join([str(folder), str(tmp_path / "runs")]))
+    return folder
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_run_store_serves_a_finished_run_without_training(toy_data, store, monkeypatch):
+    config = TrainConfig(epochs=3, batch_size=32, seed=5, eval_splits=("train", "val"))
+    trained = small_mlp()
+    first = fit(trained, toy_data, config)
+    after_training = torch.rand(4)  # the random state Monte Carlo passes would draw from next
+    assert len(list(store.glob("*.pt"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(train_module, "_make_optimizer", no_training)
+    loaded = small_mlp()
+    second = fit(loaded, toy_data, config)
+    assert _same_weights(trained, loaded)
+    assert second.to_frame().equals(first.to_frame())
+    assert torch.equal(torch.rand(4), after_training)
+    # a request for fewer evaluation splits is served too, with exactly the rows a fresh run gives
+    fewer = fit(small_mlp(), toy_data, TrainConfig(**{**config.__dict__, "eval_splits": ("val",)})).to_frame()
+    monkeypatch.delenv("DROPOUTLAB_RUNS")
+    monkeypatch.undo()
+    fresh = fit(small_mlp(), toy_data, TrainConfig(**{**config.__dict__, "eval_splits": ("val",)})).to_frame()
+    assert fewer.equals(fresh)
+
+
+@pytest.mark.parametrize("change", [{"seed": 6}, {"lr": 2e-3}, {"epochs": 2}, {"max_norm": 3.0}])
+def test_run_store_key_changes_with_what_decides_the_result(toy_data, store, change):
+    config = TrainConfig(epochs=3, batch_size=32, seed=5)
+    fit(small_mlp(), toy_data, config)
+    fit(small_mlp(), toy_data, TrainConfig(**{**config.__dict__, **change}))
+    assert len(list(store.glob("*.pt"))) == 2
+
+
+def test_run_store_key_changes_with_weights_and_data(toy_data, store):
+    config = TrainConfig(epochs=1, batch_size=32)
+    fit(small_mlp(), toy_data, config)
+    other_init = small_mlp()
+    with torch.no_grad():
+        other_init[2].weight.add_(1e-6)
+    fit(other_init, toy_data, config)
+    shifted = dict(toy_data, train=type(toy_data["train"])(toy_data["train"].x + 1e-6, toy_data["train"].y))
+    fit(small_mlp(), shifted, config)
+    assert len(list(store.glob("*.pt"))) == 3
+
+
+def test_run_store_resumes_an_interrupted_run_exactly(toy_data, store, monkeypatch):
+    config = TrainConfig(epochs=4, batch_size=32, seed=3, eval_splits=("val",))
+    straight = small_mlp()
+    monkeypatch.delenv("DROPOUTLAB_RUNS")
+    expected = fit(straight, toy_data, config).to_frame()
+    monkeypatch.setenv("DROPOUTLAB_RUNS", str(store))
+
+    calls = {"n": 0}
+    original = train_module.evaluate
+
+    def interrupt_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupt_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_mlp(), toy_data, config)
+    (partial,) = store.glob("*.pt")
+    assert load_checkpoint(partial)["epoch"] == 2 and not load_checkpoint(partial)["complete"]
+    monkeypatch.setattr(train_module, "evaluate", original)
+    resumed = small_mlp()
+    history = fit(resumed, toy_data, config).to_frame()
+    assert _same_weights(straight, resumed)
+    assert history.equals(expected)
+    assert load_checkpoint(partial)["complete"]

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from ._io import atomic_write_text
-from .paths import check_profile, metrics_dir
+from .paths import PART_ENV, check_profile, metrics_dir
 from .registry import Registry, load_registry
 from .verdicts import Decision, apply_holm, decide
 
@@ -88,7 +88,18 @@ class Ledger:
             raise ValueError(f"{id}: claims.yaml assigns this claim to {rule.notebook}, not {self.notebook}")
         if id in self.decisions:
             raise ValueError(f"{id}: recorded twice in {self.notebook}")
-        decision = decide(rule, **measurements)
+        part = os.environ.get(PART_ENV)
+        if part:  # a training stage's share of the runs: kept for the record, decided by the notebook's stage
+            note = measurements.pop("note", "")
+            decision = Decision(id=rule.id, kind=rule.kind, verdict="inconclusive", estimate=None, ci_low=None,
+                                ci_high=None, n=None, test="none", p=None, p_for=None, p_against=None,
+                                margin=rule.margin, side=rule.side, half_width=None, n_needed=None, parts=None,
+                                reason=f"not judged: training part {part} (a share of the runs; the notebook's "
+                                       "own stage judges all of them)",
+                                unit=rule.unit, note=note if isinstance(note, str) else "",
+                                measurements=_clean(measurements))
+        else:
+            decision = decide(rule, **measurements)
         self.decisions[id] = decision
         return decision
 

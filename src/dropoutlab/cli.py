@@ -47,7 +47,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run_notebook(args: argparse.Namespace) -> int:
-    out = run_notebook(args.name, args.profile, _parse_overrides(args.param))
+    out = run_notebook(args.name, args.profile, _parse_overrides(args.param), part=args.part)
     print(f"executed {args.name} ({args.profile}) → {_rel(out)}")
     return 0
 
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="quick", choices=PROFILES, help="default: quick")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="override one notebook parameter (a YAML value, e.g. epochs=20, 'seeds=[0,1,2]'); repeatable")
+    run.add_argument("--part", default=None, metavar="NAME",
+                     help="full/paper profiles: a training stage's part (e.g. seed-3 with -p 'seeds=[3]'): its "
+                          "runs, executed notebook, figures and metrics go to runs/<profile>/<name>/<part>/")
     run.set_defaults(func=cmd_run_notebook)
 
     repro = sub.add_parser("reproduce", help="run the pipeline for one profile, then the verdicts and the comparison "

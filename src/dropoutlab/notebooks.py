@@ -33,11 +33,12 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 
 from ._io import atomic_write_text
-from .paths import PROFILES, executed_dir, notebooks_dir, repo_root
+from .paths import PART_ENV, PROFILES, RUNS_ENV, executed_dir, notebooks_dir, repo_root, runs_dir
 
 RUNNER_ENV = "DROPOUTLAB_RUNNER"  # set for kernels the runner starts: parameters were injected
 REGISTRY_ENV = "DROPOUTLAB_REGISTRY"  # the claims registry a kernel's Ledger reads
 PROGRESS_ENV = "DROPOUTLAB_PROGRESS"  # a file the kernel appends progress lines to; the runner prints them
+STORE_PROFILES = ("full", "paper")  # profiles whose training runs go to runs/<profile>/ (train once, resume)
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 
 
@@ -200,7 +201,8 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def kernel_env(threads: int | None, root: Path):
+def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, output_root: Path | None = None,
+               part: str | None = None):
     """Environment a kernel started inside the block inherits, restored afterwards.
 
     * ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = ``cpu_threads``: CPU results are bit-identical only at
@@ -210,11 +212,17 @@ def kernel_env(threads: int | None, root: Path):
     * ``DROPOUTLAB_RUNNER=1`` (parameters were injected: :func:`use_profile` leaves them alone) and
       ``DROPOUTLAB_REGISTRY`` (the claims registry of ``root``, whatever the kernel's working directory);
     * ``DROPOUTLAB_PROGRESS``: a file the kernel appends progress lines to, printed here as they come
-      (a kernel captures its own stdout and stderr into the notebook, so they cannot go there).
+      (a kernel captures its own stdout and stderr into the notebook, so they cannot go there);
+    * ``DROPOUTLAB_RUNS`` (``runs``: the folder new training runs go to, then the folders searched for
+      finished ones; see :func:`dropoutlab.train.run_store`) for the full and paper profiles;
+    * for a scratch run (``output_root`` other than ``root``): ``DROPOUTLAB_ROOT`` = ``output_root``, so
+      figures and metrics go there, and ``DROPOUTLAB_DATA`` = ``root``'s data;
+    * ``DROPOUTLAB_PART`` for a training stage (``part``): its ledger records without judging a share.
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV, PROGRESS_ENV)
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV, PROGRESS_ENV, RUNS_ENV,
+            PART_ENV, "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA")
     saved = {key: os.environ.get(key) for key in keys}
     try:
         if threads is not None:
@@ -222,6 +230,13 @@ def kernel_env(threads: int | None, root: Path):
         os.environ.pop("MPLBACKEND", None)
         os.environ[RUNNER_ENV] = "1"
         os.environ.setdefault(REGISTRY_ENV, str(root / "claims.yaml"))
+        if runs:
+            os.environ[RUNS_ENV] = os.pathsep.join(str(folder) for folder in runs)
+        if part:
+            os.environ[PART_ENV] = part
+        if output_root is not None and Path(output_root).resolve() != Path(root).resolve():
+            os.environ["DROPOUTLAB_ROOT"] = str(output_root)
+            os.environ.setdefault("DROPOUTLAB_DATA", str(root / "data" / "raw"))
         with tempfile.TemporaryDirectory(prefix="dropoutlab-progress-") as folder:
             log = Path(folder) / "progress.log"
             log.touch()
@@ -323,17 +338,33 @@ def export_html(nb_path: Path) -> Path:
 
 
 def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
-                 root: Path | None = None, output_root: Path | None = None, html: bool = True) -> Path:
+                 root: Path | None = None, output_root: Path | None = None, html: bool = True,
+                 part: str | None = None) -> Path:
     """Execute ``notebooks/<name>.ipynb`` and return the path of the executed copy.
 
     ``root`` holds params.yaml and notebooks/; ``output_root`` (default ``root``) is the
     kernel's working directory, where figures, metrics and the executed notebook go.
+
+    Full and paper profiles keep their training runs in ``runs/<profile>/<name>/<part>/`` (``part``
+    default ``main``) and reuse any finished run found under ``runs/<profile>/``: a stage re-run
+    after an interruption resumes, an analysis re-run does not retrain. A ``part`` other than main
+    is a training stage (say ``seed-3``, with ``-p seeds=[3]``): its executed notebook, figures and
+    metrics go to that folder, never over the profile's record.
     """
     import nbformat
 
     root = root or repo_root()
-    output_root = Path(output_root or root)
     params = notebook_parameters(name, profile, overrides, root)
+    runs = None
+    if part is not None and (profile not in STORE_PROFILES or not part.replace("-", "").replace("_", "").isalnum()):
+        raise NotebookParameterError(f"part {part!r}: only the {' and '.join(STORE_PROFILES)} profiles have parts, "
+                                     "named with letters, digits, '-' and '_'")
+    if profile in STORE_PROFILES:
+        folder = runs_dir(profile, root) / name / (part or "main")
+        runs = [folder / "checkpoints", runs_dir(profile, root)]
+        if part not in (None, "main"):
+            output_root = folder
+    output_root = Path(output_root or root)
     out = executed_dir(profile, output_root) / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.running.ipynb")
@@ -341,7 +372,7 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     threads = load_params(root).get("cpu_threads")
     try:
-        with kernel_env(threads, root):
+        with kernel_env(threads, root, runs, output_root, part if part not in (None, "main") else None):
             pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
                                 kernel_name="python3", progress_bar=False, cwd=str(output_root),
                                 engine_name="dropoutlab")

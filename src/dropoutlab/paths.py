@@ -11,6 +11,8 @@ from pathlib import Path
 
 MARKERS = ("dvc.yaml", "params.yaml")
 PROFILES = ("smoke", "quick", "full", "paper")
+PART_ENV = "DROPOUTLAB_PART"  # set in a training stage's kernel: its ledger records without judging
+RUNS_ENV = "DROPOUTLAB_RUNS"  # run store of a kernel: folder new runs go to, then folders searched (os.pathsep)
 
 
 def repo_root(start: Path | str | None = None) -> Path:
@@ -53,3 +55,8 @@ def executed_dir(profile: str, root: Path | None = None) -> Path:
 
 def notebooks_dir(root: Path | None = None) -> Path:
     return (root or repo_root()) / "notebooks"
+
+
+def runs_dir(profile: str, root: Path | None = None) -> Path:
+    """Training runs (checkpoints) of a profile that keeps them (full, paper): ``runs/<profile>/``, not committed."""
+    return (root or repo_root()) / "runs" / check_profile(profile)

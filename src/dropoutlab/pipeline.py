@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ._io import atomic_write_text
-from .notebooks import list_notebooks, load_params
+from .notebooks import STORE_PROFILES, list_notebooks, load_params
 from .paths import repo_root
 
 PACKAGE = "dropoutlab"
@@ -123,30 +123,90 @@ def build(root: Path | None = None) -> dict[str, Any]:
             "deps": ["src/dropoutlab/data.py"],
             "outs": [{f"data/raw/{dataset}": {"persist": True}}],
         }
+    reuse = pipeline.get("reuse") or {}
     for profile in profiles:
+        part_dirs: dict[str, list[str]] = {}
         for name in notebooks:
+            if profile not in ((params.get("notebooks") or {}).get(name) or {}):
+                continue  # no settings for this profile yet: no stage
             claims = _claim_keys(name, root)
             stage_params: list[Any] = ["cpu_threads", f"notebooks.{name}.common", f"notebooks.{name}.{profile}"]
             if claims:
                 stage_params.append({"claims.yaml": claims})
-            stages[f"{name}-{profile}"] = {
+            deps = [f"notebooks/{name}.ipynb", *module_dependencies(notebook_code(name, root), root),
+                    *(f"data/raw/{d}" for d in data[name])]
+            stored = profile in STORE_PROFILES
+            if stored:  # runs reused from other notebooks' stages (the same nets: train once)
+                deps += [d for other in reuse.get(name, []) for d in part_dirs.get(other, [])]
+            part_dirs[name] = []
+            for part, overrides in notebook_parts(name, profile, params).items():
+                folder = f"runs/{profile}/{name}/{part}"
+                stages[f"{name}-{profile}-{part}"] = {
+                    "cmd": f"dropoutlab run-notebook {name} --profile {profile} --part {part}"
+                           + "".join(f" -p '{key}={_yaml_value(value)}'" for key, value in overrides.items()),
+                    "deps": deps,
+                    "params": stage_params,
+                    "outs": [{folder: {"persist": True, "cache": False}}],
+                }
+                part_dirs[name].append(folder)
+            stage = {
                 "cmd": f"dropoutlab run-notebook {name} --profile {profile}",
-                "deps": [f"notebooks/{name}.ipynb", *module_dependencies(notebook_code(name, root), root),
-                         *(f"data/raw/{d}" for d in data[name])],
+                "deps": deps + part_dirs[name],
                 "params": stage_params,
                 "outs": [{f"reports/{profile}/notebooks/{name}.ipynb": {"cache": False}},
                          {f"reports/{profile}/notebooks/{name}.html": {"cache": False}},
                          {f"figures/{profile}/{name}": {"cache": False}}],
                 "metrics": [{f"reports/{profile}/metrics/{name}.json": {"cache": False}}],
             }
+            if stored:  # its own training runs: kept between runs, so an interrupted stage resumes
+                stage["outs"].append({f"runs/{profile}/{name}/main": {"persist": True, "cache": False}})
+                part_dirs[name].append(f"runs/{profile}/{name}/main")
+            stages[f"{name}-{profile}"] = stage
     stages["report"] = {
         "cmd": "dropoutlab report",
         "deps": ["claims.yaml",
                  *module_dependencies(["import dropoutlab.cli", "import dropoutlab.readme"], root),
-                 *(f"reports/{profile}/metrics/{name}.json" for profile in profiles for name in notebooks)],
+                 *(f"reports/{profile}/metrics/{name}.json" for profile in profiles for name in notebooks
+                   if f"{name}-{profile}" in stages)],
         "outs": [{"reports/claims.md": {"cache": False}}, {"reports/index.html": {"cache": False}}],
     }
     return {"stages": stages}
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def notebook_parts(name: str, profile: str, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Training stages of a notebook in a profile: part name → parameter overrides (``{}`` if not split).
+
+    ``pipeline.parts.<profile>.<name>`` in params.yaml is either the name of a list parameter — one
+    part per element, ``seeds`` gives ``seed-0: {seeds: [0]}``, … — or a mapping of part names to
+    overrides. Each part runs the notebook on its share and keeps the runs it trains; the notebook's
+    own stage then finds every run finished and only analyses (a stage stays under an hour).
+    """
+    spec = ((params.get("pipeline") or {}).get("parts") or {}).get(profile, {}).get(name)
+    if spec is None:
+        return {}
+    if profile not in STORE_PROFILES:
+        raise ValueError(f"params.yaml pipeline.parts.{profile}: only {', '.join(STORE_PROFILES)} keep runs to split")
+    if isinstance(spec, str):
+        section = (params.get("notebooks") or {}).get(name) or {}
+        values = {**(section.get("common") or {}), **(section.get(profile) or {})}.get(spec)
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"params.yaml pipeline.parts.{profile}.{name}: {spec!r} must name a non-empty list "
+                             f"parameter of notebooks.{name}.{profile}, got {values!r}")
+        return {f"{spec.removesuffix('s')}-{value}": {spec: [value]} for value in values}
+    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+        raise ValueError(f"params.yaml pipeline.parts.{profile}.{name}: a list parameter's name or a mapping "
+                         f"part → parameter overrides, got {spec!r}")
+    return dict(spec)
+
+
+def profile_stages(profile: str, root: Path | None = None) -> list[str]:
+    """A profile's stages in pipeline order: training parts first (they come first in dvc.yaml), then the notebooks."""
+    return [name for name, stage in build(root)["stages"].items()
+            if f" --profile {profile}" in stage["cmd"] and stage["cmd"].startswith("dropoutlab run-notebook")]
 
 
 def render(root: Path | None = None) -> str:
@@ -180,8 +240,7 @@ def reproduce(profile: str = "quick", force: bool = False, root: Path | None = N
     Returns ``{"ran": [...], "skipped": [...], "missing": [...]}``; raises RuntimeError if a stage fails.
     """
     root = root or repo_root()
-    stages = build(root)["stages"]
-    wanted = [name for name in stages if name.endswith(f"-{profile}")]
+    wanted = profile_stages(profile, root)
     if not wanted:
         raise ValueError(f"profile {profile!r} has no stages in dvc.yaml: params.yaml pipeline.profiles lists "
                          f"{', '.join((load_params(root).get('pipeline') or {}).get('profiles') or [])}")

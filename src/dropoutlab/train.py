@@ -8,6 +8,8 @@ checkpoints with exact resume.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -23,9 +25,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._io import atomic_path
+from .paths import RUNS_ENV
 
 TASKS = ("classification", "reconstruction", "regression")
 OPTIMIZERS = ("adam", "sgd")
+# TrainConfig fields that do not change what a run computes (eval_splits only adds records: see run_key)
+_KEY_EXCLUDED = ("progress", "checkpoint", "resume", "eval_splits", "device")
 
 
 class TrainingDiverged(RuntimeError):
@@ -212,6 +217,78 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# --------------------------------------------------------------------------------------------
+# The run store: train once, analyse many times
+# --------------------------------------------------------------------------------------------
+
+
+def _update_tensor(digest, tensor: Tensor) -> None:
+    t = tensor.detach().cpu().contiguous()
+    digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    digest.update(memoryview(t.view(torch.uint8) if t.dtype == torch.bool else t.numpy()).cast("B"))
+
+
+def data_fingerprint(split, task: str = "classification") -> str:
+    """Hash of a split's inputs and targets (what a run trains or is evaluated on)."""
+    digest = hashlib.blake2b(digest_size=12)
+    _update_tensor(digest, split.x)
+    _update_tensor(digest, _target(split, task))
+    return digest.hexdigest()
+
+
+def run_key(model: nn.Module, train_split, config: TrainConfig, scheduler=None) -> str:
+    """Content key of a training run: everything that decides its result, nothing that does not.
+
+    The model's class, structure (``repr``) and initial weights and buffers; the training split;
+    every :class:`TrainConfig` field except progress, checkpoint, resume, device (the device *type*
+    is included) and ``eval_splits`` (evaluation only adds records: a stored run evaluated on more
+    splits serves a request for fewer); the scheduler's ``repr``. Two notebooks that train the same
+    net on the same data with the same seed and settings get the same key, so the second reuses
+    the first's run.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        _update_tensor(digest, tensor)
+    settings = {k: v for k, v in asdict(config).items() if k not in _KEY_EXCLUDED}
+    settings["device_type"] = resolve_device(config.device).type
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(repr(scheduler).encode())
+    digest.update(data_fingerprint(train_split, config.task).encode())
+    return digest.hexdigest()
+
+
+def run_store() -> tuple[Path | None, list[Path]]:
+    """``$DROPOUTLAB_RUNS``: (folder new runs are written to, folders searched for finished runs).
+
+    Unset (the default, and the smoke and quick profiles): no store, every run trains. The notebook
+    runner sets it for the full and paper profiles: the first folder is the stage's own output,
+    the others are searched recursively (other stages' runs, other notebooks' runs).
+    """
+    value = os.environ.get(RUNS_ENV)
+    if not value:
+        return None, []
+    folders = [Path(part) for part in value.split(os.pathsep) if part]
+    return (folders[0], folders) if folders else (None, [])
+
+
+def _find_run(key: str, eval_fingerprints: dict[str, str], folders: list[Path]) -> Path | None:
+    """A finished run with ``key`` evaluated on (at least) the requested splits, if any folder holds one."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob(f"{key}*.pt")):
+            try:
+                state = load_checkpoint(path)
+            except Exception:  # noqa: BLE001 — an unreadable file is not a hit
+                continue
+            stored = state.get("eval_fingerprints") or {}
+            if state.get("complete") and all(stored.get(s) == fp for s, fp in eval_fingerprints.items()):
+                return path
+    return None
+
+
 def _show_progress(config: TrainConfig) -> bool:
     """A tqdm bar over epochs: asked for, or on a terminal and never under CI."""
     if config.progress is not None:
@@ -256,14 +333,26 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     torch.use_deterministic_algorithms(config.deterministic, warn_only=device.type != "cpu")
     seed_everything(config.seed)
     model.to(device).train()
-    optimizer = _make_optimizer(model, config)
     train = data["train"]
     x_all, y_all = train.x.to(device), _target(train, config.task).to(device)
     n = len(x_all)
     history, epoch, step = History(), 0, 0
 
     ckpt = Path(config.checkpoint) if config.checkpoint else None
-    if ckpt is not None and config.resume and ckpt.exists():
+    resume = config.resume
+    store_dir, store_folders = run_store() if ckpt is None else (None, [])
+    eval_fingerprints: dict[str, str] = {}
+    if store_dir is not None:  # train once: a finished run is loaded, a partial one resumed
+        key = run_key(model, train, config, scheduler)
+        eval_fingerprints = {s: data_fingerprint(data[s], config.task) for s in config.eval_splits}
+        found = _find_run(key, eval_fingerprints, store_folders)
+        if found is not None:
+            torch.use_deterministic_algorithms(previous_deterministic)
+            return _load_finished(found, model, config, scheduler, fit_started)
+        suffix = hashlib.blake2b(json.dumps(eval_fingerprints, sort_keys=True).encode(), digest_size=4).hexdigest()
+        ckpt, resume = store_dir / f"{key}-{suffix}.pt", True
+    optimizer = _make_optimizer(model, config)
+    if ckpt is not None and resume and ckpt.exists():
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -323,8 +412,13 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
                 save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict() if scheduler is not None else None,
                                 rng=_rng_state(), epoch=epoch, step=step, history=history.records,
-                                config=asdict(config))
+                                config=asdict(config), eval_fingerprints=eval_fingerprints, complete=False)
             bar.update(1)
+        if ckpt is not None:  # finished: the last state, marked complete (a run store serves it from now on)
+            save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict() if scheduler is not None else None,
+                            rng=_rng_state(), epoch=epoch, step=step, history=history.records,
+                            config=asdict(config), eval_fingerprints=eval_fingerprints, complete=True)
     finally:
         bar.close()
         torch.use_deterministic_algorithms(previous_deterministic)
@@ -332,3 +426,27 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
         progress_line(f"    fit: {type(model).__name__}, seed {config.seed}, {epoch} epochs ({step} updates) in "
                       f"{time.perf_counter() - fit_started:.1f} s")
     return history
+
+
+def _load_finished(path: Path, model: nn.Module, config: TrainConfig, scheduler, started: float) -> History:
+    """Put a finished run's final state into ``model`` (and ``scheduler``, and the RNGs) and return its history.
+
+    Everything after the call — weights, dropout rates, the random state Monte Carlo passes draw
+    from — is as if the run had just been trained here; the history holds the running-average rows
+    and the requested evaluation splits, in the requested order.
+    """
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    model.train()
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    by_epoch: dict[int, dict[str, dict[str, Any]]] = {}
+    for record in state["history"]:
+        by_epoch.setdefault(record["epoch"], {})[record["split"]] = record
+    records = [rows[split] for _, rows in sorted(by_epoch.items())
+               for split in ("train_running", *config.eval_splits) if split in rows]
+    if config.progress is not False:
+        progress_line(f"    fit: {type(model).__name__}, seed {config.seed}, {state['epoch']} epochs ({state['step']} "
+                      f"updates) loaded from the run store ({path.name}) in {time.perf_counter() - started:.1f} s")
+    return History(records)
