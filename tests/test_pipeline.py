@@ -86,6 +86,10 @@ def test_notebook_parts_from_a_list_parameter_or_a_mapping():
     assert pipeline.notebook_parts("nb", "full", params) == {"seed-3": {"seeds": [3]}, "seed-4": {"seeds": [4]}}
     assert pipeline.notebook_parts("nb", "paper", params) == {"a": {"seeds": [1]}}
     assert pipeline.notebook_parts("other", "full", params) == {}
+    by = {**params, "pipeline": {"parts": {"full": {"nb": {"by": "seeds", "set": {"n": 1}}}}}}
+    assert pipeline.notebook_parts("nb", "full", by) == {"seed-3": {"seeds": [3], "n": 1}, "seed-4": {"seeds": [4], "n": 1}}
+    with pytest.raises(ValueError, match="takes only those two keys"):
+        pipeline.notebook_parts("nb", "full", {**params, "pipeline": {"parts": {"full": {"nb": {"by": "seeds", "x": 1}}}}})
     with pytest.raises(ValueError, match="pipeline.parts.full.nb: 'epochs' must name a non-empty list"):
         pipeline.notebook_parts("nb", "full", {**params, "pipeline": {"parts": {"full": {"nb": "epochs"}}}})
     with pytest.raises(ValueError, match="only full, paper keep runs"):

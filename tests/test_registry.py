@@ -129,6 +129,9 @@ BAD = [
      "must be a quoted string"),
     (dict(ENTRY, tolerence=1e-3), "unknown keys tolerence"),
     (dict(ENTRY, exploratory="yes"), "exploratory must be true or false"),
+    (dict(ENTRY, departures={"smoke": "digits"}), "departures must map profiles the claim is judged in"),
+    (dict(ENTRY, departures={"full": ""}), "departures must map"),
+    (dict(ENTRY, departures="fewer epochs"), "departures must map"),
     (dict(ENTRY, family=""), "family must be a non-empty text"),
     (dict(ENTRY, kind="check", margin=None, side=None, design="exact", tolerance=1e-6, family="F"),
      "cannot be in a Holm family"),
@@ -178,3 +181,12 @@ def test_the_repository_claims_validate():
         assert rule.kind in KINDS
         for leaf in rule.parts.values() if rule.parts else [rule]:
             assert leaf.kind == "check" or leaf.planning is not None
+
+
+def test_departures_are_kept_per_profile_and_shown_in_the_report():
+    from dropoutlab.report import render_markdown
+
+    registry = Registry.from_entries([dict(ENTRY, departures={"full": "50 of the check's 40 epochs"})], alpha=0.025)
+    assert registry.get("SR-T2").departures == (("full", "50 of the check's 40 epochs"),)
+    text = render_markdown([], registry)
+    assert "Departures from the checks" in text and "| SR-T2 | full | 50 of the check's 40 epochs |" in text

@@ -18,6 +18,7 @@ from dropoutlab.train import (
     fit,
     load_checkpoint,
     regularization,
+    regularized_modules,
 )
 
 
@@ -216,3 +217,14 @@ def test_run_store_resumes_an_interrupted_run_exactly(toy_data, store, monkeypat
     assert _same_weights(straight, resumed)
     assert history.equals(expected)
     assert load_checkpoint(partial)["complete"]
+
+
+def test_only_modules_with_their_own_regularizer_are_summed():
+    from dropoutlab.analysis.concrete_experiments import concrete_mlp
+
+    assert regularized_modules(small_mlp()) == []  # the dropout base class's regularizer is an exact zero
+    assert regularization(small_mlp()) is None
+    concrete = concrete_mlp(12, [8, 8], 3, 100)
+    found = regularized_modules(concrete)
+    assert found and all(type(m).__name__.startswith("Concrete") for m in found)
+    assert regularization(concrete).item() == pytest.approx(sum(m.regularizer().item() for m in found))

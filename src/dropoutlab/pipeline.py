@@ -183,9 +183,9 @@ def _yaml_value(value: Any) -> str:
 def notebook_parts(name: str, profile: str, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Training stages of a notebook in a profile: part name → parameter overrides (``{}`` if not split).
 
-    ``pipeline.parts.<profile>.<name>`` in params.yaml is either the name of a list parameter — one
-    part per element, ``seeds`` gives ``seed-0: {seeds: [0]}``, … — or a mapping of part names to
-    overrides. Each part runs the notebook on its share and keeps the runs it trains; the notebook's
+    ``pipeline.parts.<profile>.<name>`` in params.yaml is the name of a list parameter — one part per
+    element, ``seeds`` gives ``seed-0: {seeds: [0]}``, … —, or ``{by: seeds, set: {...}}`` (the same,
+    with overrides for every part), or a mapping of part names to overrides. Each part runs the notebook on its share and keeps the runs it trains; the notebook's
     own stage then finds every run finished and only analyses (a stage stays under an hour).
     """
     spec = ((params.get("pipeline") or {}).get("parts") or {}).get(profile, {}).get(name)
@@ -193,13 +193,20 @@ def notebook_parts(name: str, profile: str, params: dict[str, Any]) -> dict[str,
         return {}
     if profile not in STORE_PROFILES:
         raise ValueError(f"params.yaml pipeline.parts.{profile}: only {', '.join(STORE_PROFILES)} keep runs to split")
+    if isinstance(spec, dict) and "by" in spec:
+        if set(spec) - {"by", "set"} or not isinstance(spec.get("set", {}), dict):
+            raise ValueError(f"params.yaml pipeline.parts.{profile}.{name}: {{by: <list parameter>, set: {{...}}}} "
+                             f"takes only those two keys, got {spec!r}")
+        spec, extra = spec["by"], spec.get("set", {})
+    else:
+        extra = {}
     if isinstance(spec, str):
         section = (params.get("notebooks") or {}).get(name) or {}
         values = {**(section.get("common") or {}), **(section.get(profile) or {})}.get(spec)
         if not isinstance(values, list) or not values:
             raise ValueError(f"params.yaml pipeline.parts.{profile}.{name}: {spec!r} must name a non-empty list "
                              f"parameter of notebooks.{name}.{profile}, got {values!r}")
-        return {f"{spec.removesuffix('s')}-{value}": {spec: [value]} for value in values}
+        return {f"{spec.removesuffix('s')}-{value}": {spec: [value], **extra} for value in values}
     if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
         raise ValueError(f"params.yaml pipeline.parts.{profile}.{name}: a list parameter's name or a mapping "
                          f"part → parameter overrides, got {spec!r}")

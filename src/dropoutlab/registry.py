@@ -31,7 +31,7 @@ DESIGNS = {**{k: ("paired", "independent", "one-sample") for k in (*T_KINDS, "eq
 TEXT = ("notebook", "statement", "source", "paper_value", "measure", "why")
 ENTRY_KEYS = {"id", *TEXT, "kind", "unit", "margin", "side", "design", "replication", "family", "profiles",
               "planning", "figure", "section", "exploratory", "history", "precondition", "tolerance", "reference",
-              "parts"}
+              "parts", "departures"}
 PART_KEYS = {"kind", "measure", "unit", "margin", "side", "design", "tolerance", "reference", "planning"}
 MIN_RANKING_ITEMS = 5  # with 4 items the smallest exact one-sided p of Spearman's rho is 1/24 > 0.025
 
@@ -85,6 +85,7 @@ class Rule:
     tolerance: float | str | None = None  # check kind: a number or "from-data"
     reference: dict[str, float] | None = None  # ranking kind: the paper's per-item values
     parts: dict[str, Rule] | None = None  # composite ("all") kind
+    departures: tuple[tuple[str, str], ...] = ()  # (profile, where its setting departs from the check), before the run
     alpha: float = 0.025  # one-sided level of every decision (the registry's)
 
 
@@ -233,6 +234,11 @@ def _rule(entry: Any, alpha: float) -> Rule:
             _fail(cid, f"{name} must be a non-empty text or null, got {entry[name]!r}")
     if not isinstance(entry.get("exploratory", False), bool):
         _fail(cid, f"exploratory must be true or false, got {entry['exploratory']!r}")
+    departures = entry.get("departures") or {}
+    if not isinstance(departures, Mapping) or not all(
+            k in profiles and isinstance(v, str) and v.strip() for k, v in departures.items()):
+        _fail(cid, f"departures must map profiles the claim is judged in ({', '.join(profiles)}) to a text, "
+                   f"got {departures!r}")
     fields = _kind_fields(cid, entry)
     if fields["kind"] == "check" and entry.get("family") is not None:
         _fail(cid, "a check has no p-value, so it cannot be in a Holm family")
@@ -246,7 +252,8 @@ def _rule(entry: Any, alpha: float) -> Rule:
     return Rule(id=cid, **common,
                 unit=str(entry.get("unit") or ""), family=entry.get("family"), planning=planning,
                 history=tuple(History(str(h["date"]), str(h["old"]), str(h["reason"])) for h in history),
-                precondition=entry.get("precondition"), parts=parts, **fields)
+                precondition=entry.get("precondition"), parts=parts,
+                departures=tuple((str(k), str(v).strip()) for k, v in departures.items()), **fields)
 
 
 class Registry:

@@ -92,6 +92,7 @@ class _Rule:
     exploratory: bool = False
     history: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     parts: Mapping[str, Any] | None = None
+    departures: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_check(self) -> bool:
@@ -119,6 +120,9 @@ def _as_rule(obj: Any) -> _Rule:
         section=_get(obj, "section"), why=str(_get(obj, "why", "") or ""),
         exploratory=bool(_get(obj, "exploratory", False)),
         history=tuple(h if isinstance(h, Mapping) else vars(h) for h in history), parts=_get(obj, "parts"),
+        departures=tuple((str(k), str(v)) for k, v in (dict(_get(obj, "departures") or {}).items()
+                                                         if isinstance(_get(obj, "departures"), Mapping)
+                                                         else (_get(obj, "departures") or ()))),
     )
 
 
@@ -674,6 +678,7 @@ def _deviations_markdown(claims: list[_Claim]) -> list[str]:
         lines += [f"| {_md(d)} | {_md(cid)} | {_md(old)} | {_md(reason)} |" for d, cid, old, reason in sorted(entries)]
     else:
         lines.append("No rule has changed after a result was seen.")
+    lines += _departures_markdown(claims)
     lines += ["", "### Exploratory claims", ""]
     exploratory = [c for c in claims if c.exploratory]
     for c in exploratory:
@@ -681,6 +686,19 @@ def _deviations_markdown(claims: list[_Claim]) -> list[str]:
         lines.append(f"- **{_md(c.id)}** ({_md(c.notebook)}): {_md(c.rule.statement)} — {c.verdict}.{why}")
     if not exploratory:
         lines.append("None.")
+    return lines
+
+
+def _departures_markdown(claims: list[_Claim]) -> list[str]:
+    lines = ["", "### Departures from the checks", "",
+             "Where a profile's setting departs from the claim's check (a budget the machine can keep), as the "
+             "registry stated it before the run.", ""]
+    entries = [(c.id, profile, text) for c in claims if c.rule for profile, text in c.rule.departures]
+    if entries:
+        lines += ["| claim | profile | departure |", "|---|---|---|"]
+        lines += [f"| {_md(cid)} | {_md(profile)} | {_md(text)} |" for cid, profile, text in entries]
+    else:
+        lines.append("None stated.")
     return lines
 
 

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from ._io import atomic_path
 from .paths import RUNS_ENV
+from .variants.base import DropoutBase
 
 TASKS = ("classification", "reconstruction", "regression")
 OPTIMIZERS = ("adam", "sgd")
@@ -132,9 +133,20 @@ def dropout_rates(model: nn.Module) -> dict[str, float]:
     return rates
 
 
-def regularization(model: nn.Module) -> Tensor | None:
-    """Sum of ``regularizer()`` over every submodule that defines one (None if none does)."""
-    terms = [m.regularizer() for m in model.modules() if m is not model and callable(getattr(m, "regularizer", None))]
+def regularized_modules(model: nn.Module) -> list[nn.Module]:
+    """Submodules whose ``regularizer()`` can be non-zero.
+
+    Every dropout module has a ``regularizer()``; the base class's is identically zero, so only the
+    modules whose class defines its own count (Concrete, variational, ...). ``fit`` finds them once,
+    not at every update: adding an exact zero to the loss changes nothing but costs a module walk.
+    """
+    return [m for m in model.modules() if m is not model and callable(getattr(m, "regularizer", None))
+            and type(m).regularizer is not DropoutBase.regularizer]
+
+
+def regularization(model: nn.Module, modules: list[nn.Module] | None = None) -> Tensor | None:
+    """Sum of ``regularizer()`` over the regularised submodules (``modules``, default: found now); None if none."""
+    terms = [m.regularizer() for m in (regularized_modules(model) if modules is None else modules)]
     return torch.stack([t.reshape(()) for t in terms]).sum() if terms else None
 
 
@@ -352,6 +364,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
         suffix = hashlib.blake2b(json.dumps(eval_fingerprints, sort_keys=True).encode(), digest_size=4).hexdigest()
         ckpt, resume = store_dir / f"{key}-{suffix}.pt", True
     optimizer = _make_optimizer(model, config)
+    regularized = regularized_modules(model)
     if ckpt is not None and resume and ckpt.exists():
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
@@ -374,7 +387,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
                 idx = order[start:start + config.batch_size]
                 output = model(x_all[idx])
                 loss, errors = loss_and_errors(output, y_all[idx], config.task)
-                reg = regularization(model)
+                reg = regularization(model, regularized)
                 objective = loss if reg is None else loss + config.regularizer_weight * reg
                 if not torch.isfinite(objective):
                     raise TrainingDiverged(
