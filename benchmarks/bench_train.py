@@ -2,7 +2,7 @@
 
 The floor is forward + backward + optimiser step on pre-made batches, nothing else beyond what
 the model's training rule itself requires: max-norm after the step where the case uses it, and
-the ``regularizer()`` terms in the loss where a module has a non-zero one (Concrete dropout).
+the ``regularizer()`` terms of the modules that have one (Concrete dropout; found once, as fit does).
 The loop under test is ``dropoutlab.train.fit`` on the same model (same initial weights), data,
 batch size and optimiser (one epoch, no evaluation). Both run side by side, alternating, after
 one warm-up round; the best of the repeats is reported for both (as timeit does): on a shared
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dropoutlab import DropoutBase, keep_to_drop
+from dropoutlab import keep_to_drop
 from dropoutlab.analysis.concrete_experiments import concrete_mlp
 from dropoutlab.analysis.ordering import RECOMMENDED, make_ordering_net
 from dropoutlab.analysis.variance_shift import block_orders
@@ -53,6 +53,7 @@ from dropoutlab.train import (
     apply_max_norm,
     fit,
     regularization,
+    regularized_modules,
     resolve_device,
     seed_everything,
 )
@@ -112,22 +113,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def has_regularizer(model: nn.Module) -> bool:
-    """Whether a module of ``model`` defines a real ``regularizer()`` term (decided once, not timed).
-
-    Every dropout module inherits ``DropoutBase.regularizer``, a constant zero, which ``fit`` still
-    adds each step: that is loop overhead, not compute the model needs, so the floor skips it.
-    """
-    return any(callable(getattr(m, "regularizer", None))
-               and getattr(type(m), "regularizer", None) is not DropoutBase.regularizer
-               for m in model.modules() if m is not model)
-
-
 def floor_epoch(model, x, target, config: TrainConfig, device) -> float:
     model.to(device).train()
     optimizer = make_optimizer(model, config)
     loss_fn = F.cross_entropy if config.task == "classification" else F.mse_loss
-    regularized, max_norm, bs = has_regularizer(model), config.max_norm, config.batch_size
+    regularized, max_norm, bs = regularized_modules(model), config.max_norm, config.batch_size
     batches = [(x[i:i + bs], target[i:i + bs]) for i in range(0, len(x), bs)]
     seed_everything(SEED)
     sync(device)
@@ -135,7 +125,7 @@ def floor_epoch(model, x, target, config: TrainConfig, device) -> float:
     for xb, tb in batches:
         loss = loss_fn(model(xb), tb)
         if regularized:
-            loss = loss + config.regularizer_weight * regularization(model)
+            loss = loss + config.regularizer_weight * regularization(model, regularized)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
