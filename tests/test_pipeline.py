@@ -72,6 +72,8 @@ def test_training_parts_share_the_notebooks_inputs_and_feed_its_stage():
             for part, overrides in parts.items():
                 stage = DVC["stages"][f"{name}-{profile}-{part}"]
                 assert stage["cmd"].startswith(f"dropoutlab run-notebook {name} --profile {profile} --part {part} -p ")
+                given = dict(arg.split("=", 1) for arg in stage["cmd"].split(" -p ")[1:])
+                assert {k.strip("'"): yaml.safe_load(v.strip("'")) for k, v in given.items()} == overrides
                 assert stage["outs"] == [{f"runs/{profile}/{name}/{part}": {"persist": True, "cache": False}}]
                 assert stage["params"] == main["params"]
                 assert set(stage["deps"]) < set(main["deps"]) and f"runs/{profile}/{name}/{part}" in main["deps"]
