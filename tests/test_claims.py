@@ -60,3 +60,16 @@ def test_recorded_twice_and_bad_profile(tmp_path):
         ledger.record("X-2", value=0.0)
     with pytest.raises(ValueError, match="profile"):
         Ledger("01_demo", "fast", root=tmp_path, registry=REGISTRY)
+
+
+def test_a_training_part_records_its_share_without_judging(tmp_path, monkeypatch):
+    monkeypatch.setenv("DROPOUTLAB_PART", "seed-3")
+    ledger = Ledger("01_demo", "quick", root=tmp_path, registry=REGISTRY)
+    decision = ledger.record("X-1", a=[2.0], b=[1.0], note="one seed")  # one run: no interval, no verdict
+    assert decision.verdict == "inconclusive" and decision.p is None and "training part seed-3" in decision.reason
+    assert decision.measurements == {"a": [2.0], "b": [1.0]} and decision.note == "one seed"
+    ledger.record("X-2", value=1.0)
+    saved = json.loads(ledger.save().read_text())
+    assert {c["verdict"] for c in saved["claims"].values()} == {"inconclusive"}
+    with pytest.raises(ValueError, match="X-1: recorded twice"):
+        ledger.record("X-1", a=[2.0], b=[1.0])

@@ -141,6 +141,28 @@ def test_kernel_env_is_set_and_restored(monkeypatch):
             pass
 
 
+def test_kernel_env_of_a_training_part(monkeypatch, tmp_path):
+    for key in ("DROPOUTLAB_RUNS", "DROPOUTLAB_PART", "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA"):
+        monkeypatch.delenv(key, raising=False)
+    runs = [tmp_path / "runs" / "nb" / "seed-0" / "checkpoints", tmp_path / "runs"]
+    with kernel_env(None, ROOT, runs, tmp_path / "runs" / "nb" / "seed-0", "seed-0"):
+        assert os.environ["DROPOUTLAB_RUNS"] == os.pathsep.join(map(str, runs))
+        assert os.environ["DROPOUTLAB_PART"] == "seed-0"
+        assert os.environ["DROPOUTLAB_ROOT"] == str(tmp_path / "runs" / "nb" / "seed-0")  # its outputs go there
+        assert os.environ["DROPOUTLAB_DATA"] == str(ROOT / "data" / "raw")  # its data come from the repository
+    with kernel_env(None, ROOT, runs, ROOT):  # the notebook's own stage: outputs in the repository, judged
+        assert "DROPOUTLAB_PART" not in os.environ and "DROPOUTLAB_ROOT" not in os.environ
+    assert not {"DROPOUTLAB_RUNS", "DROPOUTLAB_PART", "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA"} & set(os.environ)
+
+
+@pytest.mark.parametrize(("profile", "part"), [("quick", "seed-0"), ("smoke", "seed-0"), ("full", "../x"),
+                                               ("full", "a b")])
+def test_parts_only_in_profiles_that_keep_runs(profile, part, tmp_path):
+    with pytest.raises(NotebookParameterError, match="part"):
+        run_notebook("01_dropout_vs_none", profile, root=ROOT, output_root=tmp_path, part=part)
+    assert not list(tmp_path.iterdir()), "refused before anything was written"
+
+
 def test_progress_lines_reach_the_runners_stderr(capfd):
     with kernel_env(None, ROOT):
         progress_line("    fit: a line for the log")
