@@ -115,7 +115,11 @@ def build(root: Path | None = None) -> dict[str, Any]:
     unlisted = sorted(set(notebooks) - set(data))
     if unlisted:
         raise ValueError(f"params.yaml pipeline.data: list the datasets of {', '.join(unlisted)} (or [] for none)")
-    datasets = sorted({d for names in data.values() for d in names})
+    def needs(name: str, profile: str) -> list[str]:  # a list, or a mapping profile → list
+        listed = data[name]
+        return list(listed.get(profile, []) if isinstance(listed, dict) else listed)
+
+    datasets = sorted({d for name in notebooks for profile in profiles for d in needs(name, profile)})
     stages: dict[str, Any] = {}
     for dataset in datasets:
         stages[f"data-{dataset}"] = {
@@ -134,7 +138,7 @@ def build(root: Path | None = None) -> dict[str, Any]:
             if claims:
                 stage_params.append({"claims.yaml": claims})
             deps = [f"notebooks/{name}.ipynb", *module_dependencies(notebook_code(name, root), root),
-                    *(f"data/raw/{d}" for d in data[name])]
+                    *(f"data/raw/{d}" for d in needs(name, profile))]
             stored = profile in STORE_PROFILES
             if stored:  # runs reused from other notebooks' stages (the same nets: train once)
                 deps += [d for other in reuse.get(name, []) for d in part_dirs.get(other, [])]
