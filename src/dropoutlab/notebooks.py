@@ -362,6 +362,7 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     if profile in STORE_PROFILES:
         folder = runs_dir(profile, root) / name / (part or "main")
         runs = [folder / "checkpoints", runs_dir(profile, root)]
+        runs[0].mkdir(parents=True, exist_ok=True)  # a DVC output even when every run was found done
         if part not in (None, "main"):
             output_root = folder
     output_root = Path(output_root or root)
