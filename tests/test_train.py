@@ -228,3 +228,14 @@ def test_only_modules_with_their_own_regularizer_are_summed():
     found = regularized_modules(concrete)
     assert found and all(type(m).__name__.startswith("Concrete") for m in found)
     assert regularization(concrete).item() == pytest.approx(sum(m.regularizer().item() for m in found))
+
+
+def test_a_stored_run_has_the_same_bytes_every_time(toy_data, tmp_path, monkeypatch):
+    config = TrainConfig(epochs=2, batch_size=32, seed=1)
+    digests = []
+    for attempt in ("a", "b"):
+        monkeypatch.setenv("DROPOUTLAB_RUNS", str(tmp_path / attempt))
+        fit(small_mlp(), toy_data, config)
+        (path,) = (tmp_path / attempt).glob("*.pt")
+        digests.append(path.read_bytes())
+    assert digests[0] == digests[1], "a run's checkpoint is a DVC output: no wall-clock times in it"

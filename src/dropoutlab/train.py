@@ -220,8 +220,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, **state: Any) -> None:
     """Write a checkpoint atomically: the previous one survives a crash mid-write."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as stream:
+        torch.save(state, stream)  # to a stream: the archive's inner name is fixed, not the temporary file's
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -424,13 +424,13 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
             if ckpt is not None:
                 save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict() if scheduler is not None else None,
-                                rng=_rng_state(), epoch=epoch, step=step, history=history.records,
+                                rng=_rng_state(), epoch=epoch, step=step, history=_untimed(history.records),
                                 config=asdict(config), eval_fingerprints=eval_fingerprints, complete=False)
             bar.update(1)
         if ckpt is not None:  # finished: the last state, marked complete (a run store serves it from now on)
             save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None,
-                            rng=_rng_state(), epoch=epoch, step=step, history=history.records,
+                            rng=_rng_state(), epoch=epoch, step=step, history=_untimed(history.records),
                             config=asdict(config), eval_fingerprints=eval_fingerprints, complete=True)
     finally:
         bar.close()
@@ -439,6 +439,12 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
         progress_line(f"    fit: {type(model).__name__}, seed {config.seed}, {epoch} epochs ({step} updates) in "
                       f"{time.perf_counter() - fit_started:.1f} s")
     return history
+
+
+def _untimed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History rows as a checkpoint keeps them: wall-clock seconds set to 0, so that the same run
+    gives the same bytes every time (a DVC output hashed in dvc.lock must not change on a re-run)."""
+    return [{**record, "seconds": 0.0} for record in records]
 
 
 def _load_finished(path: Path, model: nn.Module, config: TrainConfig, scheduler, started: float) -> History:
