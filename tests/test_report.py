@@ -613,6 +613,19 @@ def test_index_rows(repo, records, registry):
     assert any('data-verdict="not run"' in r and 'data-notebook="02_beta"' in r for r in shown)
 
 
+def test_index_lists_no_notebook_in_progress_or_failed(repo, records, registry, tmp_path):
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(repo, root)
+    folder = root / "reports" / "quick" / "notebooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".09_new.ipynb.running.ipynb").write_text("{}")
+    (folder / "09_new.failed.ipynb").write_text("{}")
+    page = render_index(records, registry, root)
+    assert "09_new" not in page
+
+
 def test_write_report_writes_both_files(built):
     reports = built.parent
     assert (reports / "claims.md").read_text(encoding="utf-8").startswith("# Claims report")

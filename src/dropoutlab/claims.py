@@ -73,6 +73,7 @@ class Ledger:
         self.profile = check_profile(profile)
         self.root = Path(root) if root is not None else None
         self.registry = registry or default_registry()
+        self.part = os.environ.get(PART_ENV)  # a training stage's share of the runs: recorded, never judged
         self.decisions: dict[str, Decision] = {}
 
     def record(self, id: str, **measurements: Any) -> Decision:
@@ -88,13 +89,12 @@ class Ledger:
             raise ValueError(f"{id}: claims.yaml assigns this claim to {rule.notebook}, not {self.notebook}")
         if id in self.decisions:
             raise ValueError(f"{id}: recorded twice in {self.notebook}")
-        part = os.environ.get(PART_ENV)
-        if part:  # a training stage's share of the runs: kept for the record, decided by the notebook's stage
+        if self.part:  # kept for the record; the notebook's own stage decides on all the runs
             note = measurements.pop("note", "")
             decision = Decision(id=rule.id, kind=rule.kind, verdict="inconclusive", estimate=None, ci_low=None,
                                 ci_high=None, n=None, test="none", p=None, p_for=None, p_against=None,
                                 margin=rule.margin, side=rule.side, half_width=None, n_needed=None, parts=None,
-                                reason=f"not judged: training part {part} (a share of the runs; the notebook's "
+                                reason=f"not judged: training part {self.part} (a share of the runs; the notebook's "
                                        "own stage judges all of them)",
                                 unit=rule.unit, note=note if isinstance(note, str) else "",
                                 measurements=_clean(measurements))
@@ -105,7 +105,7 @@ class Ledger:
 
     def finalize(self) -> dict[str, Decision]:
         """The decisions with Holm's correction applied within each declared family."""
-        if os.environ.get(PART_ENV):  # a training part judges nothing, so there is nothing to adjust
+        if self.part:  # a training part judges nothing, so there is nothing to adjust
             return dict(self.decisions)
         adjusted = apply_holm(list(self.decisions.values()), self.registry)
         return {d.id: d for d in adjusted}

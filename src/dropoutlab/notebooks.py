@@ -355,7 +355,7 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
 
     root = root or repo_root()
     params = notebook_parameters(name, profile, overrides, root)
-    runs = None
+    runs, part = None, None if part == "main" else part
     if part is not None and (profile not in STORE_PROFILES or not part.replace("-", "").replace("_", "").isalnum()):
         raise NotebookParameterError(f"part {part!r}: only the {' and '.join(STORE_PROFILES)} profiles have parts, "
                                      "named with letters, digits, '-' and '_'")
@@ -363,7 +363,7 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
         folder = runs_dir(profile, root) / name / (part or "main")
         runs = [folder / "checkpoints", runs_dir(profile, root)]
         runs[0].mkdir(parents=True, exist_ok=True)  # a DVC output even when every run was found done
-        if part not in (None, "main"):
+        if part is not None:
             output_root = folder
     output_root = Path(output_root or root)
     out = executed_dir(profile, output_root) / f"{name}.ipynb"
@@ -373,7 +373,7 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     threads = load_params(root).get("cpu_threads")
     try:
-        with kernel_env(threads, root, runs, output_root, part if part not in (None, "main") else None):
+        with kernel_env(threads, root, runs, output_root, part):
             pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
                                 kernel_name="python3", progress_bar=False, cwd=str(output_root),
                                 engine_name="dropoutlab")

@@ -189,8 +189,9 @@ def notebook_parts(name: str, profile: str, params: dict[str, Any]) -> dict[str,
 
     ``pipeline.parts.<profile>.<name>`` in params.yaml is the name of a list parameter — one part per
     element, ``seeds`` gives ``seed-0: {seeds: [0]}``, … —, or ``{by: seeds, set: {...}}`` (the same,
-    with overrides for every part), or a mapping of part names to overrides. Each part runs the notebook on its share and keeps the runs it trains; the notebook's
-    own stage then finds every run finished and only analyses (a stage stays under an hour).
+    with overrides for every part), or a mapping of part names to overrides. Each part runs the
+    notebook on its share and keeps the runs it trains; the notebook's own stage then finds every run
+    finished and only analyses (a stage stays under an hour).
     """
     spec = ((params.get("pipeline") or {}).get("parts") or {}).get(profile, {}).get(name)
     if spec is None:

@@ -120,9 +120,7 @@ def _as_rule(obj: Any) -> _Rule:
         section=_get(obj, "section"), why=str(_get(obj, "why", "") or ""),
         exploratory=bool(_get(obj, "exploratory", False)),
         history=tuple(h if isinstance(h, Mapping) else vars(h) for h in history), parts=_get(obj, "parts"),
-        departures=tuple((str(k), str(v)) for k, v in (dict(_get(obj, "departures") or {}).items()
-                                                         if isinstance(_get(obj, "departures"), Mapping)
-                                                         else (_get(obj, "departures") or ()))),
+        departures=tuple((str(k), str(v)) for k, v in dict(_get(obj, "departures") or {}).items()),
     )
 
 
@@ -993,7 +991,8 @@ def render_index(records: list[Mapping[str, Any]], registry: Any, root: Path | s
     counts = _counts(claims)
     notebooks = sorted({c.notebook for c in claims if c.notebook} | {
         p.stem for prof in REPORTED_PROFILES for folder in ("metrics", "notebooks")
-        for p in (root / "reports" / prof / folder).glob("*.*") if p.suffix in (".json", ".html", ".ipynb")})
+        for p in (root / "reports" / prof / folder).glob("[!.]*.*")  # not a run in progress (.NAME.running)
+        if p.suffix in (".json", ".html", ".ipynb") and not p.stem.endswith(".failed")})
     out = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta name="generator" content="{GENERATOR}">',
