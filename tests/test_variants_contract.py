@@ -26,6 +26,7 @@ def build(name: str, seed: int = 0):
     factories = {
         "spatial": lambda: (make_dropout(name, p=0.3), image),
         "dropblock": lambda: (make_dropout(name, p=0.3, block_size=3), image),
+        "dropblock3d": lambda: (make_dropout(name, p=0.3, block_size=3), torch.randn(4, 3, 5, 6, 6)),
         "adl": lambda: (make_dropout(name, drop_rate=0.5, gamma=0.9), image.abs()),
         "locked": lambda: (make_dropout(name, p=0.3, batch_first=True), torch.randn(4, 5, 6)),
         "uout": lambda: (make_dropout(name, beta=0.5), torch.randn(16, 32)),

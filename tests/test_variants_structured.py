@@ -27,10 +27,12 @@ from torch.nn import functional as F
 from dropoutlab.variants import get_variant, make_dropout
 from dropoutlab.variants.structured import (
     DropBlock2d,
+    DropBlock3d,
     DropConnectLinear,
     DropPath,
     depth_linear_rates,
     drop_block2d,
+    drop_block3d,
     drop_path,
     dropblock_expected_drop_fraction,
     dropblock_gamma,
@@ -205,6 +207,167 @@ def test_dropblock_state_dict_repr_registry():
     assert "block_size=5" in repr(m) and "couple_channels=True" in repr(m)
     assert isinstance(make_dropout("dropblock", p=0.1, block_size=3), DropBlock2d)
     assert get_variant("dropblock").kind == "activation" and not DropBlock2d.batch_shared_mask
+
+
+def test_dropblock_gamma_rectangular_map_per_dimension_clip_vs_torchvision_square_clip():
+    """A side smaller than the block: dropblock (and timm >= 1.0.23) clip per dimension, torchvision
+    (0.28, drop_block2d) clips to one square block of edge min(bs, H, W). 5×20 map, block 7, p = 0.3:
+    ours 5×7 blocks, γ = 0.3·100/(35·1·14) = 0.0612; torchvision 5×5 blocks, γ = 0.3·100/(25·1·16) = 0.0750."""
+    p, bs, h, w = 0.3, 7, 5, 20
+
+    def timm_gamma(p, bs, h, w):  # timm.layers.drop.drop_block_2d (>= 1.0.23), restated
+        kh, kw = min(bs, h), min(bs, w)
+        return p * h * w / (kh * kw) / ((h - kh + 1) * (w - kw + 1))
+
+    def torchvision_gamma(p, bs, h, w):  # torchvision.ops.drop_block2d (0.28), restated
+        k = min(bs, w, h)
+        return p * h * w / (k**2 * ((h - k + 1) * (w - k + 1)))
+
+    ours = dropblock_gamma(p, bs, h, w)
+    assert ours == pytest.approx(timm_gamma(p, bs, h, w))
+    assert round(ours, 4) == 0.0612 and round(torchvision_gamma(p, bs, h, w), 4) == 0.0750
+    # no side below the block: the two rules agree
+    assert dropblock_gamma(p, bs, 14, 20) == pytest.approx(torchvision_gamma(p, bs, 14, 20))
+
+
+def test_dropblock_gamma_3d():
+    """3-d γ: p/bs³ · D·H·W/((D−bs+1)(H−bs+1)(W−bs+1)) (torchvision's drop_block3d), clipped per dimension."""
+    assert dropblock_gamma(0.1, 3, 8, 9, 10) == pytest.approx(0.1 / 27 * 720 / (6 * 7 * 8))
+    # depth 4 < block 5: kd = 4, kh = kw = 5
+    assert dropblock_gamma(0.2, 5, 4, 9, 12) == pytest.approx(0.2 * 432 / (4 * 25 * 1 * 5 * 8))
+    assert dropblock_gamma(0.2, 12, 4, 9, 12) == pytest.approx(0.2)  # one box covering the map
+    g = dropblock_gamma(0.2, 3, 8, 9, 10)
+    assert g * 6 * 7 * 8 * 27 == pytest.approx(0.2 * 720)  # seeded volume = p·D·H·W
+    assert dropblock_expected_drop_fraction(0.2, 1, 4, 9, 12) == pytest.approx(0.2)
+    assert dropblock_expected_drop_fraction(0.2, 12, 4, 9, 12) == pytest.approx(0.2)
+    assert dropblock_expected_drop_fraction(0.2, 3, 4, 9, 12) < 0.2
+    with pytest.raises(ValueError, match="dropblock: feature map must be non-empty, got 4×0×5"):
+        dropblock_gamma(0.2, 3, 4, 0, 5)
+
+
+# --------------------------------------------------------------------------- DropBlock 3-d
+
+BLOCKS_3D = [1, 2, 3, 5, 12]  # 5 > D = 4: clipped in depth only; 12: the whole map
+MAPS_3D = [(8, 8, 8), (4, 9, 12)]
+GRID_3D = len(BLOCKS_3D) * len(MAPS_3D) * len(RATES) * 2  # × couple_channels
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8, 8), (1, 1, 4, 9, 12), (3, 2, 1, 5, 6), (2, 4, 7, 3, 3)])
+@pytest.mark.parametrize("bs", [1, 2, 3, 5, 12])
+def test_dropblock3d_shape_grid(shape, bs):
+    torch.manual_seed(250 + bs)
+    x = torch.randn(shape, dtype=torch.float64)
+    y = drop_block3d(x, 0.3, bs, training=True)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    kept = y != 0
+    scale = x.numel() / (kept.sum().item() + 1e-6)  # whole-batch renormalisation
+    assert torch.allclose(y[kept], x[kept] * scale)
+    assert DropBlock3d(0.3, bs).eval()(x) is x
+
+
+@pytest.mark.parametrize("couple", [False, True])
+@pytest.mark.parametrize("p", RATES)
+@pytest.mark.parametrize("sizes", MAPS_3D)
+@pytest.mark.parametrize("bs", BLOCKS_3D)
+def test_dropblock3d_empirical_drop_rate(bs, sizes, p, couple):
+    """As the 2-d test: Efron–Stein bound Var(D) ≤ S·γ(1−γ)·(kd·kh·kw)² per map, S seed positions;
+    the exact expectation is within 15% of p for these maps and rates."""
+    torch.manual_seed(260 + bs)
+    n, c = 32, 4
+    trials = 8 if not couple else 32  # >= 1024 independent masks either way
+    x = torch.ones(n, c, *sizes)
+    dropped = sum((drop_block3d(x, p, bs, training=True, couple_channels=couple) == 0).double().sum().item()
+                  for _ in range(trials))
+    rate = dropped / (trials * x.numel())
+    maps = trials * n * (1 if couple else c)
+    ks = [min(bs, s) for s in sizes]
+    seeds = math.prod(s - k + 1 for s, k in zip(sizes, ks))
+    g = dropblock_gamma(p, bs, *sizes)
+    sd = math.sqrt(seeds * g * (1 - g) * math.prod(ks) ** 2 / (maps * math.prod(sizes) ** 2))
+    expected = dropblock_expected_drop_fraction(p, bs, *sizes)
+    assert abs(rate - expected) <= z_crit(GRID_3D) * sd
+    assert abs(expected - p) <= 0.15 * p
+
+
+@pytest.mark.parametrize("bs", [2, 3, 5])
+@pytest.mark.parametrize("sizes", MAPS_3D)
+def test_dropblock3d_blocks_are_boxes_inside_the_map(bs, sizes):
+    """The dropped set equals the union of the kd×kh×kw boxes it fully contains (an opening)."""
+    torch.manual_seed(270 + bs)
+    out = drop_block3d(torch.ones(8, 2, *sizes), 0.2, bs, training=True)
+    dropped = (out == 0).float()
+    assert dropped.sum() > 0
+    ks = tuple(min(bs, s) for s in sizes)
+    full = (F.avg_pool3d(dropped, ks, stride=1) > 1 - 1e-6).float()
+    pad = [q for k in reversed(ks) for q in (k - 1, k - 1)]
+    opened = F.max_pool3d(F.pad(full, pad), ks, stride=1)
+    assert torch.equal(opened, dropped)
+
+
+def test_dropblock3d_one_seed_drops_an_exact_cube():
+    torch.manual_seed(271)
+    out = drop_block3d(torch.ones(512, 1, 8, 9, 10), 0.01, 2, training=True)
+    counts = (out == 0).flatten(1).sum(1)
+    assert (counts == 8).any()
+    one = (out[counts == 8][0, 0] == 0).nonzero()
+    assert torch.equal(one.max(0).values - one.min(0).values, torch.tensor([1, 1, 1]))
+
+
+def test_dropblock3d_coupled_channels_whole_map_and_renormalisation():
+    torch.manual_seed(272)
+    x = torch.ones(6, 5, 4, 6, 6)
+    zero = drop_block3d(x, 0.2, 3, training=True, couple_channels=True) == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))
+    whole = drop_block3d(torch.ones(32, 8, 4, 6, 6), 0.5, 12, training=True) == 0
+    assert torch.all(whole.flatten(2).all(-1) | ~whole.flatten(2).any(-1))
+    out = drop_block3d(x, 0.3, 2, training=True, eps=1e-6)
+    kept = (out != 0).sum().item()
+    assert out.mean().item() == pytest.approx(kept / (kept + 1e-6), rel=1e-6)
+
+
+def test_dropblock3d_eval_p0_grad_inplace_generator():
+    x = torch.randn(2, 3, 4, 5, 6, requires_grad=True)
+    m = DropBlock3d(0.2, 3)
+    assert m.eval()(x) is x
+    m.train().set_p(0.0)
+    assert m(x) is x
+    m.set_p(0.3)
+    y = drop_block3d(x, 0.3, 3, training=True, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(y, drop_block3d(x, 0.3, 3, training=True, generator=torch.Generator().manual_seed(7)))
+    y.sum().backward()
+    assert torch.allclose(x.grad, y.detach() / x.detach())
+    xi = x.detach().clone()
+    yi = drop_block3d(xi, 0.3, 3, training=True, inplace=True, generator=torch.Generator().manual_seed(7))
+    assert yi.data_ptr() == xi.data_ptr() and torch.allclose(yi, y.detach())
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 14, 14), (2, 3, 4, 5, 6, 7), (5, 6, 7)])
+def test_dropblock3d_rejects_wrong_rank(shape):
+    with pytest.raises(ValueError, match=r"dropblock3d: input \(N, C, D, H, W\) must have rank 5"):
+        DropBlock3d(0.1, 3)(torch.randn(shape))
+    with pytest.raises(ValueError, match="rank 5"):
+        drop_block3d(torch.randn(shape), 0.1, 3, training=False)  # checked even at eval
+
+
+@pytest.mark.parametrize("bs", [0, -2, 2.5, True])
+def test_dropblock3d_rejects_bad_block_size_and_p(bs):
+    with pytest.raises(ValueError, match="dropblock3d: block_size must be an integer >= 1"):
+        DropBlock3d(0.1, bs)
+    with pytest.raises(ValueError, match="dropblock3d: block_size"):
+        drop_block3d(torch.ones(1, 1, 4, 4, 4), 0.1, bs, training=True)
+    with pytest.raises(ValueError, match=r"dropblock3d.*\[0, 1\]"):
+        drop_block3d(torch.ones(1, 1, 4, 4, 4), 1.5, 3, training=True)
+
+
+def test_dropblock3d_state_dict_repr_registry():
+    m = DropBlock3d(0.15, 5, couple_channels=True)
+    other = DropBlock3d(0.5, 5)
+    other.load_state_dict(m.state_dict())
+    assert other.rate == pytest.approx(0.15) and set(m.state_dict()) == {"p"}
+    assert "block_size=5" in repr(m) and "couple_channels=True" in repr(m)
+    assert isinstance(make_dropout("dropblock3d", p=0.1, block_size=3), DropBlock3d)
+    assert get_variant("dropblock3d").kind == "activation" and not DropBlock3d.batch_shared_mask
+    assert not isinstance(m, DropBlock2d)
 
 
 # =========================================================================== DropPath

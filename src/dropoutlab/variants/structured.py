@@ -1,4 +1,4 @@
-"""Structured dropout: DropBlock, DropPath (stochastic depth), DropConnect.
+"""Structured dropout: DropBlock (2-d and 3-d maps), DropPath (stochastic depth), DropConnect.
 
 Ghiasi, Lin, Le. "DropBlock: a regularization method for convolutional networks."
 NeurIPS 2018 (arXiv:1810.12890). Huang, Sun, Liu, Sedra, Weinberger. "Deep networks with
@@ -12,6 +12,9 @@ Conventions: ``p`` is the drop probability everywhere; DropBlock and DropPath ar
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -23,10 +26,12 @@ from .bernoulli import _apply_mask, bernoulli_mask
 
 __all__ = [
     "DropBlock2d",
+    "DropBlock3d",
     "DropConnectLinear",
     "DropPath",
     "depth_linear_rates",
     "drop_block2d",
+    "drop_block3d",
     "drop_path",
     "dropblock_expected_drop_fraction",
     "dropblock_gamma",
@@ -38,56 +43,95 @@ __all__ = [
 # =========================================================================== DropBlock
 
 
-def _check_block_size(block_size: int) -> int:
+def _check_block_size(block_size: int, name: str = "dropblock") -> int:
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"dropblock: block_size must be an integer >= 1, got {block_size!r}")
+        raise ValueError(f"{name}: block_size must be an integer >= 1, got {block_size!r}")
     return block_size
 
 
-def dropblock_gamma(p: float, block_size: int, height: int, width: int) -> float:
-    """Seed (block-centre) rate γ of DropBlock for an ``height × width`` map.
+def _clipped_block(block_size: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The block edge clipped per dimension to the map: ``k_i = min(bs, size_i)``."""
+    return tuple(min(block_size, s) for s in sizes)
 
-    Ghiasi et al. 2018, Eq. 1, with the block clipped per dimension to the map
-    (``kh = min(bs, H)``, ``kw = min(bs, W)``) as torchvision/timm do::
+
+def dropblock_gamma(p: float, block_size: int, *sizes: int) -> float:
+    """Seed (block-corner) rate γ of DropBlock for a map of spatial ``sizes`` (``H, W`` or ``D, H, W``).
+
+    Ghiasi et al. 2018, Eq. 1, with the block clipped **per dimension** to the map
+    (``kh = min(bs, H)``, ``kw = min(bs, W)``; in 3-d also ``kd = min(bs, D)``)::
 
         γ = p · H · W / (kh · kw · (H − kh + 1) · (W − kw + 1))
+        γ = p · D · H · W / (kd · kh · kw · (D − kd + 1) · (H − kh + 1) · (W − kw + 1))   (3-d)
 
-    For a square map and block this is the paper's
-    ``(1 − keep_prob)/bs² · feat²/(feat − bs + 1)²``. It makes the expected number of seeded
-    units ``γ · (H − kh + 1)(W − kw + 1) · kh·kw`` equal ``p · H · W`` (overlaps ignored), so
-    the realised drop fraction is at most ``p`` (see :func:`dropblock_expected_drop_fraction`).
+    For a square (cubic) map and block this is the paper's ``(1 − keep_prob)/bs² · feat²/(feat −
+    bs + 1)²`` (torchvision's ``drop_block3d`` uses ``bs³`` likewise). It makes the expected
+    number of seeded units times the block volume equal ``p · H · W`` (overlaps ignored), so the
+    realised drop fraction is at most ``p`` (see :func:`dropblock_expected_drop_fraction`).
+
+    Clipping, when a side is smaller than the block: per dimension here, as timm >= 1.0.23
+    (``kh, kw = min(bs, H), min(bs, W)``; older timm clipped to a square). torchvision
+    (``drop_block2d``/``drop_block3d``, 0.28) clips to **one square/cubic block** of edge
+    ``min(bs, H, W)`` (``min(bs, D, H, W)``) instead, and rejects an even clipped edge in 2-d.
+    The two agree whenever no side is smaller than the block; on a 5 × 20 map with block 7 and
+    ``p = 0.3``, γ is 0.0612 here (5 × 7 blocks) and 0.0750 in torchvision (5 × 5 blocks).
     """
     p = validate_p(p, "dropblock")
     bs = _check_block_size(block_size)
-    if height < 1 or width < 1:
-        raise ValueError(f"dropblock: feature map must be non-empty, got {height}×{width}")
-    kh, kw = min(bs, height), min(bs, width)
-    return p * height * width / (kh * kw * (height - kh + 1) * (width - kw + 1))
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"dropblock: feature map must be non-empty, got {'×'.join(map(str, sizes))}")
+    ks = _clipped_block(bs, sizes)
+    return p * math.prod(sizes) / (math.prod(ks) * math.prod(s - k + 1 for s, k in zip(sizes, ks)))
 
 
-def dropblock_expected_drop_fraction(p: float, block_size: int, height: int, width: int) -> float:
-    """Exact expected fraction of units DropBlock zeroes in an ``height × width`` map.
+def dropblock_expected_drop_fraction(p: float, block_size: int, *sizes: int) -> float:
+    """Exact expected fraction of units DropBlock zeroes in a map of spatial ``sizes``.
 
     With seeds ~ Bernoulli(γ) i.i.d. over the valid region, unit ``(y, x)`` is covered by
-    ``r(y)·s(x)`` seed positions (``r(y)`` valid block rows containing ``y``, ``s(x)`` likewise)
-    and survives with probability ``(1 − γ)^(r(y)·s(x))``. Averaged over the map this is
-    ``< p`` whenever blocks can overlap (``1 < bs < min(H, W)``), ``= p`` for ``bs = 1`` or a
-    block covering the whole map.
+    ``r(y)·s(x)`` seed positions (``r(y)`` valid block rows containing ``y``, ``s(x)`` likewise;
+    in 3-d a third factor for depth) and survives with probability ``(1 − γ)^(r(y)·s(x))``.
+    Averaged over the map this is ``< p`` whenever blocks can overlap (``1 < bs <`` the longest side),
+    ``= p`` for ``bs = 1`` or a block covering the whole map.
     """
-    gamma = min(dropblock_gamma(p, block_size, height, width), 1.0)
-    kh, kw = min(block_size, height), min(block_size, width)
-    rows = [min(y, height - kh) - max(0, y - kh + 1) + 1 for y in range(height)]
-    cols = [min(x, width - kw) - max(0, x - kw + 1) + 1 for x in range(width)]
-    return sum(1.0 - (1.0 - gamma) ** (r * c) for r in rows for c in cols) / (height * width)
+    gamma = min(dropblock_gamma(p, block_size, *sizes), 1.0)
+    # per dimension: how many positions have coverage c, so the sum runs over distinct products
+    counts = [Counter(min(i, s - k) - max(0, i - k + 1) + 1 for i in range(s))
+              for s, k in zip(sizes, _clipped_block(block_size, sizes))]
+    total = 0.0
+    for combo in itertools.product(*(c.items() for c in counts)):
+        cover = math.prod(c for c, _ in combo)
+        total += math.prod(n for _, n in combo) * (1.0 - (1.0 - gamma) ** cover)
+    return total / math.prod(sizes)
+
+
+def _drop_block(x: Tensor, p: float, bs: int, couple_channels: bool, eps: float, inplace: bool,
+                generator: torch.Generator | None) -> Tensor:
+    """DropBlock on ``(N, C, *spatial)`` with 2 or 3 spatial dims; arguments already validated."""
+    n, c, *sizes = x.shape
+    ks = _clipped_block(bs, tuple(sizes))
+    gamma = min(dropblock_gamma(p, bs, *sizes), 1.0)
+    valid = tuple(s - k + 1 for s, k in zip(sizes, ks))
+    seeds = bernoulli_mask((n, 1 if couple_channels else c, *valid), 1.0 - gamma, x, generator)
+    seeds = seeds.to(x.dtype if x.is_floating_point() else torch.float32)
+    if any(k > 1 for k in ks):
+        pad = [q for k in reversed(ks) for q in (k - 1, k - 1)]  # F.pad lists the last dim first
+        pool = F.max_pool2d if len(ks) == 2 else F.max_pool3d
+        seeds = pool(F.pad(seeds, pad), ks, stride=1)
+    keep = 1.0 - seeds
+    scale = keep.numel() / (eps + keep.sum())
+    if inplace:
+        return x.mul_(keep).mul_(scale)
+    return x * (keep * scale)
 
 
 def drop_block2d(x: Tensor, p: float, block_size: int, *, training: bool, couple_channels: bool = False,
                  eps: float = 1e-6, inplace: bool = False, generator: torch.Generator | None = None) -> Tensor:
     """DropBlock (Ghiasi et al., NeurIPS 2018, Algorithm 1) on ``(N, C, H, W)`` activations.
 
-    1. ``kh = min(bs, H)``, ``kw = min(bs, W)``; γ from :func:`dropblock_gamma`.
-    2. Seeds ``~ Bernoulli(γ)`` on the valid region ``(H − kh + 1) × (W − kw + 1)`` only, one
-       seed map per (sample, channel), or per sample when ``couple_channels``.
+    1. ``kh = min(bs, H)``, ``kw = min(bs, W)`` (per-dimension clipping, as timm; torchvision
+       clips to a square, see :func:`dropblock_gamma`); γ from :func:`dropblock_gamma`.
+    2. Seeds ``~ Bernoulli(γ)`` on the valid region ``(H − kh + 1) × (W − kw + 1)`` only (as
+       torchvision; timm seeds the whole map and lets blocks run off its edge), one seed map per
+       (sample, channel), or per sample when ``couple_channels``.
     3. Each seed zeroes the ``kh × kw`` block whose top-left corner it marks (max-pool of the
        seeds padded by ``kh − 1``/``kw − 1``), so every block lies fully inside the map; with
        valid-region seeding the anchor convention is immaterial, and even block sizes give exact
@@ -97,7 +141,7 @@ def drop_block2d(x: Tensor, p: float, block_size: int, *, training: bool, couple
        make each unit's expectation equal ``x`` (edge units are dropped less than interior ones).
 
     Args:
-        x: ``(N, C, H, W)``; other ranks raise ``ValueError``.
+        x: ``(N, C, H, W)``; other ranks raise ``ValueError`` (3-d maps: :func:`drop_block3d`).
         p: target drop fraction in [0, 1] (``1 − keep_prob`` of the paper).
         block_size: block edge ``>= 1``; larger than the map is clipped per dimension.
         couple_channels: one mask per sample shared by all channels (timm's default) instead of
@@ -109,30 +153,57 @@ def drop_block2d(x: Tensor, p: float, block_size: int, *, training: bool, couple
     check_rank(x, (4,), "dropblock", "input (N, C, H, W)")
     if not training or p == 0.0:
         return x
-    n, c, h, w = x.shape
-    kh, kw = min(bs, h), min(bs, w)
-    gamma = min(dropblock_gamma(p, bs, h, w), 1.0)
-    seeds = bernoulli_mask((n, 1 if couple_channels else c, h - kh + 1, w - kw + 1), 1.0 - gamma, x, generator)
-    seeds = seeds.to(x.dtype if x.is_floating_point() else torch.float32)
-    if kh > 1 or kw > 1:
-        seeds = F.max_pool2d(F.pad(seeds, (kw - 1, kw - 1, kh - 1, kh - 1)), (kh, kw), stride=1)
-    keep = 1.0 - seeds
-    scale = keep.numel() / (eps + keep.sum())
-    if inplace:
-        return x.mul_(keep).mul_(scale)
-    return x * (keep * scale)
+    return _drop_block(x, p, bs, couple_channels, eps, inplace, generator)
+
+
+def drop_block3d(x: Tensor, p: float, block_size: int, *, training: bool, couple_channels: bool = False,
+                 eps: float = 1e-6, inplace: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    """DropBlock on volumetric ``(N, C, D, H, W)`` activations (torchvision's ``drop_block3d``).
+
+    :func:`drop_block2d` with a third spatial dimension: ``kd, kh, kw = min(bs, D), min(bs, H),
+    min(bs, W)`` (clipped per dimension; torchvision clips to one cube of edge ``min(bs, D, H,
+    W)``), γ from :func:`dropblock_gamma` with three sizes, seeds on the valid region ``(D − kd
+    + 1) × (H − kh + 1) × (W − kw + 1)``, each seed zeroing the ``kd × kh × kw`` box at its
+    corner, and the same whole-batch renormalisation ``numel(mask) / (eps + Σ mask)``.
+
+    Args:
+        x: ``(N, C, D, H, W)``; other ranks raise ``ValueError``.
+        p, block_size, couple_channels, eps, inplace, generator: as :func:`drop_block2d`.
+    """
+    p = validate_p(p, "dropblock3d")
+    bs = _check_block_size(block_size, "dropblock3d")
+    check_rank(x, (5,), "dropblock3d", "input (N, C, D, H, W)")
+    if not training or p == 0.0:
+        return x
+    return _drop_block(x, p, bs, couple_channels, eps, inplace, generator)
+
+
+class _DropBlockNd(DropoutBase):
+    """Shared constructor of :class:`DropBlock2d` and :class:`DropBlock3d`."""
+
+    def __init__(self, p: float = 0.1, block_size: int = 7, inplace: bool = False, *,
+                 couple_channels: bool = False, eps: float = 1e-6) -> None:
+        super().__init__(p, inplace)
+        self.block_size = _check_block_size(block_size, self.variant_name)
+        self.couple_channels = bool(couple_channels)
+        self.eps = float(eps)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, block_size={self.block_size}, couple_channels={self.couple_channels}"
 
 
 @register_dropout(
     "dropblock",
     family="Structured",
-    paper="Ghiasi, Lin, Le 2018, NeurIPS (DropBlock); γ and valid-region seeding as torchvision.ops.drop_block2d",
-    equation="γ = p·H·W/(kh·kw·(H−kh+1)(W−kw+1)); y = x·M·numel(M)/Σ M, M = 1 − maxpool_k(Bernoulli(γ) seeds)",
+    paper="Ghiasi, Lin, Le 2018, NeurIPS (DropBlock); block clipped per dimension as timm (torchvision: one "
+          "square block), valid-region seeding as torchvision.ops.drop_block2d",
+    equation="γ = p·H·W/(kh·kw·(H−kh+1)(W−kw+1)), k = min(bs, side); "
+             "y = x·M·numel(M)/Σ M, M = 1 − maxpool_k(Bernoulli(γ) seeds)",
     kind="activation",
     mask="contiguous kh×kw blocks per (sample, channel), or per sample if couple_channels",
     test_time="identity",
 )
-class DropBlock2d(DropoutBase):
+class DropBlock2d(_DropBlockNd):
     """DropBlock: drop contiguous square regions of conv feature maps (Ghiasi et al., NeurIPS 2018).
 
     See :func:`drop_block2d` for the algorithm. ``p`` (a buffer) can be changed by a schedule
@@ -140,7 +211,8 @@ class DropBlock2d(DropoutBase):
 
     Args:
         p: target drop fraction (``1 − keep_prob``), in [0, 1].
-        block_size: block edge ``>= 1`` (paper: 7 on ResNet-50 groups 3 and 4).
+        block_size: block edge ``>= 1`` (paper: 7 on ResNet-50 groups 3 and 4); clipped per
+            dimension to a smaller map.
         inplace: multiply the input in place.
         couple_channels: share one mask across the channels of a sample (default False:
             per-channel masks as in the paper's Algorithm 1 and torchvision).
@@ -149,19 +221,34 @@ class DropBlock2d(DropoutBase):
     Shape: ``(N, C, H, W)`` → same.
     """
 
-    def __init__(self, p: float = 0.1, block_size: int = 7, inplace: bool = False, *,
-                 couple_channels: bool = False, eps: float = 1e-6) -> None:
-        super().__init__(p, inplace)
-        self.block_size = _check_block_size(block_size)
-        self.couple_channels = bool(couple_channels)
-        self.eps = float(eps)
-
     def forward(self, x: Tensor) -> Tensor:
         return drop_block2d(x, self.p, self.block_size, training=self.training,
                             couple_channels=self.couple_channels, eps=self.eps, inplace=self.inplace)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, block_size={self.block_size}, couple_channels={self.couple_channels}"
+
+@register_dropout(
+    "dropblock3d",
+    family="Structured",
+    paper="Ghiasi, Lin, Le 2018, NeurIPS (DropBlock); 3-d form as torchvision.ops.drop_block3d, block clipped "
+          "per dimension (torchvision: one cube)",
+    equation="γ = p·D·H·W/(kd·kh·kw·(D−kd+1)(H−kh+1)(W−kw+1)), k = min(bs, side); "
+             "y = x·M·numel(M)/Σ M, M = 1 − maxpool_k(Bernoulli(γ) seeds)",
+    kind="activation",
+    mask="contiguous kd×kh×kw boxes per (sample, channel), or per sample if couple_channels",
+    test_time="identity",
+)
+class DropBlock3d(_DropBlockNd):
+    """DropBlock for volumetric feature maps: drop contiguous cubes of ``(N, C, D, H, W)`` activations.
+
+    Ghiasi et al., NeurIPS 2018, extended to 3-d as torchvision's ``DropBlock3d``; see
+    :func:`drop_block3d`. Same arguments, buffer ``p`` and schedule hook as :class:`DropBlock2d`.
+
+    Shape: ``(N, C, D, H, W)`` → same.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_block3d(x, self.p, self.block_size, training=self.training,
+                            couple_channels=self.couple_channels, eps=self.eps, inplace=self.inplace)
 
 
 # =========================================================================== DropPath
