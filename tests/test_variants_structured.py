@@ -37,6 +37,7 @@ from dropoutlab.variants.structured import (
     dropblock_expected_drop_fraction,
     dropblock_gamma,
     dropconnect_gaussian_moments,
+    dropconnect_inference,
     dropconnect_linear,
 )
 
@@ -573,6 +574,80 @@ def test_dropconnect_sample_inference_is_unbiased():
     assert torch.all((out - mean).abs() <= z_crit(8) * (var / z_samples).sqrt())
     assert torch.equal(layer(x), layer(x))
 
+
+@pytest.mark.parametrize("inference", ["scale", "gaussian", "sample"])
+def test_dropconnect_inference_functional_is_what_the_module_computes(inference):
+    torch.manual_seed(408)
+    layer = DropConnectLinear(6, 4, p=0.4, inference=inference, n_samples=50, activation=torch.tanh,
+                              eval_seed=3).eval()
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        ref = dropconnect_inference(x, layer.weight, layer.bias, 0.4, inference=inference, n_samples=50,
+                                    activation=torch.tanh, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(layer(x), ref)
+        # a seeded generator makes every rule deterministic
+        again = dropconnect_inference(x, layer.weight, layer.bias, 0.4, inference=inference, n_samples=50,
+                                      activation=torch.tanh, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(ref, again)
+        # p = 0: every rule is the plain layer
+        plain = dropconnect_inference(x, layer.weight, layer.bias, 0.0, inference=inference, n_samples=3)
+        assert torch.equal(plain, F.linear(x, layer.weight, layer.bias))
+
+
+def test_dropconnect_inference_choice_leaves_training_unchanged():
+    """The rule only acts at eval: with the same seed, training outputs (and gradients) are identical."""
+    lin = nn.Linear(6, 4)
+    x = torch.randn(3, 6)
+    outs = []
+    for inference in ("scale", "gaussian", "sample"):
+        layer = DropConnectLinear.from_linear(lin, p=0.3, inference=inference, activation=torch.relu)
+        torch.manual_seed(409)
+        outs.append(layer(x))
+    torch.manual_seed(409)
+    ref = torch.relu(dropconnect_linear(x, lin.weight, lin.bias, 0.3, training=True))
+    assert all(torch.equal(o, ref) for o in outs)
+
+
+def test_dropconnect_sampling_converges_to_the_moment_matching_mean():
+    """Identity activation: the mean of Z real-mask draws of u has sd sqrt(Var[u]/Z) around E[u]
+    (the moment-matching mean), so its error shrinks like 1/√Z. k = 3 values of Z × 6·8 outputs.
+    The rms error over the 48 outputs falls by √(4096/16) = 16 in expectation; it must fall at each
+    step and by more than 4× overall."""
+    torch.manual_seed(410)
+    w, b = torch.randn(8, 20), torch.randn(8)
+    x = torch.randn(6, 20)
+    p = 0.4
+    mean, var = dropconnect_gaussian_moments(x, w, b, p)
+    zs = (16, 256, 4096)
+    rms = []
+    for z_samples in zs:
+        out = dropconnect_inference(x, w, b, p, inference="sample", n_samples=z_samples, per_sample=True,
+                                    generator=torch.Generator().manual_seed(z_samples))
+        err = out - mean
+        assert torch.all(err.abs() <= z_crit(3 * 48) * (var / z_samples).sqrt())
+        rms.append(err.pow(2).mean().sqrt().item())
+    assert rms[0] > rms[1] > rms[2] and rms[0] / rms[2] > 4
+
+
+@pytest.mark.parametrize("bad", [{"inference": "mean"}, {"inference": "moment-matching"}, {"inference": None},
+                                 {"inference": "gaussian", "n_samples": 0}, {"inference": "sample", "n_samples": 2.0},
+                                 {"inference": "sample", "n_samples": True}, {"inference": "scale", "activation": "relu"}])
+def test_dropconnect_inference_rejects_bad_arguments_before_computing(bad):
+    """Bad rule / Z: ValueError naming the argument and what is allowed, raised before any draw or
+    matmul (the shapes below do not even match, and the generator state is untouched)."""
+    gen = torch.Generator().manual_seed(411)
+    state = gen.get_state()
+    arg = next(k for k in ("activation", "n_samples", "inference") if k in bad)
+    allowed = {"inference": r"one of \('scale', 'gaussian', 'sample'\)", "n_samples": "an integer >= 1",
+               "activation": "callable or None"}[arg]
+    with pytest.raises(ValueError, match=rf"dropconnect: {arg} must be {allowed}"):
+        dropconnect_inference(torch.randn(3, 5), torch.randn(2, 4), None, 0.5, generator=gen, **bad)
+    assert torch.equal(gen.get_state(), state)
+    if arg == "inference":  # an attribute changed after construction is caught at the next eval forward
+        layer = DropConnectLinear(4, 2).eval()
+        layer.inference = bad["inference"]
+        with pytest.raises(ValueError, match="dropconnect: inference must be one of"):
+            layer(torch.randn(3, 4))
 
 def test_dropconnect_gradient_is_masked():
     torch.manual_seed(405)

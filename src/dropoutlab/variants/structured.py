@@ -36,6 +36,7 @@ __all__ = [
     "dropblock_expected_drop_fraction",
     "dropblock_gamma",
     "dropconnect_gaussian_moments",
+    "dropconnect_inference",
     "dropconnect_linear",
 ]
 
@@ -363,6 +364,15 @@ def _dc_check(p: float, name: str) -> float:
     return validate_p(p, name, allow_one=False)
 
 
+def _dc_check_inference(inference: str, n_samples: int, activation: Callable[[Tensor], Tensor] | None) -> None:
+    if inference not in _DC_INFERENCE:
+        raise ValueError(f"dropconnect: inference must be one of {_DC_INFERENCE}, got {inference!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"dropconnect: n_samples must be an integer >= 1, got {n_samples!r}")
+    if activation is not None and not callable(activation):
+        raise ValueError(f"dropconnect: activation must be callable or None, got {activation!r}")
+
+
 def dropconnect_linear(x: Tensor, weight: Tensor, bias: Tensor | None, p: float, *, training: bool,
                        per_sample: bool = False, mask_bias: bool = True,
                        generator: torch.Generator | None = None) -> Tensor:
@@ -418,6 +428,57 @@ def dropconnect_gaussian_moments(x: Tensor, weight: Tensor, bias: Tensor | None,
     return mean, var * (p / (1.0 - p))
 
 
+def dropconnect_inference(x: Tensor, weight: Tensor, bias: Tensor | None, p: float, *, inference: str,
+                          n_samples: int = 100, activation: Callable[[Tensor], Tensor] | None = None,
+                          per_sample: bool = False, mask_bias: bool = True,
+                          generator: torch.Generator | None = None) -> Tensor:
+    """Test-time output ``r`` of a DropConnect layer ``r = a(u)`` under one of three rules (Wan et al. 2013).
+
+    The paper's inference averages the *activation* over the mask distribution,
+    ``r ≈ E_M[a(u)]``, so the activation ``a`` is an argument (``None`` = identity) and is
+    applied here in every rule — do not apply it again afterwards:
+
+    * ``"scale"``: ``a(E[u]) = a(x Wᵀ + b)`` — the mean network (weight scaling; inverted, so no
+      factor appears). Deterministic; **not** the paper's rule.
+    * ``"gaussian"``: the paper's moment matching (Sec. 3, Algorithm 2): ``u`` is approximated by
+      ``N(E[u], Var[u])`` per output unit (moments from :func:`dropconnect_gaussian_moments`)
+      and ``r = (1/Z) Σ_z a(u_z)`` over ``Z = n_samples`` independent Gaussian draws.
+    * ``"sample"``: ``r = (1/Z) Σ_z a(u_z)`` with ``u_z`` from ``Z`` real Bernoulli weight masks
+      (:func:`dropconnect_linear` in training form: one mask per draw shared by the batch, or
+      per row when ``per_sample``). Unbiased for ``E_M[a(u)]``; ``"gaussian"`` approximates it
+      (exact in the mean for ``a`` = identity).
+
+    Draws come from ``generator`` (None: the global torch RNG), so a seeded generator makes the
+    Monte-Carlo rules deterministic. ``p = 0`` gives ``"scale"``'s output in every rule.
+    ``inference``, ``n_samples`` and ``activation`` are checked before any computation.
+
+    Shape: ``x`` ``(*, in)``, ``weight`` ``(out, in)``, ``bias`` ``(out,)`` → ``(*, out)``.
+    """
+    p = _dc_check(p, "dropconnect")
+    _dc_check_inference(inference, n_samples, activation)
+
+    def act(u: Tensor) -> Tensor:
+        return u if activation is None else activation(u)
+
+    if inference == "scale" or p == 0.0:
+        return act(F.linear(x, weight, bias))
+    if inference == "gaussian":
+        mean, var = dropconnect_gaussian_moments(x, weight, bias, p, mask_bias=mask_bias)
+        std = var.sqrt()
+
+        def draw() -> Tensor:
+            return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    else:  # "sample"
+
+        def draw() -> Tensor:
+            return dropconnect_linear(x, weight, bias, p, training=True, per_sample=per_sample, mask_bias=mask_bias,
+                                      generator=generator)
+    total = act(draw())
+    for _ in range(n_samples - 1):  # one draw alive at a time: memory of a single forward
+        total = total + act(draw())
+    return total / n_samples
+
+
 @register_dropout(
     "dropconnect",
     family="Structured",
@@ -438,7 +499,8 @@ class DropConnectLinear(DropoutBase):
 
     Because the paper's inference averages the *activation* over Gaussian samples of ``u``,
     the layer owns its activation ``a`` (``activation``, default identity) and applies it in
-    every mode — do not apply it again after the layer. Eval rules (``inference``):
+    every mode — do not apply it again after the layer. Eval rules (``inference``; computed by
+    :func:`dropconnect_inference`, training is unaffected by the choice):
 
     * ``"scale"``: ``a(E[u])`` — weight scaling / mean network (what most code does; **not**
       the paper's rule).
@@ -476,12 +538,7 @@ class DropConnectLinear(DropoutBase):
                  per_sample: bool = False, mask_bias: bool = True, eval_seed: int | None = 0,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(p)
-        if inference not in _DC_INFERENCE:
-            raise ValueError(f"dropconnect: inference must be one of {_DC_INFERENCE}, got {inference!r}")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"dropconnect: n_samples must be an integer >= 1, got {n_samples!r}")
-        if activation is not None and not callable(activation):
-            raise ValueError(f"dropconnect: activation must be callable or None, got {activation!r}")
+        _dc_check_inference(inference, n_samples, activation)
         lin = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight = lin.weight
@@ -516,25 +573,12 @@ class DropConnectLinear(DropoutBase):
         if self.training:
             return self._act(dropconnect_linear(x, self.weight, self.bias, self.p, training=True,
                                                 per_sample=self.per_sample, mask_bias=self.mask_bias))
-        if self.inference == "scale" or float(self.p) == 0.0:
-            return self._act(F.linear(x, self.weight, self.bias))
         gen = None
-        if self.eval_seed is not None:  # common random numbers: eval stays deterministic
+        if self.eval_seed is not None and self.inference != "scale":  # common random numbers
             gen = torch.Generator(device=x.device).manual_seed(int(self.eval_seed))
-        total = None
-        if self.inference == "gaussian":
-            mean, var = self.gaussian_moments(x)
-            std = var.sqrt()
-            for _ in range(self.n_samples):
-                eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
-                a = self._act(mean + std * eps)
-                total = a if total is None else total + a
-        else:  # "sample"
-            for _ in range(self.n_samples):
-                a = self._act(dropconnect_linear(x, self.weight, self.bias, self.p, training=True,
-                                                 per_sample=self.per_sample, mask_bias=self.mask_bias, generator=gen))
-                total = a if total is None else total + a
-        return total / self.n_samples
+        return dropconnect_inference(x, self.weight, self.bias, self.p, inference=self.inference,
+                                     n_samples=self.n_samples, activation=self.activation, per_sample=self.per_sample,
+                                     mask_bias=self.mask_bias, generator=gen)
 
     def extra_repr(self) -> str:
         act = "None" if self.activation is None else getattr(self.activation, "__name__", repr(self.activation))
