@@ -197,3 +197,119 @@ class RowLSTM(nn.Module):
             x = x.flatten(1, 2)  # (N, 1, H, W) → (N, H, W): rows are time steps
         out, _ = self.lstm(self.input_dropout(x))
         return self.classifier(self.output_dropout(out[:, -1]))
+
+
+class DropConnectMLP(nn.Sequential):
+    """``in → widths… → out`` ReLU MLP with DropConnect (Wan et al., ICML 2013) on chosen layers.
+
+    The noise sits on the weights of the layers that read each hidden layer (``800 → 800`` and
+    ``800 → 10`` for Wan et al.'s 784-800-800-10 net), i.e. the same layers whose inputs an
+    :class:`MLP` with ``p_input=0, p_hidden=p`` drops: DropConnect drops single connections
+    where dropout drops a whole column of the weight matrix. Each DropConnect layer owns the
+    activation after it (ReLU on hidden layers, none on the logits), because the paper's Gaussian
+    inference averages the *activation* over samples of the pre-activation; ``inference`` and
+    ``n_samples`` set the eval rule (see :class:`~dropoutlab.variants.structured.DropConnectLinear`).
+    ``p = 0`` gives plain ``nn.Linear`` layers. Input ``(N, ...)`` flattened, output ``(N, out)``.
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int], out_features: int, *, p: float = 0.5,
+                 inference: str = "gaussian", n_samples: int = 100, per_sample: bool = False,
+                 eval_seed: int | None = 0) -> None:
+        widths = list(widths)
+        if not widths:
+            raise ValueError("DropConnectMLP: widths must name at least one hidden layer")
+        sizes = [in_features, *widths, out_features]
+        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(sizes[0], sizes[1]), nn.ReLU()]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[1:-1], sizes[2:], strict=True)):
+            last = i == len(widths) - 1
+            if p == 0.0:
+                layers.append(nn.Linear(fan_in, fan_out))
+                if not last:
+                    layers.append(nn.ReLU())
+                continue
+            layers.append(make_dropout("dropconnect", fan_in, fan_out, p=p, inference=inference, n_samples=n_samples,
+                                       activation=None if last else torch.relu, per_sample=per_sample,
+                                       eval_seed=eval_seed))
+            if not last:
+                layers.append(nn.Identity())  # keeps the indices of the p = 0 net (the activation is inside)
+        super().__init__(*layers)
+        self.config = dict(in_features=in_features, widths=widths, out_features=out_features, p=p,
+                           inference=inference, n_samples=n_samples, per_sample=per_sample)
+
+    def set_inference(self, inference: str) -> None:
+        """Switch every DropConnect layer's eval rule (``"scale"``, ``"gaussian"`` or ``"sample"``)."""
+        cls = get_variant("dropconnect").cls
+        for module in self.modules():
+            if isinstance(module, cls):
+                module.inference = inference
+
+
+class _ResidualBlock(nn.Module):
+    """CIFAR-style basic block: conv3×3-BN-ReLU-conv3×3-BN on the branch, DropPath, add, ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, drop: float, mode: str) -> None:
+        super().__init__()
+        self.branch = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:  # option B: 1×1 projection
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_ch))
+        # the paper's rule: no scaling in training, the branch times its survival probability at test
+        self.drop_path = make_dropout("droppath", p=drop, scale_by_keep=False, mode=mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.shortcut(x) + self.drop_path(self.branch(x)))
+
+
+class ResNetSD(nn.Module):
+    """CIFAR-style ResNet (He et al. 2016, §4.2) for small images with stochastic depth (Huang et al. 2016).
+
+    A 3×3 stem conv with ``widths[0]`` channels, three stages of ``blocks_per_stage`` basic blocks
+    (``widths``; stride 2 at the start of stages 2 and 3, 1×1 projection shortcuts there), global
+    average pooling and a linear classifier: depth ``6·blocks_per_stage + 2`` (3 → ResNet-20).
+    Block ``l = 1..L`` (``L = 3·blocks_per_stage``) has a :class:`~dropoutlab.variants.structured.DropPath`
+    on its residual branch with drop rate ``(l/L)·p_last`` (:func:`~dropoutlab.schedules.depth_linear_rates`,
+    Huang's linear rule; survival ``1 − (l/L)(1 − p_L)`` with ``p_L = 1 − p_last``), applied in
+    the paper's form: identity shortcut only when dropped, no scaling in training, the branch
+    multiplied by its survival probability at test. ``mode="batch"`` drops a block for the whole
+    mini-batch (the paper), ``"row"`` per sample (timm). ``p_last = 0`` is the plain ResNet.
+    Input ``(N, C, H, W)``; output ``(N, num_classes)``.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), *, blocks_per_stage: int = 3,
+                 widths: Sequence[int] = (16, 32, 64), p_last: float = 0.5, mode: str = "batch",
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        from .schedules import depth_linear_rates
+
+        if len(input_shape) != 3:
+            raise ValueError(f"ResNetSD: input_shape must be (C, H, W), got {tuple(input_shape)}")
+        if isinstance(blocks_per_stage, bool) or not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:
+            raise ValueError(f"ResNetSD: blocks_per_stage must be an integer ≥ 1, got {blocks_per_stage!r}")
+        widths = list(widths)
+        if len(widths) != 3:
+            raise ValueError(f"ResNetSD: widths must name the 3 stages' channels, got {widths}")
+        n_blocks = 3 * blocks_per_stage
+        self.drop_rates = depth_linear_rates(p_last, n_blocks)
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        blocks, in_ch = [], widths[0]
+        for i in range(n_blocks):
+            stage = i // blocks_per_stage
+            stride = 2 if stage > 0 and i % blocks_per_stage == 0 else 1
+            blocks.append(_ResidualBlock(in_ch, widths[stage], stride, self.drop_rates[i], mode))
+            in_ch = widths[stage]
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes))
+        self.config = dict(input_shape=tuple(input_shape), blocks_per_stage=blocks_per_stage, widths=widths,
+                           p_last=p_last, mode=mode, num_classes=num_classes, depth=6 * blocks_per_stage + 2)
+
+    @property
+    def survival(self) -> list[float]:
+        """Survival probability ``1 − p_l`` of each block's residual branch."""
+        return [1.0 - p for p in self.drop_rates]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(self.stem(x)))
