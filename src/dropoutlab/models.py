@@ -288,6 +288,8 @@ class ResNetSD(nn.Module):
             raise ValueError(f"ResNetSD: input_shape must be (C, H, W), got {tuple(input_shape)}")
         if isinstance(blocks_per_stage, bool) or not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:
             raise ValueError(f"ResNetSD: blocks_per_stage must be an integer ≥ 1, got {blocks_per_stage!r}")
+        if isinstance(p_last, bool) or not isinstance(p_last, (int, float)) or not 0 <= p_last <= 1:
+            raise ValueError(f"ResNetSD: p_last must be a drop probability in [0, 1], got {p_last!r}")
         widths = list(widths)
         if len(widths) != 3:
             raise ValueError(f"ResNetSD: widths must name the 3 stages' channels, got {widths}")
