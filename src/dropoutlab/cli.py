@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a notebook once per (parameters, seed): locally, on Slurm (submitit) "
                                          "or on DVC's experiment queue")
     sweep.add_argument("name", metavar="NOTEBOOK")
-    sweep.add_argument("--profile", default="smoke", choices=PROFILES, help="default: smoke")
+    sweep.add_argument("--profile", default="quick", choices=PROFILES, help="default: quick")
     sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=V1,V2",
                        help="a parameter's values, comma-separated YAML values (lr=0.001,0.01; widths=[32,32],[64]); "
                             "repeatable: every combination is a job")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local: one after another here; submitit: one job each on Slurm (or submitit's "
                             "local/debug executor, --cluster); dvc-queue: one queued DVC experiment each")
     sweep.add_argument("--cluster", default="auto", choices=("auto", "slurm", "local", "debug"),
-                       help="submitit's executor (auto: Slurm where sbatch is, else local)")
+                       help="submitit's executor (default auto: Slurm where its commands are found, else local)")
     sweep.add_argument("--config", metavar="FILE", help="YAML of submitit executor parameters "
                                                         "(timeout_min, slurm_partition, cpus_per_task, ...)")
     sweep.add_argument("--sweep-name", metavar="NAME", help="default NOTEBOOK-PROFILE; results in sweeps/NAME/<job>/")

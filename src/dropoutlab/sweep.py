@@ -8,8 +8,12 @@ Every combination of the ``-p`` values and seeds is one *job*: the notebook exec
 * ``local``: one after another in this process;
 * ``submitit``: one job each of `submitit <https://github.com/facebookincubator/submitit>`_'s executor —
   Slurm when ``sbatch`` is there (``--cluster slurm``), or its own ``local`` (subprocesses) and ``debug``
-  (in this process) modes, which the tests use. Executor settings (partition, time, CPUs, GPUs) come from a
-  YAML file (``--config``) and are passed to ``AutoExecutor.update_parameters`` unchanged.
+  (in this process) modes (the tests use ``local``). Executor settings (partition, time, CPUs, GPUs) come from a
+  YAML file (``--config``) and are passed to ``AutoExecutor.update_parameters`` unchanged;
+* ``dvc-queue``: one queued DVC experiment each (:func:`queue_dvc`), run by ``dvc queue start -j N``.
+
+A one-seed job (``--seeds``) records its measurements without judging them, as a pipeline training part
+does (a rule needs several runs); without ``--seeds`` a job runs the profile's seeds and is judged.
 
 Why submitit and not Ray: submitit is a pure-Python Slurm client (``sbatch``/``sacct``) with no daemon or
 cluster of its own to start, and its local executor runs the same job objects on one machine; Ray needs a
