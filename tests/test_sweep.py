@@ -211,10 +211,13 @@ def test_dvc_queue_runs_two_experiments_and_shows_both(tmp_path):
     assert all(name in out for name in names)
     assert run("git", "status", "--porcelain") == "", "params.yaml put back"
     run(sys.executable, "-m", "dvc", "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 900
-    while any(word in run(sys.executable, "-m", "dvc", "queue", "status") for word in ("Queued", "Running")):
-        assert time.monotonic() < deadline, run(sys.executable, "-m", "dvc", "queue", "status")
-        time.sleep(3)
+    try:
+        deadline = time.monotonic() + 900
+        while any(word in run(sys.executable, "-m", "dvc", "queue", "status") for word in ("Queued", "Running")):
+            assert time.monotonic() < deadline, run(sys.executable, "-m", "dvc", "queue", "status")
+            time.sleep(3)
+    finally:
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "stop"], cwd=clone, env=env, capture_output=True)
     status = run(sys.executable, "-m", "dvc", "queue", "status")
     assert status.count("Success") == 2, status
     found = _exp_metrics(json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json")),
