@@ -7,6 +7,7 @@ The modules a subcommand needs beyond the notebook runner are imported when it r
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import subprocess
 import sys
@@ -50,6 +51,29 @@ def cmd_run_notebook(args: argparse.Namespace) -> int:
     out = run_notebook(args.name, args.profile, _parse_overrides(args.param), part=args.part)
     print(f"executed {args.name} ({args.profile}) → {_rel(out)}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    # Loaded by name: the pipeline's report stage depends on the modules this file imports (pipeline.py reads
+    # the import statements), and the report does not use the sweep — an edit to sweep.py re-runs no stage.
+    sweep = importlib.import_module("dropoutlab.sweep")
+
+    grid = sweep.parse_grid(args.param)
+    seeds = sweep.parse_seeds(args.seeds)
+    jobs = sweep.plan(args.name, args.profile, grid, seeds, name=args.sweep_name,
+                      out=Path(args.out) if args.out else None)
+    if args.engine == "dvc-queue":
+        queued = sweep.queue_dvc(jobs)
+        print(f"queued {len(queued)} DVC experiment(s): {', '.join(queued)}\n"
+              "run them with `dvc queue start -j N`, follow with `dvc queue status`, compare with `dvc exp show`")
+        return 0
+    print(f"sweep {jobs[0].folder.parent.name}: {len(jobs)} job(s), engine {args.engine}"
+          + (f" ({args.cluster})" if args.engine == "submitit" else ""))
+    result = sweep.run_sweep(jobs, args.engine, args.cluster, sweep.load_config(args.config))
+    table = sweep.write_summary(jobs)
+    print(f"{len(result.ran)} ran, {len(result.skipped)} finished earlier, {len(result.failed)} failed; "
+          f"results in {_rel(result.root)}/<job>/reports/{args.profile}/, summary {_rel(table)}")
+    return 1 if result.failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -170,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="full/paper profiles: a training stage's part (e.g. seed-3 with -p 'seeds=[3]'): its "
                           "runs, executed notebook, figures and metrics go to runs/<profile>/<name>/<part>/")
     run.set_defaults(func=cmd_run_notebook)
+
+    sweep = sub.add_parser("sweep", help="run a notebook once per (parameters, seed): locally, on Slurm (submitit) "
+                                         "or on DVC's experiment queue")
+    sweep.add_argument("name", metavar="NOTEBOOK")
+    sweep.add_argument("--profile", default="quick", choices=PROFILES, help="default: quick")
+    sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a parameter's values, comma-separated YAML values (lr=0.001,0.01; widths=[32,32],[64]); "
+                            "repeatable: every combination is a job")
+    sweep.add_argument("--seeds", metavar="LIST", help="one job per seed (seeds=[s]): 0,1,2 or 0-4")
+    sweep.add_argument("--engine", default="local", choices=("local", "submitit", "dvc-queue"),
+                       help="local: one after another here; submitit: one job each on Slurm (or submitit's "
+                            "local/debug executor, --cluster); dvc-queue: one queued DVC experiment each")
+    sweep.add_argument("--cluster", default="auto", choices=("auto", "slurm", "local", "debug"),
+                       help="submitit's executor (default auto: Slurm where its commands are found, else local)")
+    sweep.add_argument("--config", metavar="FILE", help="YAML of submitit executor parameters "
+                                                        "(timeout_min, slurm_partition, cpus_per_task, ...)")
+    sweep.add_argument("--sweep-name", metavar="NAME", help="default NOTEBOOK-PROFILE; results in sweeps/NAME/<job>/")
+    sweep.add_argument("--out", metavar="DIR", help="folder of sweeps (default: sweeps/ in the repository)")
+    sweep.set_defaults(func=cmd_sweep)
 
     repro = sub.add_parser("reproduce", help="run the pipeline for one profile, then the verdicts and the comparison "
                                              "with the committed record (what `make reproduce` does)")
