@@ -4,6 +4,9 @@
 * :class:`ConvNet`: blocks built from an order string such as ``"conv-bn-act-drop-pool"``
   (the BN/Dropout ordering table of a Stack Overflow answer, Q39691902).
 * :class:`Autoencoder`: one hidden layer (Srivastava 2014, Fig. 7–8).
+* :class:`KingmaMLP` (learned Gaussian dropout on units, :class:`VariationalGaussianDropout`),
+  :class:`LeNet300100`, :class:`LeNet5Caffe` (sparse variational dropout): Kingma et al. 2015,
+  Molchanov et al. 2017.
 * :class:`RowLSTM`: an LSTM reading an image row by row (sequence model for RNN dropout).
 
 Where a layer gets dropout depends on the variant's ``kind`` in the registry: an
@@ -14,13 +17,21 @@ variational dropout). ``p = 0`` or the name ``"none"`` inserts nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .variants import get_variant, make_dropout
+from .variants.bayesian import (
+    ALPHA_INIT_MAX,
+    SparseVariationalConv2d,
+    SparseVariationalLinear,
+    kingma_kl,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "selu": nn.SELU, "gelu": nn.GELU,
@@ -171,6 +182,150 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.encoder(x))
+
+
+class VariationalGaussianDropout(nn.Module):
+    """Gaussian dropout on units with a learned rate: Kingma et al. (2015) variational dropout, variant A.
+
+    Kingma, Salimans, Welling, NeurIPS 2015, §3.2/§4: multiplicative noise on a layer's *inputs*,
+    ``y = x ⊙ ξ``, ``ξ ~ N(1, α)`` per sample and unit (correlated noise on the weights of the next
+    layer), with ``α = p/(1−p)`` learned. ``α = σ(alpha_logit) < 1`` (the KL fit holds for α ≤ 1).
+    ``granularity="layer"`` learns one α, ``"unit"`` one per unit. :meth:`kl` is Kingma's polynomial
+    KL (:func:`~dropoutlab.variants.bayesian.kingma_kl`, constant dropped) counted once per weight of
+    the layer the units feed (``fan_out`` weights per unit), as for independent weight noise;
+    :meth:`regularizer` is ``kl_weight · kl()`` (``kl_weight = 1/N`` for a mean loss over N points).
+    Eval: identity. Shape: ``(N, features)`` in and out.
+    """
+
+    def __init__(self, features: int, fan_out: int, p: float = 0.5, granularity: str = "unit",
+                 kl_weight: float = 1.0) -> None:
+        super().__init__()
+        for what, value in (("features", features), ("fan_out", fan_out)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"VariationalGaussianDropout: {what} must be a positive int, got {value!r}")
+        if granularity not in ("layer", "unit"):
+            raise ValueError(f"VariationalGaussianDropout: granularity must be 'layer' or 'unit', got {granularity!r}")
+        if not 0.0 < float(p) <= 0.5:
+            raise ValueError(f"VariationalGaussianDropout: initial drop probability p must be in (0, 0.5] "
+                             f"(α = p/(1−p) ≤ 1), got {p!r}")
+        if not (float(kl_weight) >= 0.0 and math.isfinite(float(kl_weight))):
+            raise ValueError(f"VariationalGaussianDropout: kl_weight must be a finite number >= 0, got {kl_weight!r}")
+        self.features, self.fan_out, self.granularity = features, fan_out, granularity
+        alpha = min(float(p) / (1.0 - float(p)), ALPHA_INIT_MAX)
+        shape = () if granularity == "layer" else (features,)
+        self.alpha_logit = nn.Parameter(torch.full(shape, math.log(alpha) - math.log1p(-alpha)))
+        self.register_buffer("kl_weight", torch.tensor(float(kl_weight)))
+
+    @property
+    def log_alpha(self) -> Tensor:
+        return F.logsigmoid(self.alpha_logit)
+
+    @property
+    def p(self) -> Tensor:
+        """Equivalent drop probabilities ``α/(1+α)`` (graph-connected)."""
+        alpha = torch.sigmoid(self.alpha_logit)
+        return alpha / (1.0 + alpha)
+
+    @property
+    def rate(self) -> float:
+        return float(self.p.detach().mean())
+
+    def kl(self) -> Tensor:
+        per_alpha = kingma_kl(self.log_alpha)
+        return per_alpha.sum() * (self.features * self.fan_out // per_alpha.numel())
+
+    def regularizer(self) -> Tensor:
+        return self.kl_weight * self.kl()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.features:
+            raise ValueError(f"VariationalGaussianDropout: input must have shape (N, {self.features}), "
+                             f"got {tuple(x.shape)}")
+        if not self.training:
+            return x
+        return x * (1.0 + self.log_alpha.mul(0.5).exp() * torch.randn_like(x))
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, granularity={self.granularity}, p={self.rate:.4g}"
+
+
+class KingmaMLP(nn.Sequential):
+    """MLP ``in → widths… → out`` (ReLU) with :class:`VariationalGaussianDropout` on every hidden layer.
+
+    Kingma et al. (2015) variational dropout, variant A, on the hidden units (not on the input). The
+    layers are built in the same order as :class:`MLP` with ``p_input=0``, and the noise modules draw
+    no random numbers, so under the same seed the Linear layers start with :class:`MLP`'s weights
+    (the arms of a comparison are paired by initialisation). ``kl_weight``: ``1/N`` for a mean loss.
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int], out_features: int, *, p: float = 0.5,
+                 granularity: str = "unit", kl_weight: float = 1.0) -> None:
+        widths = list(widths)
+        if not widths:
+            raise ValueError("KingmaMLP: widths must name at least one hidden layer")
+        sizes = [in_features, *widths, out_features]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            if i > 0:
+                layers.append(VariationalGaussianDropout(fan_in, fan_out, p=p, granularity=granularity,
+                                                         kl_weight=kl_weight))
+            layers.append(nn.Linear(fan_in, fan_out))
+            if i < len(widths):
+                layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+
+class LeNet300100(nn.Sequential):
+    """LeNet-300-100 with sparse variational dropout on every layer (Molchanov et al., ICML 2017, Table 1).
+
+    ``Flatten → SVLinear(in, 300) → ReLU → SVLinear(300, 100) → ReLU → SVLinear(100, out)`` with
+    :class:`~dropoutlab.variants.bayesian.SparseVariationalLinear` (weights with ``log α ≥ threshold``
+    are zero at eval). Input ``(N, ...)`` flattened to ``in_features``; output ``(N, out_features)``.
+    """
+
+    def __init__(self, in_features: int = 784, out_features: int = 10, *, widths: Sequence[int] = (300, 100),
+                 threshold: float = 3.0, kl_weight: float = 1.0) -> None:
+        sizes = [in_features, *widths, out_features]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(SparseVariationalLinear(fan_in, fan_out, threshold=threshold, kl_weight=kl_weight))
+            if i < len(widths):
+                layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+
+class LeNet5Caffe(nn.Module):
+    """LeNet-5-Caffe with sparse variational dropout on every layer (Molchanov et al., ICML 2017, Table 1).
+
+    ``conv 20@5×5 → maxpool 2 → conv 50@5×5 → maxpool 2 → fc 500 → ReLU → fc 10`` as in Caffe's
+    ``lenet_train_test.prototxt`` (no nonlinearity after the convolutions), every layer a sparse-VD
+    layer (:class:`~dropoutlab.variants.bayesian.SparseVariationalConv2d` / ``SparseVariationalLinear``).
+    On 28×28 inputs the first fc layer is 800 → 500. ``padding`` (0 in the paper) lets the net run on
+    small images (8×8 digits: ``padding=2``). Input ``(N, C, H, W)``; output ``(N, num_classes)``.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, *,
+                 channels: Sequence[int] = (20, 50), hidden: int = 500, padding: int = 0, threshold: float = 3.0,
+                 kl_weight: float = 1.0) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"LeNet5Caffe: input_shape must be (C, H, W), got {tuple(input_shape)}")
+        c1, c2 = channels
+        kw = dict(threshold=threshold, kl_weight=kl_weight)
+        self.features = nn.Sequential(
+            SparseVariationalConv2d(input_shape[0], c1, 5, padding=padding, **kw), nn.MaxPool2d(2),
+            SparseVariationalConv2d(c1, c2, 5, padding=padding, **kw), nn.MaxPool2d(2))
+        h, w = input_shape[1:]
+        for _ in range(2):
+            h, w = (h + 2 * padding - 4) // 2, (w + 2 * padding - 4) // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"LeNet5Caffe: input {tuple(input_shape)} is too small for two 5×5 convolutions "
+                             f"and poolings with padding={padding}")
+        self.classifier = nn.Sequential(nn.Flatten(), SparseVariationalLinear(c2 * h * w, hidden, **kw), nn.ReLU(),
+                                        SparseVariationalLinear(hidden, num_classes, **kw))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
 
 
 class RowLSTM(nn.Module):
