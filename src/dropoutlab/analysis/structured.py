@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import stats
 from torch import Tensor, nn
@@ -105,7 +106,6 @@ def dropblock_drop_fractions(feature_sizes: Sequence[int], block_sizes: Sequence
     from the trial-to-trial spread), ``rel_error`` (realised/nominal − 1), ``expected_rel_error``
     and ``z`` ((realised − expected)/se).
     """
-    import pandas as pd
 
     feats = _int_list(feature_sizes, "feature_sizes")
     blocks = _int_list(block_sizes, "block_sizes")
@@ -291,7 +291,6 @@ def train_arms(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[
     each network is evaluated on ``data[test_split]``; a network with DropConnect layers is
     evaluated once per rule in ``inferences`` (once with its own rule when ``inferences`` is empty).
     """
-    import pandas as pd
 
     if not arms:
         raise ValueError("arms must name at least one arm: {label: model keyword arguments}")

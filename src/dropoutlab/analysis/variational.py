@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import integrate
@@ -229,7 +230,6 @@ def kl_study(n_points: int = 200, *, kingma_range: Sequence[float] = (0.05, 1.0)
     :func:`~dropoutlab.variants.bayesian.molchanov_kl` in float64. The Monte Carlo cross-check uses
     ``mc_samples`` draws at ``mc_points`` values of log α evenly spaced in ``molchanov_range``.
     """
-    import pandas as pd
 
     name = "kl_study"
     n = _check_positive_int(n_points, name, "n_points", minimum=3)
@@ -353,7 +353,6 @@ def gradient_variance(model: nn.Module, data, *, n_batches: int = 50, batch_size
     Per layer (bottom, top): the variance over the minibatches of each θ's gradient (ddof 1),
     averaged over the layer's weights. Returns a DataFrame ``estimator, layer, variance, log_variance``.
     """
-    import pandas as pd
 
     name = "gradient_variance"
     n_batches = _check_positive_int(n_batches, name, "n_batches", minimum=2)
@@ -406,7 +405,6 @@ def variance_study(train, test, seeds: Iterable[int], widths: Sequence[int], con
     Kingma et al. 2015, Table 1. The same ``n_batches`` minibatches of ``batch_size`` and the same
     noise seed serve every estimator within a seed (``seed`` is the training seed).
     """
-    import pandas as pd
 
     name = "variance_study"
     seeds = _check_seeds(seeds, name)
@@ -461,7 +459,6 @@ def dropout_comparison(train, test, seeds: Iterable[int], widths: Sequence[int],
     Kingma et al. 2015, Fig. 1. The test split is evaluated after every epoch (``eval_splits``
     of the config plus ``"test"``) for the learning curves.
     """
-    import pandas as pd
 
     name = "dropout_comparison"
     seeds = _check_seeds(seeds, name)
@@ -581,7 +578,6 @@ def sparse_vd_study(net: str, train, test, seeds: Iterable[int], config: TrainCo
     weight ``β/N`` ramped by :class:`KLWeightScheduler` (``KLWarmup(*warmup)`` in epochs; the paper:
     0 before epoch 5, 1 from epoch 20). Weights with ``log α ≥ threshold`` are pruned (zero at eval).
     """
-    import pandas as pd
 
     name = "sparse_vd_study"
     _check_choice(net, SPARSE_NETS, name, "net")
