@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,18 @@ def test_departures_are_kept_per_profile_and_shown_in_the_report():
     assert registry.get("SR-T2").departures == (("full", "50 of the check's 40 epochs"),)
     text = render_markdown([], registry)
     assert "Departures from the checks" in text and "| SR-T2 | full | 50 of the check's 40 epochs |" in text
+
+
+def test_every_claims_section_is_a_heading_of_its_notebook():
+    """The report links each claim to ``notebook.html#section``: a section that is not a heading loses its anchor."""
+    registry = load_registry(REPO_CLAIMS)
+    missing = []
+    for rule in registry:
+        if rule.section is None:
+            continue
+        cells = json.loads((REPO_CLAIMS.parent / "notebooks" / f"{rule.notebook}.ipynb").read_text())["cells"]
+        headings = {line.lstrip("#").strip() for cell in cells if cell["cell_type"] == "markdown"
+                    for line in "".join(cell["source"]).splitlines() if line.startswith("#")}
+        if rule.section not in headings:
+            missing.append(f"{rule.id}: {rule.section!r} is not a heading of {rule.notebook}")
+    assert not missing, "\n".join(missing)
