@@ -1,8 +1,10 @@
 """The notebook runner, and every notebook executed end to end in the smoke profile.
 
-Each notebook runs twice: through the runner (as DVC runs it) and as JupyterLab runs it — the
-kernel's working directory at ``notebooks/``, no parameters injected, the parameters cell's own
-defaults — and both runs must write the same files with the same contents.
+Each notebook runs through the runner (as DVC runs it). Notebook 01 also runs as JupyterLab runs it —
+the kernel's working directory at ``notebooks/``, no parameters injected, the parameters cell's own
+defaults — and both runs must write the same files with the same contents; it stands for every
+notebook because none does file I/O of its own (checked statically) and every parameters cell's
+defaults are the smoke profile (checked against params.yaml).
 """
 
 from __future__ import annotations
@@ -224,10 +226,32 @@ def test_notebook_runs_in_smoke_profile(name, runner_outputs):
     assert out.with_suffix(".html").is_file()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_as_jupyterlab_runs_it(name, runner_outputs, tmp_path, monkeypatch):
+def test_notebooks_do_no_file_io_of_their_own(name):
+    """Every file a notebook reads or writes goes through the package (params, data, figures, tables,
+    metrics), whose paths do not depend on the kernel's working directory — so one notebook run as
+    JupyterLab runs it (below) stands for all."""
+    code = "\n".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+                     if c["cell_type"] == "code")
+    tree = ast.parse(code)
+    calls = [node.func for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    named = {f.id for f in calls if isinstance(f, ast.Name)} | {f.attr for f in calls if isinstance(f, ast.Attribute)}
+    of_modules = {f"{f.value.id}.{f.attr}" for f in calls if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)}
+    file_io = {"open", "Path", "savefig", "to_csv", "read_csv", "to_json", "read_json", "to_parquet", "write_text",
+               "read_text", "write_bytes", "read_bytes", "chdir", "getcwd", "listdir", "glob", "mkdir"}
+    assert not named & file_io, f"{name} does file I/O itself: {sorted(named & file_io)}"
+    module_io = {f"{m}.{f}" for m in ("np", "numpy", "torch", "pd", "pickle", "json") for f in ("save", "load", "dump")}
+    assert not of_modules & module_io, f"{name} does file I/O itself: {sorted(of_modules & module_io)}"
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"os", "pathlib", "shutil", "pickle", "glob"}, f"{name} imports file-system modules"
+
+
+@pytest.mark.slow
+def test_notebook_runs_as_jupyterlab_runs_it(runner_outputs, tmp_path, monkeypatch):
     """Kernel in notebooks/, nothing injected: the same files, byte for byte, as the runner's smoke run."""
+    name = "01_dropout_vs_none"
     for item in ("params.yaml", "claims.yaml", "notebooks"):
         source = ROOT / item
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)

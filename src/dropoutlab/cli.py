@@ -48,8 +48,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run_notebook(args: argparse.Namespace) -> int:
-    out = run_notebook(args.name, args.profile, _parse_overrides(args.param), part=args.part)
-    print(f"executed {args.name} ({args.profile}) → {_rel(out)}")
+    out = run_notebook(args.name, args.profile, _parse_overrides(args.param), part=args.part, dry_run=args.dry_run)
+    print(f"executed {args.name} ({args.profile}{', dry run' if args.dry_run else ''}) → {_rel(out)}")
     return 0
 
 
@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--part", default=None, metavar="NAME",
                      help="full/paper profiles: a training stage's part (e.g. seed-3 with -p 'seeds=[3]'): its "
                           "runs, executed notebook, figures and metrics go to runs/<profile>/<name>/<part>/")
+    run.add_argument("--dry-run", action="store_true",
+                     help="the profile's models, data, optimisers and loops, two updates per training run on a data "
+                          "slice (params.yaml dry_run): a configuration check in seconds; outputs in dry-run/")
     run.set_defaults(func=cmd_run_notebook)
 
     sweep = sub.add_parser("sweep", help="run a notebook once per (parameters, seed): locally, on Slurm (submitit) "

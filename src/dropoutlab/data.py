@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_bytes
+from .paths import dry_run
 
 __all__ = [
     "DataError",
@@ -880,13 +881,17 @@ def load_dataset(
     module docstring). ``n`` selects a class-stratified subset of that size drawn with ``seed``
     (:func:`stratified_indices`); ``seed`` has no other effect. ``root`` defaults to
     :func:`default_root`; missing files are fetched (:func:`fetch`). Decoded files are cached in
-    memory (:func:`clear_cache` empties the cache).
+    memory (:func:`clear_cache` empties the cache). In a dry run (:func:`dropoutlab.paths.dry_run`)
+    every split is a stratified subset of at most the dry run's ``examples``.
     """
     key = _normalise_name(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     info = _REGISTRY[key]
     images, labels, idx, scale = _split_source(key, split, None if root is None else str(root))
+    caps = dry_run()
+    if caps is not None:
+        n = min(n or len(idx), caps.examples, len(idx))
     if n is not None:
         idx = idx[stratified_indices(labels[idx], n, seed)]
     x = torch.from_numpy((images[idx].astype(np.float32) / np.float32(scale))[:, None])

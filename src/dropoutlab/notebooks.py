@@ -33,7 +33,7 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 
 from ._io import atomic_write_text
-from .paths import PART_ENV, PROFILES, RUNS_ENV, executed_dir, notebooks_dir, repo_root, runs_dir
+from .paths import DRY_RUN_ENV, PART_ENV, PROFILES, RUNS_ENV, DryRun, executed_dir, notebooks_dir, repo_root, runs_dir
 
 RUNNER_ENV = "DROPOUTLAB_RUNNER"  # set for kernels the runner starts: parameters were injected
 REGISTRY_ENV = "DROPOUTLAB_REGISTRY"  # the claims registry a kernel's Ledger reads
@@ -185,6 +185,19 @@ def notebook_parameters(name: str, profile: str, overrides: dict[str, Any] | Non
     return params
 
 
+def dry_run_settings(name: str, root: Path | None = None) -> tuple[DryRun, dict[str, Any]]:
+    """``dry_run`` of params.yaml: the caps of a dry run, and notebook ``name``'s analysis sizes."""
+    section = load_params(root).get("dry_run") or {}
+    steps, examples, shrink = section.get("steps"), section.get("examples"), section.get("shrink") or {}
+    for key, value in (("steps", steps), ("examples", examples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise NotebookParameterError(f"params.yaml dry_run.{key} must be a positive integer, got {value!r}")
+    unknown = sorted(set(shrink) - set(list_notebooks(root)))
+    if unknown:
+        raise NotebookParameterError(f"params.yaml dry_run.shrink: unknown notebook(s) {', '.join(unknown)}")
+    return DryRun(steps, examples), dict(shrink.get(name) or {})
+
+
 def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
     """Remove what changes from run to run: papermill/timing metadata and random cell ids."""
     nb = copy.deepcopy(nb)
@@ -202,7 +215,7 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, output_root: Path | None = None,
-               part: str | None = None):
+               part: str | None = None, dry: DryRun | None = None):
     """Environment a kernel started inside the block inherits, restored afterwards.
 
     * ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = ``cpu_threads``: CPU results are bit-identical only at
@@ -217,12 +230,13 @@ def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, 
       finished ones; see :func:`dropoutlab.train.run_store`) for the full and paper profiles;
     * for a scratch run (``output_root`` other than ``root``): ``DROPOUTLAB_ROOT`` = ``output_root``, so
       figures and metrics go there, and ``DROPOUTLAB_DATA`` = ``root``'s data;
-    * ``DROPOUTLAB_PART`` for a training stage (``part``): its ledger records without judging a share.
+    * ``DROPOUTLAB_PART`` for a training stage (``part``): its ledger records without judging a share;
+    * ``DROPOUTLAB_DRY_RUN`` for a dry run (``dry``): see :func:`dropoutlab.paths.dry_run`.
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
     keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV, PROGRESS_ENV, RUNS_ENV,
-            PART_ENV, "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA")
+            PART_ENV, DRY_RUN_ENV, "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA")
     saved = {key: os.environ.get(key) for key in keys}
     try:
         if threads is not None:
@@ -234,6 +248,8 @@ def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, 
             os.environ[RUNS_ENV] = os.pathsep.join(str(folder) for folder in runs)
         if part:
             os.environ[PART_ENV] = part
+        if dry is not None:
+            os.environ[DRY_RUN_ENV] = f"{dry.steps}:{dry.examples}"
         if output_root is not None and Path(output_root).resolve() != Path(root).resolve():
             os.environ["DROPOUTLAB_ROOT"] = str(output_root)
             os.environ.setdefault("DROPOUTLAB_DATA", str(root / "data" / "raw"))
@@ -339,7 +355,7 @@ def export_html(nb_path: Path) -> Path:
 
 def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
                  root: Path | None = None, output_root: Path | None = None, html: bool = True,
-                 part: str | None = None) -> Path:
+                 part: str | None = None, dry_run: bool = False) -> Path:
     """Execute ``notebooks/<name>.ipynb`` and return the path of the executed copy.
 
     ``root`` holds params.yaml and notebooks/; ``output_root`` (default ``root``) is the
@@ -350,16 +366,30 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     after an interruption resumes, an analysis re-run does not retrain. A ``part`` other than main
     is a training stage (say ``seed-3``, with ``-p seeds=[3]``): its executed notebook, figures and
     metrics go to that folder, never over the profile's record.
+
+    ``dry_run``: the profile's models, data pipeline, optimisers and loops, each training run
+    stopped after ``dry_run.steps`` updates (params.yaml) on at most ``dry_run.examples`` images per
+    split, with the analysis sizes of ``dry_run.shrink.<name>`` (``overrides`` still win); nothing
+    is stored in ``runs/``, and the outputs go to ``dry-run/`` (default ``output_root``), never over
+    a profile's record. It checks a configuration on a CPU before GPU time is spent on it.
     """
     import nbformat
 
     root = root or repo_root()
+    dry = None
+    if dry_run:
+        if part is not None:
+            raise NotebookParameterError(f"part {part!r}: a dry run has no parts (it keeps no runs)")
+        dry, shrink = dry_run_settings(name, root)
+        overrides = {**shrink, **(overrides or {})}
     params = notebook_parameters(name, profile, overrides, root)
     runs, part = None, None if part == "main" else part
     if part is not None and (profile not in STORE_PROFILES or not part.replace("-", "").replace("_", "").isalnum()):
         raise NotebookParameterError(f"part {part!r}: only the {' and '.join(STORE_PROFILES)} profiles have parts, "
                                      "named with letters, digits, '-' and '_'")
-    if profile in STORE_PROFILES:
+    if dry is not None:
+        output_root = output_root or root / "dry-run"
+    elif profile in STORE_PROFILES:
         folder = runs_dir(profile, root) / name / (part or "main")
         runs = [folder / "checkpoints", runs_dir(profile, root)]
         runs[0].mkdir(parents=True, exist_ok=True)  # a DVC output even when every run was found done
@@ -373,7 +403,7 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     threads = load_params(root).get("cpu_threads")
     try:
-        with kernel_env(threads, root, runs, output_root, part):
+        with kernel_env(threads, root, runs, output_root, part, dry):
             pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
                                 kernel_name="python3", progress_bar=False, cwd=str(output_root),
                                 engine_name="dropoutlab")

@@ -7,12 +7,42 @@ Every profile has its own output places, so no profile overwrites another's resu
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 MARKERS = ("dvc.yaml", "params.yaml")
 PROFILES = ("smoke", "quick", "full", "paper")
 PART_ENV = "DROPOUTLAB_PART"  # set in a training stage's kernel: its ledger records without judging
 RUNS_ENV = "DROPOUTLAB_RUNS"  # run store of a kernel: folder new runs go to, then folders searched (os.pathsep)
+DRY_RUN_ENV = "DROPOUTLAB_DRY_RUN"  # "STEPS:EXAMPLES" in a dry run's kernel: see dry_run()
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """A dry run's caps: every training run stops after ``steps`` updates and every dataset split
+    loaded is a class-stratified subset of at most ``examples`` images."""
+
+    steps: int
+    examples: int
+
+
+def dry_run() -> DryRun | None:
+    """The caps of a dry run (``dropoutlab run-notebook NAME --profile paper --dry-run``), or None.
+
+    A dry run builds a profile's models, data pipeline, optimisers and loops as the profile says
+    and steps each one a few times on a data slice, so a configuration error shows on a CPU in
+    seconds rather than on a GPU after hours.
+    """
+    value = os.environ.get(DRY_RUN_ENV)
+    if not value:
+        return None
+    try:
+        steps, examples = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise ValueError(f"{DRY_RUN_ENV} must be 'STEPS:EXAMPLES' (two positive integers), got {value!r}") from None
+    if steps < 1 or examples < 1:
+        raise ValueError(f"{DRY_RUN_ENV} must be 'STEPS:EXAMPLES' (two positive integers), got {value!r}")
+    return DryRun(steps, examples)
 
 
 def repo_root(start: Path | str | None = None) -> Path:

@@ -15,7 +15,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._io import atomic_path
-from .paths import RUNS_ENV
+from .paths import RUNS_ENV, dry_run
 from .variants.base import DropoutBase
 
 TASKS = ("classification", "reconstruction", "regression")
@@ -328,10 +328,14 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     ``data`` maps split names to datasets with tensors ``x`` and ``y``. ``scheduler`` is a
     :class:`dropoutlab.schedules.DropoutScheduler` (stepped per update or per epoch, by its
     ``unit``). Returns the :class:`History`; the model is left in train mode with its final weights.
+    In a dry run (:func:`dropoutlab.paths.dry_run`) it stops after the dry run's ``steps`` updates.
     """
     from tqdm import tqdm
 
     config = config or TrainConfig()
+    caps = dry_run()
+    if caps is not None:  # a dry run: build and step the configuration, nothing more
+        config = replace(config, max_steps=min(config.max_steps or caps.steps, caps.steps))
     fit_started = time.perf_counter()
     missing = [s for s in ("train", *config.eval_splits) if s not in data]
     if missing:

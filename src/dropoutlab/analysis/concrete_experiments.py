@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..data import stratified_indices
 from ..inference import predict_mc
 from ..models import MLP
+from ..paths import dry_run
 from ..train import TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
 from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_regularizer_weights
 
@@ -699,7 +700,8 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
     """Adam on :func:`heteroscedastic_loss` plus every module's ``regularizer()``, shuffled minibatches.
 
     (``fit`` only knows MSE for regression.) Returns one record per epoch: ``epoch``, ``loss``
-    (running mean of the data term), ``rate/<label>`` when the model has :meth:`rates`.
+    (running mean of the data term), ``rate/<label>`` when the model has :meth:`rates`. In a dry run
+    (:func:`dropoutlab.paths.dry_run`) it stops after the dry run's ``steps`` updates.
     """
     name = "fit_heteroscedastic"
     epochs = _check_positive_int(epochs, name, "epochs")
@@ -713,11 +715,16 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
     regularized = [m for m in model.modules() if m is not model and callable(getattr(m, "regularizer", None))]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order_generator = torch.Generator().manual_seed(seed)
+    caps = dry_run()
+    step, max_steps = 0, None if caps is None else caps.steps
     records = []
     for epoch in range(1, epochs + 1):
         order = torch.randperm(x.shape[0], generator=order_generator).to(device)
         total = torch.zeros((), device=device)
         for start in range(0, x.shape[0], batch_size):
+            if step == max_steps:
+                break
+            step += 1
             idx = order[start:start + batch_size]
             data_term = heteroscedastic_loss(y[idx], model(x[idx]))
             loss = data_term + torch.stack([m.regularizer().reshape(()) for m in regularized]).sum()
@@ -731,6 +738,8 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
         if callable(getattr(model, "rates", None)):
             record.update({f"rate/{k}": v for k, v in model.rates().items()})
         records.append(record)
+        if step == max_steps:
+            break
     return records
 
 
