@@ -10,13 +10,14 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup system reproduce test lab report pipeline docs bench clean
+.PHONY: help setup system reproduce test lab report pipeline docs bench gpu-check clean
 help:
 	@echo "make reproduce  set up, bring the $(PROFILE) profile's results up to date, compare with the committed record"
 	@echo "                (PROFILE=quick|full|paper; FORCE=1 re-runs every stage from scratch)"
 	@echo "make test       set up, ruff, notebooks-without-outputs check, pytest (+ the browser test)"
 	@echo "make lab        JupyterLab on the same environment"
 	@echo "make bench      speed benchmarks (ratios against baselines, printed side by side)"
+	@echo "make gpu-check  on a CUDA machine, <= 10 min: CUDA tests, GPU benchmark, paper dry runs, paper stages that fit"
 	@echo "make report     rebuild reports/claims.md and reports/index.html from the metrics"
 	@echo "make pipeline   regenerate dvc.yaml from params.yaml, claims.yaml and the notebooks"
 	@echo "make docs       regenerate docs/variants.md from the variant registry"
@@ -59,6 +60,10 @@ docs: setup
 
 bench: setup
 	dropoutlab bench
+
+# On a machine with a CUDA GPU (and the CUDA build of the pinned torch): reports/paper/gpu_check.json.
+gpu-check: setup
+	python benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dvc_plots
