@@ -19,16 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PROFILES = load_params(ROOT)["pipeline"]["profiles"]
 NOTEBOOKS = list_notebooks(ROOT)
+BUILT = pipeline.build(ROOT)  # seconds: every notebook's parameters and imports are read
+
+
+@pytest.fixture
+def built_once(monkeypatch):
+    """For tests of what uses the pipeline (not of how it is built): build() answers from the one build above,
+    which test_dvc_yaml_is_generated_and_current checks against dvc.yaml."""
+    monkeypatch.setattr(pipeline, "build", lambda root=None: json.loads(json.dumps(BUILT)))
 
 
 def test_dvc_yaml_is_generated_and_current():
     assert (ROOT / "dvc.yaml").read_text() == pipeline.render(ROOT), "dvc.yaml is stale: run `make pipeline`"
+    assert BUILT == DVC
 
 
 NOTEBOOK_STAGES = [(name, profile) for profile in PROFILES for name in NOTEBOOKS if f"{name}-{profile}" in DVC["stages"]]
 
 
-def test_stages_in_notebook_order_with_data_first_and_report_last():
+def test_stages_in_notebook_order_with_data_first_and_report_last(built_once):
     names = list(DVC["stages"])
     assert names[-1] == "report"
     data = [n for n in names if n.startswith("data-")]
@@ -171,7 +180,7 @@ def test_module_dependencies_follow_relative_imports(tmp_path):
                     "src/dropoutlab/analysis/d.py", "src/dropoutlab/b.py", "src/dropoutlab/c.py"]
 
 
-def test_reproduce_skips_what_missing_data_needs(monkeypatch, capsys):
+def test_reproduce_skips_what_missing_data_needs(built_once, monkeypatch, capsys):
     calls = []
 
     def fake_dvc(*args, root):
