@@ -41,6 +41,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
+from ..checks import integer
 from ..inference import enumerate_subnetworks
 from ..train import TrainConfig, fit, seed_everything
 from ..variants.base import validate_p
@@ -73,19 +74,14 @@ def _lam(p: float, name: str) -> float:
     return p / (1.0 - p)
 
 
-def _count(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
 
 def isotropic_inputs(n: int, d: int, generator: torch.Generator) -> Tensor:
     """``(n, d)`` inputs whose second moment is exactly the identity: (1/n)·XᵀX = I (n ≥ d).
 
     The check of MA-2's isotropic form then needs no sampling of x: √n times an orthonormal basis.
     """
-    _count(d, "isotropic_inputs: d")
-    if _count(n, "isotropic_inputs: n") < d:
+    integer(d, "isotropic_inputs: d")
+    if integer(n, "isotropic_inputs: n") < d:
         raise ValueError(f"isotropic_inputs: n must be ≥ d = {d}, got {n}")
     q, _ = torch.linalg.qr(torch.randn(n, d, generator=generator, dtype=DTYPE))
     return q * math.sqrt(n)
@@ -154,7 +150,7 @@ def monte_carlo_regulariser(w1: Tensor, w2: Tensor, x: Tensor, y: Tensor, p: flo
     value is the squared-error sum averaged over the examples. Returns (estimate, standard error).
     """
     _lam(p, "monte_carlo_regulariser")
-    _count(n_masks, "monte_carlo_regulariser: n_masks", 2)
+    integer(n_masks, "monte_carlo_regulariser: n_masks", 2)
     h = x @ w1.T
     clean = ((y - h @ w2.T) ** 2).sum(-1).mean()
     values = []
@@ -183,7 +179,7 @@ def induced_regulariser_minimum(m: Tensor, r: int, seed: int, outer: int = 40) -
     Λ += μ·(UVᵀ − M). Returns the regulariser at the end (``value``), ‖M‖_*²/r (``bound``), the
     constraint residual ‖UVᵀ − M‖_F/‖M‖_F and the spread of the products ‖u_i‖·‖v_i‖.
     """
-    r = _count(r, "induced_regulariser_minimum: r")
+    r = integer(r, "induced_regulariser_minimum: r")
     m = m.to(DTYPE)
     rows, cols = m.shape
     g = torch.Generator().manual_seed(seed)
@@ -269,7 +265,7 @@ def glm_penalty(x: Tensor, beta: Tensor, intercept: float, p: float, n_masks: in
     Returns R (``exact``) with its standard error, R_q (``quadratic``) and the relative error.
     """
     lam = _lam(p, "glm_penalty")
-    _count(n_masks, "glm_penalty: n_masks", 2)
+    integer(n_masks, "glm_penalty: n_masks", 2)
     x, beta = x.to(DTYPE), beta.to(DTYPE)
     eta = x @ beta + intercept
     a1 = torch.sigmoid(eta)
@@ -303,8 +299,8 @@ def nwgm_study(n_units: int, n_inputs: int, p: float, seed: int, all_low: bool) 
     Also reported: V = Var σ(S_b) and the second-order estimate E − NWGM ≈ V(1 − 2E)/(2E(1 − E))
     (derived here by expanding log G and log G' about E; not the paper's formula).
     """
-    _count(n_units, "nwgm_study: n_units")
-    if _count(n_inputs, "nwgm_study: n_inputs") > 16:
+    integer(n_units, "nwgm_study: n_units")
+    if integer(n_inputs, "nwgm_study: n_inputs") > 16:
         raise ValueError(f"nwgm_study: n_inputs must be ≤ 16 (2^n masks are enumerated), got {n_inputs}")
     _lam(p, "nwgm_study")
     g = torch.Generator().manual_seed(seed)

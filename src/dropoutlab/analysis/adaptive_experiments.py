@@ -1,0 +1,480 @@
+"""Adaptive, scheduled and meta-learned dropout: the experiments of notebook 12.
+
+Ba, Frey. "Adaptive dropout for training deep neural networks." NeurIPS 2013 (standout, BF-1).
+Morerio, Cavazza, Volpi, Vidal, Murino. "Curriculum dropout." ICCV 2017 (CU-S). Rennie, Goel,
+Thomas. "Annealed dropout training of deep networks." IEEE SLT 2014 (RN-A). Choe, Shim.
+"Attention-based dropout layer for weakly supervised object localization." CVPR 2019 (ADL-1).
+Lee, Nam, Yang, Hwang. "Meta Dropout: learning to perturb latent features for generalization."
+ICLR 2020 (MD-1; the meta-learning loop is :mod:`dropoutlab.metalearning`).
+
+Every study trains its arms on the same seeds through :func:`~dropoutlab.analysis.structured.train_arms`
+(``train.fit``): the seed fixes the initial weights (every arm's model creates the same layers in
+the same order) and the data order, so the arms are paired by seed. Each returns a frozen dataclass
+of tidy DataFrames. ``p`` is always a drop probability; the papers' keep (retain) probabilities
+are converted by name (:func:`~dropoutlab.variants.base.keep_to_drop`,
+:func:`~dropoutlab.schedules.curriculum_from_keep`).
+
+* :class:`AdaptiveMLP`, :func:`mlp_study` — standout vs dropout vs annealed dropout (BF-1, RN-A).
+* :class:`CurriculumCNN`, :func:`curriculum_study` — fixed vs curriculum vs anti-curriculum (CU-S).
+* :func:`adl_selection_frequency` — how often ADL picks its drop mask (ADL-1's check);
+  :class:`ADLNet`, :func:`adl_study` — a CNN with and without ADL (ADL-1's non-inferiority part).
+* :func:`meta_dropout_study` — MAML with and without meta dropout on few-shot episodes (MD-1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import Tensor, nn
+
+from ..checks import integer
+from ..data import Dataset
+from ..metalearning import ARMS as META_ARMS
+from ..metalearning import EpisodeSampler, build_model, meta_test, meta_train
+from ..schedules import AnnealedSchedule, DropoutScheduler, curriculum_from_keep
+from ..train import TrainConfig
+from ..variants import make_dropout
+from ..variants.adaptive import ADL, Standout
+from ..variants.base import keep_to_drop
+from .structured import train_arms
+
+__all__ = [
+    "ADLFrequency",
+    "ADLNet",
+    "AdaptiveMLP",
+    "CURRICULUM_ARMS",
+    "CurriculumCNN",
+    "MLP_ARMS",
+    "MetaStudy",
+    "TrainedArms",
+    "adl_selection_frequency",
+    "adl_study",
+    "class_pools",
+    "curriculum_schedules",
+    "curriculum_study",
+    "meta_dropout_study",
+    "mlp_study",
+]
+
+MLP_ARMS = ("dropout", "standout", "annealed")
+CURRICULUM_ARMS = ("fixed", "curriculum", "anti-curriculum")
+ADL_ARMS = ("no ADL", "ADL")
+Z_CHECK = float(stats.norm.isf(0.0005))  # two-sided 1e-3: 3.29 standard errors
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+
+def _counts(values: Any, name: str) -> list[int]:
+    values = list(values) if isinstance(values, (list, tuple, range)) else None
+    if not values:
+        raise ValueError(f"{name} must be a non-empty list of integers ≥ 1, got {values!r}")
+    return [integer(v, f"{name} entries") for v in values]
+
+
+def _seeds(seeds: Any) -> list[int]:
+    values = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
+    if (not values or len(set(values)) != len(values)
+            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in values)):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers ≥ 0, got {seeds!r}")
+    return [int(s) for s in values]
+
+
+def _prob(value: Any, name: str, *, open_right: bool = True) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+    if not ok and not (not open_right and value == 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1{')' if open_right else ']'}, got {value!r}")
+    return float(value)
+
+
+def _keep(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a keep (retain) probability in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _data(data: Any) -> dict[str, Dataset]:
+    if not isinstance(data, Mapping) or "train" not in data or "test" not in data:
+        raise ValueError(f"data must map 'train' and 'test' to datasets, got {sorted(data) if isinstance(data, Mapping) else data!r}")
+    return dict(data)
+
+
+def _config(config: Any) -> TrainConfig:
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    return config
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class TrainedArms:
+    """Arms × seeds of one study: ``errors`` (arm, seed, error %, loss) and ``history`` (fit's records)."""
+
+    errors: Any  # DataFrame
+    history: Any  # DataFrame
+
+    def test_error(self, arm: str):
+        """Per-seed test error (%) of one arm (a Series indexed by seed)."""
+        rows = self.errors[self.errors["arm"] == arm]
+        if rows.empty:
+            raise ValueError(f"arm must be one of {sorted(set(self.errors['arm']))}, got {arm!r}")
+        return rows.set_index("seed")["error"].sort_index()
+
+    def accuracy(self, arm: str):
+        """Per-seed test accuracy (%) of one arm."""
+        return 100.0 - self.test_error(arm)
+
+
+def _trained(study) -> TrainedArms:
+    errors = study.errors.drop(columns=["evaluation"]).reset_index(drop=True)
+    return TrainedArms(errors=errors, history=study.history)
+
+
+# ----------------------------------------------------------------------------- BF-1, RN-A: MLPs
+
+
+class AdaptiveMLP(nn.Sequential):
+    """``in → widths… → out`` ReLU MLP with standout or dropout (p) on every hidden layer, or neither.
+
+    ``mode="dropout"``: ``Linear → ReLU → InvertedDropout(p)`` per hidden layer; ``mode="standout"``:
+    :class:`~dropoutlab.variants.adaptive.Standout` around each hidden Linear (keep probability
+    σ(α·xWᵀ + β), tied to the layer's weights, expectation at test; Ba & Frey 2013); ``"none"``:
+    ``Linear → ReLU``. The Linear layers are created in the same order in every mode, so one seed
+    gives every mode the same initial weights. Input ``(N, ...)`` flattened, output ``(N, out)``.
+    """
+
+    MODES = ("dropout", "standout", "none")
+
+    def __init__(self, in_features: int, widths: Sequence[int], out_features: int, *, mode: str = "dropout",
+                 p: float = 0.5, alpha: float = 1.0, beta: float = 0.0) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        widths = _counts(widths, "widths")
+        p = _prob(p, "p")
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = integer(in_features, "in_features")
+        for width in widths:
+            linear = nn.Linear(fan_in, width)
+            if mode == "standout":
+                layers.append(Standout(linear, alpha=_finite(alpha, "alpha"), beta=_finite(beta, "beta")))
+            else:
+                layers += [linear, nn.ReLU()]
+                if mode == "dropout":
+                    layers.append(make_dropout("inverted", p=p))
+            fan_in = width
+        layers.append(nn.Linear(fan_in, integer(out_features, "out_features")))
+        super().__init__(*layers)
+
+
+def mlp_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *, widths: Sequence[int],
+              p: float = 0.5, alpha: float = 1.0, beta: float = 0.0,
+              arms: Sequence[str] = MLP_ARMS) -> TrainedArms:
+    """BF-1 and RN-A: the same MLP with dropout ``p``, with standout, and with annealed dropout.
+
+    ``"dropout"``: p fixed on every hidden layer (the baseline of both claims); ``"standout"``: Ba &
+    Frey's standout (α, β) instead; ``"annealed"``: Rennie et al.'s schedule, p(e) = p·(1 − e/(E − 1))
+    for epoch e = 0…E − 1 (a :class:`~dropoutlab.schedules.AnnealedSchedule` over E − 1 epochs), so
+    the rate falls linearly from p and the last epoch trains without dropout. Evaluated on
+    ``data["test"]`` after every epoch (``config.eval_splits`` is set to ``("test",)``).
+    """
+    data, config, seeds = _data(data), _config(config), _seeds(seeds)
+    widths = _counts(widths, "widths")
+    p = _prob(p, "p")
+    alpha, beta = _finite(alpha, "alpha"), _finite(beta, "beta")
+    arms = list(arms) if isinstance(arms, (list, tuple)) else None
+    if not arms or any(a not in MLP_ARMS for a in arms) or len(set(arms)) != len(arms):
+        raise ValueError(f"arms must be distinct names from {MLP_ARMS}, got {arms!r}")
+    shape = data["train"].x.shape[1:]
+    in_features, classes = int(np.prod(shape)), data["train"].num_classes
+
+    def model(mode: str) -> nn.Module:
+        return AdaptiveMLP(in_features, widths, classes, mode=mode, p=p, alpha=alpha, beta=beta)
+
+    modes = {"dropout": dict(mode="dropout"), "standout": dict(mode="standout"), "annealed": dict(mode="dropout")}
+    anneal_epochs = max(config.epochs - 1, 1)
+    schedulers = {"annealed": lambda m: DropoutScheduler(m, AnnealedSchedule(p, anneal_epochs), unit="epoch")}
+    study = train_arms(model, {a: modes[a] for a in arms}, data, _with_test(config), seeds,
+                       schedulers={a: s for a, s in schedulers.items() if a in arms})
+    return _trained(study)
+
+
+def _with_test(config: TrainConfig) -> TrainConfig:
+    return replace(config, eval_splits=("test",))
+
+
+# ----------------------------------------------------------------------------- CU-S: curriculum dropout
+
+
+class CurriculumCNN(nn.Module):
+    """Morerio et al.'s MNIST CNN with dropout on the input, after each conv block and each fc layer.
+
+    ``drop_input → conv5×5(c1) → ReLU → pool → drop_conv1 → conv5×5(c2) → ReLU → pool → drop_conv2
+    → fc(h1) → ReLU → drop_fc1 → fc(h2) → ReLU → drop_fc2 → fc(classes)`` ('same' padding). The
+    paper's net is c = (32, 48), h = (2048, 1024). The drop probabilities start at ``p_input``,
+    ``p_conv``, ``p_fc``; a :class:`DropoutScheduler` keyed by the module names above rewrites them.
+    Input ``(N, C, H, W)``, output ``(N, classes)``.
+    """
+
+    DROPOUTS = ("drop_input", "drop_conv1", "drop_conv2", "drop_fc1", "drop_fc2")
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (32, 48),
+                 hidden: Sequence[int] = (2048, 1024), num_classes: int = 10, *, p_input: float = 0.1,
+                 p_conv: float = 0.25, p_fc: float = 0.5) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+        if not isinstance(channels, (list, tuple)) or len(channels) != 2:
+            raise ValueError(f"channels must be two integers, got {channels!r}")
+        c1, c2 = _counts(channels, "channels")
+        hidden = _counts(hidden, "hidden")
+        if len(hidden) != 2:
+            raise ValueError(f"hidden must be two integers, got {hidden!r}")
+        side = int(input_shape[1]) // 2 // 2
+        layers = OrderedDict([
+            ("drop_input", make_dropout("inverted", p=_prob(p_input, "p_input"))),
+            ("conv1", nn.Conv2d(input_shape[0], c1, 5, padding=2)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+            ("drop_conv1", make_dropout("inverted", p=_prob(p_conv, "p_conv"))),
+            ("conv2", nn.Conv2d(c1, c2, 5, padding=2)), ("act2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+            ("drop_conv2", make_dropout("inverted", p=p_conv)),
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(c2 * side * side, hidden[0])), ("act3", nn.ReLU()),
+            ("drop_fc1", make_dropout("inverted", p=_prob(p_fc, "p_fc"))),
+            ("fc2", nn.Linear(hidden[0], hidden[1])), ("act4", nn.ReLU()),
+            ("drop_fc2", make_dropout("inverted", p=p_fc)),
+            ("out", nn.Linear(hidden[1], integer(num_classes, "num_classes", 2))),
+        ])
+        self.net = nn.Sequential(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def curriculum_schedules(keep_input: float, keep_conv: float, keep_fc: float, gamma: float,
+                         anti: bool = False) -> dict[str, Any]:
+    """Per-layer curriculum schedules ``{module name in CurriculumCNN: schedule}`` from the paper's θ̄.
+
+    θ(t) = (1 − θ̄)·exp(−γt) + θ̄ (curriculum) or 1 − (1 − θ̄)·exp(−γt) (``anti``), t the update;
+    each written as its drop probability 1 − θ(t) by :func:`~dropoutlab.schedules.curriculum_from_keep`.
+    """
+    keeps = {"input": _keep(keep_input, "keep_input"), "conv": _keep(keep_conv, "keep_conv"),
+             "fc": _keep(keep_fc, "keep_fc")}
+    gamma = _finite(gamma, "gamma")
+    if gamma < 0:
+        raise ValueError(f"gamma must be ≥ 0 (per update), got {gamma!r}")
+    group = {"drop_input": "input", "drop_conv1": "conv", "drop_conv2": "conv", "drop_fc1": "fc", "drop_fc2": "fc"}
+    return {f"net.{name}": curriculum_from_keep(keeps[g], gamma, anti=anti) for name, g in group.items()}
+
+
+def curriculum_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *,
+                     channels: Sequence[int], hidden: Sequence[int], keep_input: float = 0.9, keep_conv: float = 0.75,
+                     keep_fc: float = 0.5, gamma: float = 1e-3,
+                     arms: Sequence[str] = CURRICULUM_ARMS) -> TrainedArms:
+    """CU-S: :class:`CurriculumCNN` with fixed dropout (p = 1 − θ̄ from the first update), curriculum
+    dropout (θ(t) from 1 down to θ̄) and anti-curriculum dropout (θ(t) from θ̄ up to 1), per update.
+
+    The fixed arm has no scheduler (its rates are those of the constructor); the others get a
+    :class:`DropoutScheduler` with :func:`curriculum_schedules`, stepped after every update by ``fit``.
+    """
+    data, config, seeds = _data(data), _config(config), _seeds(seeds)
+    arms = list(arms) if isinstance(arms, (list, tuple)) else None
+    if not arms or any(a not in CURRICULUM_ARMS for a in arms) or len(set(arms)) != len(arms):
+        raise ValueError(f"arms must be distinct names from {CURRICULUM_ARMS}, got {arms!r}")
+    rates = dict(p_input=keep_to_drop(_keep(keep_input, "keep_input")), p_conv=keep_to_drop(_keep(keep_conv, "keep_conv")),
+                 p_fc=keep_to_drop(_keep(keep_fc, "keep_fc")))
+    shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
+
+    def model() -> nn.Module:
+        return CurriculumCNN(shape, channels, hidden, classes, **rates)
+
+    def scheduler(anti: bool):
+        return lambda m: DropoutScheduler(m, curriculum_schedules(keep_input, keep_conv, keep_fc, gamma, anti=anti),
+                                          unit="step")
+
+    schedulers = {"curriculum": scheduler(False), "anti-curriculum": scheduler(True)}
+    study = train_arms(model, {a: {} for a in arms}, data, _with_test(config), seeds,
+                       schedulers={a: s for a, s in schedulers.items() if a in arms})
+    return _trained(study)
+
+
+# ----------------------------------------------------------------------------- ADL-1
+
+
+@dataclass(frozen=True)
+class ADLFrequency:
+    """How often the package's :class:`ADL` chose its drop mask over ``n_draws`` training calls.
+
+    ``frequency``: the measured share; ``se``: the binomial standard error at the nominal rate,
+    sqrt(r(1 − r)/n); ``tolerance``: ``Z_CHECK·se`` (two-sided 1e-3); ``deviation``: |frequency − r|;
+    ``running``: the running share after each of a log-spaced set of draws (for a figure).
+    """
+
+    drop_rate: float
+    n_draws: int
+    frequency: float
+    se: float
+    tolerance: float
+    running: Any  # DataFrame: draw, frequency
+
+    @property
+    def deviation(self) -> float:
+        return abs(self.frequency - self.drop_rate)
+
+
+def adl_selection_frequency(drop_rate: float = 0.75, gamma: float = 0.9, n_draws: int = 10_000,
+                            seed: int = 0) -> ADLFrequency:
+    """Draw ``n_draws`` training calls of ``ADL(drop_rate, gamma)`` on one fixed positive batch.
+
+    The batch ``(4, 8, 6, 6)`` has positive activations, so the importance map σ(A) never zeroes a
+    unit while the drop mask always zeroes the most attended location (A ≥ γ·max A there): a call
+    chose the drop mask iff its output has an exact zero where the input had none.
+    """
+    drop_rate = _prob(drop_rate, "drop_rate")
+    gamma = _prob(gamma, "gamma", open_right=False)
+    n_draws = integer(n_draws, "n_draws", 2)
+    torch.manual_seed(int(seed))
+    x = torch.rand(4, 8, 6, 6) + 0.1
+    layer = ADL(drop_rate=drop_rate, gamma=gamma).train()
+    chosen = np.empty(n_draws, dtype=bool)
+    with torch.no_grad():
+        for i in range(n_draws):
+            chosen[i] = bool((layer(x) == 0).any())
+    share = np.cumsum(chosen) / np.arange(1, n_draws + 1)
+    marks = np.unique(np.geomspace(1, n_draws, num=min(n_draws, 200)).astype(int))
+    se = math.sqrt(drop_rate * (1.0 - drop_rate) / n_draws)
+    return ADLFrequency(drop_rate=drop_rate, n_draws=n_draws, frequency=float(chosen.mean()), se=se,
+                        tolerance=Z_CHECK * se,
+                        running=pd.DataFrame({"draw": marks, "frequency": share[marks - 1]}))
+
+
+class ADLNet(nn.Module):
+    """Two [conv 3×3 → ReLU → (ADL) → max-pool 2] blocks, ``Linear(hidden) → ReLU → Linear(classes)``.
+
+    With ``adl=True`` an :class:`ADL` (``drop_rate``, ``gamma``) follows each conv activation, as
+    Choe & Shim insert it after conv layers; ADL has no parameters, so one seed gives both arms the
+    same weights. Input ``(N, C, H, W)``, output ``(N, classes)``.
+    """
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32), hidden: int = 64,
+                 num_classes: int = 10, *, adl: bool = False, drop_rate: float = 0.75, gamma: float = 0.9) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+        layers: list[nn.Module] = []
+        in_ch, side = int(input_shape[0]), int(input_shape[1])
+        for out_ch in _counts(channels, "channels"):
+            layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU()]
+            if adl:
+                layers.append(ADL(drop_rate=_prob(drop_rate, "drop_rate"), gamma=gamma))
+            layers.append(nn.MaxPool2d(2))
+            in_ch, side = out_ch, side // 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * side * side, integer(hidden, "hidden")), nn.ReLU(),
+                                  nn.Linear(hidden, integer(num_classes, "num_classes", 2)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def adl_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *, channels: Sequence[int],
+              hidden: int, drop_rate: float = 0.75, gamma: float = 0.9) -> TrainedArms:
+    """ADL-1's training part: :class:`ADLNet` without (``"no ADL"``) and with ADL (``"ADL"``), paired by seed."""
+    data, config, seeds = _data(data), _config(config), _seeds(seeds)
+    drop_rate = _prob(drop_rate, "drop_rate")
+    gamma = _prob(gamma, "gamma", open_right=False)
+    channels, hidden = _counts(channels, "channels"), integer(hidden, "hidden")
+    shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
+
+    def model(adl: bool) -> nn.Module:
+        return ADLNet(shape, channels, hidden, classes, adl=adl, drop_rate=drop_rate, gamma=gamma)
+
+    study = train_arms(model, {arm: dict(adl=arm == "ADL") for arm in ADL_ARMS}, data, _with_test(config), seeds)
+    return _trained(study)
+
+
+# ----------------------------------------------------------------------------- MD-1
+
+
+def class_pools(dataset: Dataset, classes: Sequence[int], prefix: str) -> dict[str, Tensor]:
+    """``{f"{prefix}{c}": images of class c}`` for each class ``c`` of ``dataset`` (few-shot pools)."""
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a dropoutlab Dataset, got {type(dataset).__name__}")
+    classes = [int(c) for c in classes] if isinstance(classes, (list, tuple, range)) else None
+    if not classes or any(not 0 <= c < dataset.num_classes for c in classes) or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct labels of {dataset.name} (0…{dataset.num_classes - 1}), got {classes!r}")
+    return {f"{prefix}{c}": dataset.x[dataset.y == c] for c in classes}
+
+
+@dataclass(frozen=True)
+class MetaStudy:
+    """MD-1: ``accuracy`` (arm, seed, accuracy % averaged over the test episodes, its s.e. over episodes),
+    ``episodes`` (arm, seed, episode, accuracy %: the same episodes for both arms) and ``history``
+    (the meta-training curves: arm, seed, iteration, query loss, query accuracy %)."""
+
+    accuracy: Any
+    episodes: Any
+    history: Any
+
+    def per_seed(self, arm: str):
+        """Mean meta-test accuracy (%) per meta-training run (a Series indexed by seed)."""
+        rows = self.accuracy[self.accuracy["arm"] == arm]
+        if rows.empty:
+            raise ValueError(f"arm must be one of {sorted(set(self.accuracy['arm']))}, got {arm!r}")
+        return rows.set_index("seed")["accuracy"].sort_index()
+
+
+def meta_dropout_study(train_pools: Mapping[str, Tensor], test_pools: Mapping[str, Tensor], seeds: Sequence[int], *,
+                       way: int = 5, shot: int = 1, query: int = 15, channels: int = 32, iterations: int = 1000,
+                       meta_batch: int = 4, inner_steps: int = 5, inner_lr: float = 0.1, meta_lr: float = 1e-3,
+                       second_order: bool = True, test_episodes: int = 200, log_every: int = 50) -> MetaStudy:
+    """MD-1: meta-train the 4-conv MAML net with and without meta dropout, then meta-test both.
+
+    Meta-training episodes come from ``train_pools``, meta-test episodes from ``test_pools`` (classes
+    held out of meta-training: the caller builds the pools, e.g. with :func:`class_pools`). For each
+    seed both arms start from the same weights (:func:`~dropoutlab.metalearning.build_model`), see the
+    same meta-training episodes in the same order, and are tested on the same ``test_episodes``
+    episodes (drawn with seed 10,000 + seed). A meta-training run is the unit of replication.
+    """
+    seeds = _seeds(seeds)
+    overlap = sorted(set(train_pools) & set(test_pools))
+    if overlap:
+        raise ValueError(f"test_pools must hold classes held out of train_pools; both have {overlap}")
+    train = EpisodeSampler(train_pools, way, shot, query)
+    test = EpisodeSampler(test_pools, way, shot, query)
+    if train.input_shape != test.input_shape:
+        raise ValueError(f"train_pools and test_pools must have one image shape, got {train.input_shape} and "
+                         f"{test.input_shape}")
+    if not isinstance(second_order, bool):
+        raise ValueError(f"second_order must be True or False, got {second_order!r}")
+    test_episodes = integer(test_episodes, "test_episodes")
+    rows, episode_rows, curves = [], [], []
+    for seed in seeds:
+        for arm in META_ARMS:
+            model = build_model(train.input_shape, way, channels, seed)
+            run = meta_train(model, train, arm=arm, iterations=iterations, meta_batch=meta_batch,
+                             inner_steps=inner_steps, inner_lr=inner_lr, meta_lr=meta_lr, second_order=second_order,
+                             seed=seed, log_every=log_every)
+            accs = meta_test(model, test, arm=arm, episodes=test_episodes, inner_steps=inner_steps, inner_lr=inner_lr,
+                             seed=10_000 + seed)
+            curves.append(run.history)
+            rows.append(dict(arm=arm, seed=seed, accuracy=float(accs.mean()),
+                             se=float(accs.std(ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else math.nan))
+            episode_rows += [dict(arm=arm, seed=seed, episode=i, accuracy=float(a)) for i, a in enumerate(accs)]
+    return MetaStudy(accuracy=pd.DataFrame(rows), episodes=pd.DataFrame(episode_rows),
+                     history=pd.concat(curves, ignore_index=True))

@@ -1,0 +1,790 @@
+"""A practical dropout guide's statements, measured on one task family (notebook 14_practical_guide).
+
+Source: the Japanese guide "ドロップアウト (Dropout)" (Application & Use-Cases, 2025-12-19), whose
+practical statements rest on Srivastava et al. (JMLR 2014), Tompson et al. (CVPR 2015), Ghiasi et
+al. (NeurIPS 2018), Huang et al. (ECCV 2016), Klambauer et al. (NeurIPS 2017), Gal et al. (NeurIPS
+2017) and Li et al. (CVPR 2019). Every training study uses the same small nets — an MLP
+(:func:`guide_mlp`) and a small CNN (:class:`dropoutlab.models.ConvNet`) — and the arms of a study
+share each seed's initial weights and data order (:func:`dropoutlab.analysis.structured.train_arms`),
+so they are compared seed by seed. ``p`` is always the drop probability.
+
+First batch (one function per claim, each returning a frozen dataclass of tidy DataFrames):
+
+* :func:`inference_study` (SG-INFER) — the accuracy lost by a wrong test-time rule, per rate, on
+  the same trained nets: standard dropout without its (1 − p) scaling, inverted dropout scaled
+  twice, dropout left on at test.
+* :func:`framework_checks` (SG-FRAMEWORK) — where frameworks implement the "same" dropout
+  differently, against reference functions written from each convention's formula
+  (:func:`keras_spatial_dropout1d`, :func:`torchvision_dropblock_gamma`,
+  :func:`per_dimension_dropblock_gamma`, :func:`timm_drop_path`, :func:`selu_fixed_point`,
+  :func:`alpha_dropout_reference`, :func:`concrete_regulariser_reference`).
+* :func:`noise_study` (SG-NOISE) — accuracy under Gaussian input noise and random pixel deletion,
+  with and without dropout.
+* :func:`placement_study` (SG-PLACE) — dropout before vs after BatchNorm.
+* :func:`rates_study` (SG-RATES) — a factorial of input / hidden / output rates.
+* :func:`schedule_study` (SG-SCHED) — a falling rate against a fixed rate with the same mean.
+
+Later batches (cost, stability, search, cross-validation, convergence speed, batch size, depth) add
+their own functions here; the helpers above (:func:`guide_mlp`, :func:`_train_seed`) are shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import optimize, stats
+from torch import Tensor, nn
+
+from ..checks import integer
+from ..models import MLP, ConvNet
+from ..schedules import DropoutScheduler, LinearSchedule
+from ..train import TrainConfig
+from ..variants import make_dropout
+from ..variants.bernoulli import InvertedDropout, spatial_dropout
+from ..variants.concrete import ConcreteDropout
+from ..variants.noise import SELU_ALPHA, SELU_ALPHA_PRIME, SELU_SCALE, alpha_dropout, alpha_dropout_affine
+from ..variants.structured import drop_block2d, drop_path, dropblock_expected_drop_fraction, dropblock_gamma
+from .structured import train_arms, updates_per_epoch
+
+__all__ = [
+    "FrameworkChecks",
+    "INFERENCE_RULES",
+    "InferenceStudy",
+    "NoiseStudy",
+    "PairedStudy",
+    "RatesStudy",
+    "alpha_dropout_reference",
+    "concrete_regulariser_reference",
+    "framework_checks",
+    "guide_mlp",
+    "inference_study",
+    "keras_spatial_dropout1d",
+    "noise_study",
+    "per_dimension_dropblock_gamma",
+    "perturb",
+    "placement_study",
+    "rates_study",
+    "schedule_study",
+    "selu_fixed_point",
+    "test_time_rule",
+    "timm_drop_path",
+    "torchvision_dropblock_gamma",
+]
+
+#: SG-INFER's test-time rules, the correct one first.
+INFERENCE_RULES = ("correct", "standard, unscaled", "inverted, scaled twice", "dropout left on")
+PERTURBATIONS = ("gaussian", "delete")
+PLACEMENTS = {"act→drop→BN (guide)": "conv-act-drop-bn-pool", "act→BN→drop": "conv-act-bn-drop-pool"}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _rate(value: Any, name: str, *, allow_zero: bool = True) -> float:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if not ok or not (0.0 <= float(value) < 1.0) or (not allow_zero and float(value) == 0.0):
+        allowed = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name} must be a drop probability in {allowed}, got {value!r}")
+    return float(value)
+
+
+def _rates(values: Any, name: str, *, allow_zero: bool = True) -> list[float]:
+    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    if not values:
+        raise ValueError(f"{name} must be a non-empty list of drop probabilities, got {values!r}")
+    out = [_rate(v, f"{name} entries", allow_zero=allow_zero) for v in values]
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} must not repeat a value, got {values!r}")
+    return out
+
+
+def _seeds(seeds: Any) -> list[int]:
+    seeds = list(seeds) if isinstance(seeds, (list, tuple, range, np.ndarray)) else [seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers ≥ 0, got {seeds!r}")
+    return [int(s) for s in seeds]
+
+
+def _splits(data: Any, needed: Sequence[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"data must map split names to datasets, got {type(data).__name__}")
+    missing = [s for s in needed if s not in data]
+    if missing:
+        raise ValueError(f"data has no split(s) {missing}; it has {sorted(data)}")
+
+
+def _config(config: Any) -> TrainConfig:
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if config.task != "classification":
+        raise ValueError(f"config.task must be 'classification', got {config.task!r}")
+    return config
+
+
+def _levels(values: Any, name: str, upper: float | None = None) -> list[float]:
+    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+                         or (upper is not None and v >= upper) for v in values):
+        bound = f" and < {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be a non-empty list of numbers ≥ 0{bound}, got {values!r}")
+    return [float(v) for v in values]
+
+
+# ----------------------------------------------------------------------------- the shared nets
+
+
+def guide_mlp(input_shape: Sequence[int], widths: Sequence[int], num_classes: int, *, p_input: float = 0.0,
+              p_hidden: float = 0.0, p_output: float = 0.0, activation: str = "relu") -> nn.Module:
+    """The MLP of every MLP study: ``MLP(p_input, p_hidden)`` then, if ``p_output > 0``, dropout on its outputs.
+
+    Srivastava et al. (JMLR 2014) put dropout on the input and hidden units; the guide adds "no
+    dropout at the output layer", so ``p_output`` drops the output units (the logits) in training
+    (inverted, identity at test). The Linear layers are created in the same order whatever the rates
+    (dropout modules draw nothing at construction), so every rate assignment starts from the same
+    weights for a given seed. Input ``(N, *input_shape)``, flattened; output ``(N, num_classes)`` logits.
+    """
+    p_input, p_hidden = _rate(p_input, "p_input"), _rate(p_hidden, "p_hidden")
+    p_output = _rate(p_output, "p_output")
+    widths = [integer(w, "widths entries") for w in widths]
+    if not widths:
+        raise ValueError("widths must list at least one hidden layer width")
+    mlp = MLP(int(np.prod(input_shape)), widths, integer(num_classes, "num_classes"), activation=activation,
+              dropout="inverted", p_input=p_input, p_hidden=p_hidden)
+    if p_output == 0.0:
+        return mlp
+    return nn.Sequential(mlp, make_dropout("inverted", p=p_output))
+
+
+def _train_seed(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any],
+                config: TrainConfig, seed: int, schedulers: Mapping[str, Callable] | None = None):
+    """One seed of every arm through ``train_arms`` (paired: same initial weights and data order), models kept."""
+    return train_arms(make_model, arms, data, config, [seed], schedulers=schedulers, keep_models=True)
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    """Accuracy (%) of ``model`` on ``(x, y)`` in its *current* mode (the caller sets train/eval)."""
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            correct += int((model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum())
+    return 100.0 * correct / len(x)
+
+
+# ----------------------------------------------------------------------------- SG-INFER: test-time rules
+
+
+@contextlib.contextmanager
+def test_time_rule(model: nn.Module, rule: str, p: float) -> Iterator[nn.Module]:
+    """Put an inverted-dropout ``model`` in eval mode under one of :data:`INFERENCE_RULES`.
+
+    * ``"correct"``: inverted dropout is the identity at test.
+    * ``"standard, unscaled"``: every dropout output × 1/(1 − p). This *is* a standard-dropout net
+      evaluated without its (1 − p) scaling: standard dropout trains ``W_s·(x·m)``, inverted dropout
+      ``W_i·(x·m)/(1 − p)``, the same function in training when ``W_s = W_i/(1 − p)``; at test the
+      correct standard rule ``W_s·(1 − p)x`` equals ``W_i·x`` and the unscaled ``W_s·x`` equals
+      ``W_i·x/(1 − p)`` (a test compares it with a standard-dropout copy of the net).
+    * ``"inverted, scaled twice"``: every dropout output × (1 − p), the standard net's test scaling
+      applied to an inverted net that already scaled in training.
+    * ``"dropout left on"``: the dropout modules stay in training mode (a fresh mask every call),
+      everything else in eval mode.
+
+    ``p`` must be the rate of every :class:`InvertedDropout` in the model. Restores the modes and
+    removes the hooks on exit.
+    """
+    if rule not in INFERENCE_RULES:
+        raise ValueError(f"rule must be one of {INFERENCE_RULES}, got {rule!r}")
+    p = _rate(p, "p", allow_zero=False)
+    drops = [m for m in model.modules() if isinstance(m, InvertedDropout)]
+    if not drops:
+        raise ValueError(f"{type(model).__name__} has no InvertedDropout module")
+    rates = sorted({round(float(m.p), 6) for m in drops})
+    if rates != [round(p, 6)]:
+        raise ValueError(f"p={p} must be the rate of every dropout module; the model's rates are {rates}")
+    was_training = model.training
+    factor = {"standard, unscaled": 1.0 / (1.0 - p), "inverted, scaled twice": 1.0 - p}.get(rule)
+    handles = [m.register_forward_hook(lambda _m, _i, out, f=factor: out * f) for m in drops] if factor else []
+    model.eval()
+    if rule == "dropout left on":
+        for m in drops:
+            m.train()
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class InferenceStudy:
+    """SG-INFER: ``accuracy`` — p, seed, rule, accuracy (%) (dropout left on: the mean over ``passes``
+    stochastic passes); ``drops`` — p, seed, rule, drop (pp) = correct − this rule, same net;
+    ``history`` — the fit records with arm and seed."""
+
+    accuracy: pd.DataFrame
+    drops: pd.DataFrame
+    history: pd.DataFrame
+
+    def drop(self, rule: str, p: float) -> pd.Series:
+        """Per-seed accuracy drop (pp) of ``rule`` at rate ``p``, indexed by seed."""
+        rows = self.drops[(self.drops["rule"] == rule) & np.isclose(self.drops["p"], p)]
+        if rows.empty:
+            raise ValueError(f"no drops for rule={rule!r}, p={p}; rules: {sorted(set(self.drops['rule']))}, "
+                             f"rates: {sorted(set(self.drops['p']))}")
+        return rows.set_index("seed")["drop"].sort_index()
+
+    def accuracy_of(self, rule: str, p: float) -> pd.Series:
+        rows = self.accuracy[(self.accuracy["rule"] == rule) & np.isclose(self.accuracy["p"], p)]
+        if rows.empty:
+            raise ValueError(f"no accuracy for rule={rule!r}, p={p}")
+        return rows.set_index("seed")["accuracy"].sort_index()
+
+
+def inference_study(make_model: Callable[[float], nn.Module], data: Mapping[str, Any], config: TrainConfig,
+                    seeds: Sequence[int], p_values: Sequence[float], *, passes: int = 10,
+                    test_split: str = "test") -> InferenceStudy:
+    """Train ``make_model(p)`` (inverted dropout at rate p) per rate and seed; evaluate every test-time rule.
+
+    Srivastava et al. (JMLR 2014, §10) scale the weights by the retain probability at test; the guide
+    warns that a wrong scaling "can seriously degrade performance". Every rule is applied to the *same*
+    trained net (:func:`test_time_rule`), so the drop is a within-net difference; the rates share each
+    seed's initial weights and data order. ``passes`` stochastic passes (seeded by the seed) give the
+    accuracy with dropout left on. ``data[test_split].x``: ``(N, ...)`` images, ``y``: ``(N,)`` labels.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    p_values = _rates(p_values, "p_values", allow_zero=False)
+    passes = integer(passes, "passes")
+    _splits(data, ["train", test_split, *config.eval_splits])
+    test = data[test_split]
+    arms = {f"p={p:g}": dict(p=p) for p in p_values}
+    rows, histories = [], []
+    for seed in seeds:
+        study = _train_seed(make_model, arms, data, config, seed)
+        histories.append(study.history)
+        for p in p_values:
+            model = study.models[(f"p={p:g}", seed)]
+            for rule in INFERENCE_RULES:
+                with test_time_rule(model, rule, p):
+                    if rule == "dropout left on":
+                        torch.manual_seed(seed)
+                        acc = float(np.mean([_accuracy(model, test.x, test.y) for _ in range(passes)]))
+                    else:
+                        acc = _accuracy(model, test.x, test.y)
+                rows.append(dict(p=p, seed=seed, rule=rule, accuracy=acc))
+    accuracy = pd.DataFrame(rows)
+    correct = accuracy[accuracy["rule"] == "correct"].set_index(["p", "seed"])["accuracy"]
+    drops = accuracy[accuracy["rule"] != "correct"].copy()
+    drops["drop"] = [correct[(p, s)] - a for p, s, a in zip(drops["p"], drops["seed"], drops["accuracy"], strict=True)]
+    return InferenceStudy(accuracy=accuracy, drops=drops[["p", "seed", "rule", "drop"]].reset_index(drop=True),
+                          history=pd.concat(histories, ignore_index=True))
+
+
+# ----------------------------------------------------------------------------- SG-FRAMEWORK: reference conventions
+
+
+def keras_spatial_dropout1d(x: Tensor, p: float, *, generator: torch.Generator | None = None) -> Tensor:
+    """Keras ``SpatialDropout1D`` convention on a channels-last ``(N, T, C)`` tensor (training mode).
+
+    From the layer's documented noise shape ``(N, 1, C)``: one coin per (sample, channel), shared over
+    the time steps T; kept entries scaled by 1/(1 − p). Compare PyTorch's ``Dropout1d`` (and the
+    package's ``spatial_dropout``), which expects ``(N, C, L)`` and shares the coin over L.
+    """
+    p = _rate(p, "p")
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(f"x must be a (N, T, C) tensor, got {getattr(x, 'shape', type(x))}")
+    keep = torch.rand((x.shape[0], 1, x.shape[2]), generator=generator) >= p
+    return x * keep.to(x.dtype) / (1.0 - p)
+
+
+def torchvision_dropblock_gamma(p: float, block_size: int, height: int, width: int) -> float:
+    """DropBlock's seed rate with torchvision's clipping: one *square* block of edge k = min(block, H, W).
+
+    γ = p·H·W / (k²·(H − k + 1)·(W − k + 1)) (Ghiasi et al. 2018, Eq. 1, as ``torchvision.ops.drop_block2d``
+    documents and computes it).
+    """
+    p = _rate(p, "p")
+    k = min(integer(block_size, "block_size"), integer(height, "height"), integer(width, "width"))
+    return p * height * width / (k * k * (height - k + 1) * (width - k + 1))
+
+
+def per_dimension_dropblock_gamma(p: float, block_size: int, height: int, width: int) -> float:
+    """DropBlock's seed rate with the block clipped per dimension: kh = min(block, H), kw = min(block, W).
+
+    γ = p·H·W / (kh·kw·(H − kh + 1)·(W − kw + 1)): timm's convention (and the package's). It agrees with
+    :func:`torchvision_dropblock_gamma` whenever no side is smaller than the block.
+    """
+    p = _rate(p, "p")
+    bs = integer(block_size, "block_size")
+    height, width = integer(height, "height"), integer(width, "width")
+    kh, kw = min(bs, height), min(bs, width)
+    return p * height * width / (kh * kw * (height - kh + 1) * (width - kw + 1))
+
+
+def timm_drop_path(x: Tensor, p: float, *, training: bool, scale_by_keep: bool = True,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """timm's ``drop_path`` convention: one coin per sample, divided by 1 − p only if ``scale_by_keep``;
+    the identity at test **either way** (as the package's ``drop_path`` docstring records). With
+    ``scale_by_keep=False`` the training expectation is (1 − p)·x but the test output is x.
+    Shape: ``(B, *)``.
+    """
+    p = _rate(p, "p")
+    if not training or p == 0.0:
+        return x
+    keep = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator) >= p).to(x.dtype)
+    return x * keep / (1.0 - p) if scale_by_keep else x * keep
+
+
+def selu_fixed_point() -> tuple[float, float]:
+    """SELU's (λ, α) from their definition (Klambauer et al. 2017, §"SELU"): for z ~ N(0, 1) the output
+    selu(z) = λ·(z if z > 0 else α(eᶻ − 1)) has mean 0 and variance 1.
+
+    Closed forms of the truncated moments: E[z; z > 0] = 1/√(2π), E[eᶻ − 1; z ≤ 0] = √e·Φ(−1) − ½,
+    E[z²; z > 0] = ½, E[(eᶻ − 1)²; z ≤ 0] = e²Φ(−2) − 2√e·Φ(−1) + ½. The mean equation gives α; the
+    variance equation λ. Solved with a root finder (not copied constants) so the check is independent.
+    """
+    phi1, phi2 = float(stats.norm.cdf(-1.0)), float(stats.norm.cdf(-2.0))
+    m_pos, m_neg = 1.0 / math.sqrt(2 * math.pi), math.sqrt(math.e) * phi1 - 0.5
+    s_pos, s_neg = 0.5, math.e**2 * phi2 - 2 * math.sqrt(math.e) * phi1 + 0.5
+
+    def equations(v: np.ndarray) -> list[float]:
+        lam, alpha = v
+        return [lam * (m_pos + alpha * m_neg), lam**2 * (s_pos + alpha**2 * s_neg) - 1.0]
+
+    lam, alpha = optimize.fsolve(equations, [1.0, 1.5], xtol=1e-14)
+    return float(lam), float(alpha)
+
+
+def alpha_dropout_reference(p: float, lam: float, alpha: float) -> tuple[float, float]:
+    """Alpha dropout's affine (a, b) from its derivation (Klambauer et al. 2017): dropped units are set
+    to α' = −λα; for x with mean 0 and variance 1, x·m + α'(1 − m) has mean α'p and variance
+    (1 − p)(1 + pα'²), so a = ((1 − p)(1 + pα'²))^(−½) and b = −a·α'·p restore mean 0 and variance 1."""
+    p = _rate(p, "p")
+    prime = -lam * alpha
+    a = ((1.0 - p) * (1.0 + p * prime**2)) ** -0.5
+    return a, -a * prime * p
+
+
+def concrete_regulariser_reference(weight: Tensor, bias: Tensor | None, p: float, *, weight_regularizer: float,
+                                   dropout_regularizer: float, input_dim: int, include_bias: bool) -> float:
+    """Gal, Hron, Kendall (NeurIPS 2017) Concrete dropout regulariser, in float64:
+    wr·(‖W‖² [+ ‖b‖²])/(1 − p) + dr·K·(p log p + (1 − p) log(1 − p)).
+    The official PyTorch notebook sums over all the layer's parameters (biases included); the
+    Keras notebook regularises the kernel only — ``include_bias`` picks the convention."""
+    p = _rate(p, "p", allow_zero=False)
+    sq = float(weight.detach().double().square().sum())
+    if include_bias and bias is not None:
+        sq += float(bias.detach().double().square().sum())
+    return weight_regularizer * sq / (1 - p) + dropout_regularizer * input_dim * (p * math.log(p)
+                                                                                 + (1 - p) * math.log(1 - p))
+
+
+@dataclass(frozen=True)
+class FrameworkChecks:
+    """SG-FRAMEWORK: ``checks`` — one row per check (name, value, what): the package against the
+    reference formula, judged |value| ≤ the registry's tolerance; ``table`` — the differences between
+    conventions that matter (topic, setting, convention, quantity, value), shown, not judged."""
+
+    checks: pd.DataFrame
+    table: pd.DataFrame
+
+    def value(self, name: str) -> float:
+        rows = self.checks[self.checks["check"] == name]
+        if rows.empty:
+            raise ValueError(f"no check {name!r}; checks: {list(self.checks['check'])}")
+        return float(rows["value"].iloc[0])
+
+
+def framework_checks(*, seed: int = 0, n_draws: int = 200, p: float = 0.3) -> FrameworkChecks:
+    """Implementation checks of the package's variants against other frameworks' documented conventions.
+
+    ``n_draws`` masks (of a batch of 32 samples × 8 channels) per Monte-Carlo row of the table; the
+    checks themselves are exact (counts of violated invariants, or float differences). ``p`` is the
+    drop probability of every comparison. Checks (``value`` → 0 when the package is right):
+
+    * ``spatial_layout`` — the package's spatial dropout on ``(N, C, L)`` shares each coin over L (the
+      PyTorch ``Dropout1d`` layout); given a channels-last ``(N, T, C)`` tensor transposed to
+      ``(N, C, T)`` it gives Keras's ``SpatialDropout1D`` mask (shared over T). Value: the number of
+      (sample, channel) rows whose mask varies along the shared axis.
+    * ``dropblock_gamma`` — largest relative difference between the package's γ and the per-dimension
+      formula over maps 3–28 (square and not), blocks 1–9 and three rates; also against torchvision's
+      where no side is smaller than the block (the two conventions must agree there).
+    * ``dropblock_channels`` — per-channel masks (the paper's Algorithm 1, torchvision) differ between
+      channels and ``couple_channels=True`` masks do not: the number of samples breaking either.
+    * ``droppath_scaling`` — ``scale_by_keep`` True (inverted) and False (the paper's test-time
+      scaling): training expectation (1 − p)·(kept value) equals the test output; largest |difference|.
+    * ``alpha_constants`` — the package's SELU λ, α against :func:`selu_fixed_point`, and
+      ``alpha_dropout_affine`` against :func:`alpha_dropout_reference`; largest relative difference.
+    * ``concrete_regulariser`` — ``ConcreteDropout.regularizer()`` with and without biases against
+      :func:`concrete_regulariser_reference`; largest relative difference.
+    """
+    p = _rate(p, "p", allow_zero=False)
+    n_draws = integer(n_draws, "n_draws")
+    gen = torch.Generator().manual_seed(int(seed))
+    checks, table = [], []
+
+    # spatial dropout: which axis the coin is shared over
+    n, c, t = 32, 8, 20
+    ones = torch.ones(n, c, t)
+    torch.manual_seed(int(seed))
+    pt = spatial_dropout(ones, p, training=True) != 0  # (N, C, L)
+    channels_last = torch.ones(n, t, c)
+    as_keras = spatial_dropout(channels_last.transpose(1, 2), p, training=True).transpose(1, 2) != 0  # (N, T, C)
+    keras = keras_spatial_dropout1d(channels_last, p, generator=gen) != 0
+    violations = int((pt.any(2) != pt.all(2)).sum()) + int((as_keras.any(1) != as_keras.all(1)).sum())
+    checks.append(dict(check="spatial_layout", value=float(violations),
+                       what="(sample, channel) rows whose mask varies along the shared axis"))
+    wrong = spatial_dropout(channels_last, p, training=True) != 0  # (N, T, C) fed to an (N, C, L) layer
+    mixed = lambda m: float((m.any(1) != m.all(1)).float().mean())  # noqa: E731 - share of varying (n, c) columns
+    table += [dict(topic="spatial dropout 1-d", setting=f"(N, T, C) = ({n}, {t}, {c}), p = {p:g}",
+                   convention="Keras SpatialDropout1D on (N, T, C)", quantity="share of (sample, channel) masks "
+                   "that vary over time", value=mixed(keras)),
+              dict(topic="spatial dropout 1-d", setting=f"(N, T, C) = ({n}, {t}, {c}), p = {p:g}",
+                   convention="PyTorch/dropoutlab layer, (N, T, C) transposed to (N, C, T)",
+                   quantity="share of (sample, channel) masks that vary over time", value=mixed(as_keras)),
+              dict(topic="spatial dropout 1-d", setting=f"(N, T, C) = ({n}, {t}, {c}), p = {p:g}",
+                   convention="PyTorch/dropoutlab layer fed (N, T, C) untransposed (time read as channels)",
+                   quantity="share of (sample, channel) masks that vary over time", value=mixed(wrong))]
+
+    # DropBlock's seed rate
+    worst = 0.0
+    for h in (3, 5, 7, 14, 28):
+        for w in (3, 5, 7, 14, 20, 28):
+            for bs in range(1, 10):
+                for rate in (0.1, 0.3, 0.5):
+                    ours = dropblock_gamma(rate, bs, h, w)
+                    worst = max(worst, abs(ours / per_dimension_dropblock_gamma(rate, bs, h, w) - 1))
+                    if bs <= min(h, w):
+                        worst = max(worst, abs(ours / torchvision_dropblock_gamma(rate, bs, h, w) - 1))
+    checks.append(dict(check="dropblock_gamma", value=worst, what="largest relative difference of γ"))
+    h, w, bs = 5, 20, 7
+    maps = torch.ones(32, 8, h, w)
+    realised = float(np.mean([float((drop_block2d(maps, p, bs, training=True, generator=gen) == 0).float().mean())
+                              for _ in range(n_draws)]))
+    setting = f"{h} × {w} map, block {bs}, p = {p:g}"
+    table += [dict(topic="DropBlock, block larger than the map", setting=setting,
+                   convention="torchvision (one square block, edge min(block, H, W))", quantity="seed rate γ",
+                   value=torchvision_dropblock_gamma(p, bs, h, w)),
+              dict(topic="DropBlock, block larger than the map", setting=setting,
+                   convention="timm / dropoutlab (clipped per dimension)", quantity="seed rate γ",
+                   value=dropblock_gamma(p, bs, h, w)),
+              dict(topic="DropBlock, block larger than the map", setting=setting,
+                   convention="dropoutlab, exact expectation with overlaps", quantity="drop fraction",
+                   value=dropblock_expected_drop_fraction(p, bs, h, w)),
+              dict(topic="DropBlock, block larger than the map", setting=setting,
+                   convention=f"dropoutlab, measured ({n_draws} batches)", quantity="drop fraction", value=realised)]
+
+    # DropBlock: per-channel vs shared masks
+    maps = torch.ones(32, 8, 14, 14)
+    per_channel = drop_block2d(maps, 0.1, 3, training=True, generator=gen) != 0
+    coupled = drop_block2d(maps, 0.1, 3, training=True, couple_channels=True, generator=gen) != 0
+    same_pc = (per_channel == per_channel[:, :1]).flatten(2).all(2)  # (N, C): channel equals channel 0
+    same_cp = (coupled == coupled[:, :1]).flatten(2).all(2)
+    broken = int(same_pc[:, 1:].all(1).sum()) + int((~same_cp).any(1).sum())
+    checks.append(dict(check="dropblock_channels", value=float(broken),
+                       what="samples whose per-channel masks all coincide or whose coupled masks differ"))
+    for name, mask in (("per channel (paper Algorithm 1, torchvision; dropoutlab default)", per_channel),
+                       ("shared by the channels (dropoutlab couple_channels=True)", coupled)):
+        table.append(dict(topic="DropBlock channel masks", setting="14 × 14 maps, 8 channels, block 3, p = 0.1",
+                          convention=name, quantity="share of channel masks equal to channel 0's",
+                          value=float(same_pc[:, 1:].float().mean() if mask is per_channel
+                                      else same_cp[:, 1:].float().mean())))
+
+    # DropPath's test-time scaling
+    x = torch.randn(256, 4, generator=gen) + 3.0
+    worst = 0.0
+    for scale_by_keep in (True, False):
+        torch.manual_seed(int(seed))
+        y = drop_path(x, p, training=True, scale_by_keep=scale_by_keep)
+        test = drop_path(x, p, training=False, scale_by_keep=scale_by_keep)
+        kept = y.abs().amax(1) > 0
+        worst = max(worst, float(((1 - p) * y[kept] - test[kept]).abs().max()))
+    checks.append(dict(check="droppath_scaling", value=worst,
+                       what="largest |(1 − p)·training output − test output| over the kept rows"))
+    for name, fn in (("dropoutlab scale_by_keep=True", lambda z, tr: drop_path(z, p, training=tr)),
+                     ("dropoutlab scale_by_keep=False (paper)",
+                      lambda z, tr: drop_path(z, p, training=tr, scale_by_keep=False)),
+                     ("timm scale_by_keep=True", lambda z, tr: timm_drop_path(z, p, training=tr, generator=gen)),
+                     ("timm scale_by_keep=False",
+                      lambda z, tr: timm_drop_path(z, p, training=tr, scale_by_keep=False, generator=gen))):
+        ones = torch.ones(64, 1)
+        torch.manual_seed(int(seed))
+        kept_value = float(fn(ones, True).max())  # the value of a surviving row: its mean is (1 − p)·that
+        table.append(dict(topic="DropPath test-time scaling", setting=f"p = {p:g}, input 1", convention=name,
+                          quantity="test output / expected training output",
+                          value=float(fn(ones, False)[0, 0]) / ((1 - p) * kept_value)))
+
+    # alpha dropout's constants
+    lam, alpha = selu_fixed_point()
+    worst = max(abs(SELU_SCALE / lam - 1), abs(SELU_ALPHA / alpha - 1), abs(SELU_ALPHA_PRIME / (-lam * alpha) - 1))
+    for rate in (0.05, 0.1, 0.2, 0.5):
+        a, b = alpha_dropout_affine(rate)
+        a_ref, b_ref = alpha_dropout_reference(rate, lam, alpha)
+        worst = max(worst, abs(a / a_ref - 1), abs(b / b_ref - 1))
+    checks.append(dict(check="alpha_constants", value=worst, what="largest relative difference of λ, α, a, b"))
+    z = torch.randn(200_000, generator=gen, dtype=torch.float64)
+    torch.manual_seed(int(seed))
+    out = alpha_dropout(z, 0.1, training=True)
+    a, b = alpha_dropout_affine(0.1)
+    table += [dict(topic="alpha dropout", setting="SELU", convention="dropoutlab λ (solved fixed point)",
+                   quantity="λ", value=SELU_SCALE),
+              dict(topic="alpha dropout", setting="SELU", convention="dropoutlab α", quantity="α", value=SELU_ALPHA),
+              dict(topic="alpha dropout", setting="p = 0.1", convention="dropoutlab", quantity="a", value=a),
+              dict(topic="alpha dropout", setting="p = 0.1", convention="dropoutlab", quantity="b", value=b),
+              dict(topic="alpha dropout", setting="p = 0.1, input N(0, 1), 200,000 draws", convention="dropoutlab",
+                   quantity="output mean", value=float(out.mean())),
+              dict(topic="alpha dropout", setting="p = 0.1, input N(0, 1), 200,000 draws", convention="dropoutlab",
+                   quantity="output variance", value=float(out.var()))]
+
+    # Concrete dropout's regulariser, with or without the bias
+    torch.manual_seed(int(seed))
+    worst = 0.0
+    for include_bias in (True, False):
+        layer = nn.Linear(16, 8)
+        with torch.no_grad():
+            layer.bias.normal_(0.0, 1.0)
+        module = ConcreteDropout(layer, p=0.2, weight_regularizer=1e-2, dropout_regularizer=1e-3,
+                                 include_bias=include_bias)
+        ours = float(module.regularizer().detach())
+        ref = concrete_regulariser_reference(layer.weight, layer.bias, float(module.p.detach()), weight_regularizer=1e-2,
+                                             dropout_regularizer=1e-3, input_dim=16, include_bias=include_bias)
+        worst = max(worst, abs(ours / ref - 1))
+        table.append(dict(topic="Concrete dropout regulariser", setting="Linear(16, 8), p = 0.2, wr 1e-2, dr 1e-3",
+                          convention=("biases included (official PyTorch notebook; dropoutlab default)" if include_bias
+                                      else "kernel only (Keras notebook; dropoutlab include_bias=False)"),
+                          quantity="regulariser", value=ours))
+    checks.append(dict(check="concrete_regulariser", value=worst, what="largest relative difference of R"))
+    return FrameworkChecks(checks=pd.DataFrame(checks), table=pd.DataFrame(table))
+
+
+# ----------------------------------------------------------------------------- SG-NOISE: perturbed inputs
+
+
+def perturb(x: Tensor, kind: str, level: float, generator: torch.Generator) -> Tensor:
+    """A perturbed copy of images ``x`` ``(N, ...)`` in [0, 1].
+
+    ``"gaussian"``: x + level·ε, ε ~ N(0, 1) per pixel (not clipped); ``"delete"``: each pixel set to 0
+    (the background) with probability ``level`` — missing features. ``level = 0`` returns ``x``.
+    """
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"kind must be one of {PERTURBATIONS}, got {kind!r}")
+    if kind == "delete":
+        (level,) = _levels([level], "level", upper=1.0)
+    else:
+        (level,) = _levels([level], "level")
+    if level == 0.0:
+        return x
+    if kind == "gaussian":
+        return x + level * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return x * (torch.rand(x.shape, generator=generator) >= level).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class NoiseStudy:
+    """SG-NOISE: ``accuracy`` — arm, seed, perturbation, level, accuracy (%), retained (% of the same
+    net's clean accuracy); ``errors`` — clean test errors per arm and seed; ``history``."""
+
+    accuracy: pd.DataFrame
+    errors: pd.DataFrame
+    history: pd.DataFrame
+
+    def retained(self, arm: str, perturbation: str, level: float) -> pd.Series:
+        """Per-seed accuracy under the perturbation as a share (%) of the clean accuracy, indexed by seed."""
+        rows = self.accuracy[(self.accuracy["arm"] == arm) & (self.accuracy["perturbation"] == perturbation)
+                             & np.isclose(self.accuracy["level"], level)]
+        if rows.empty:
+            raise ValueError(f"no rows for arm={arm!r}, perturbation={perturbation!r}, level={level}")
+        return rows.set_index("seed")["retained"].sort_index()
+
+    def clean(self, arm: str) -> pd.Series:
+        rows = self.accuracy[(self.accuracy["arm"] == arm) & (self.accuracy["level"] == 0.0)]
+        return rows.drop_duplicates("seed").set_index("seed")["accuracy"].sort_index()
+
+
+def noise_study(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any],
+                config: TrainConfig, seeds: Sequence[int], *, noise_levels: Sequence[float],
+                delete_levels: Sequence[float], test_split: str = "test") -> NoiseStudy:
+    """Train every arm per seed; measure its accuracy on the test images under Gaussian noise and pixel deletion.
+
+    The guide: dropout "acts as noise injection and makes the model more tolerant of input
+    perturbations and missing features". Each (seed, perturbation, level) draws one perturbed test set
+    from a generator seeded by (seed, level), which *every* arm sees, so the arms are paired by seed for
+    the training and for the perturbation. Because dropout may also change the clean accuracy,
+    ``retained`` (accuracy / clean accuracy of the same net) separates robustness from the clean gap.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    if not isinstance(arms, Mapping) or len(arms) < 2:
+        raise ValueError("arms must name at least two arms: {label: model keyword arguments}")
+    levels = {"gaussian": [0.0, *_levels(noise_levels, "noise_levels")],
+              "delete": [0.0, *_levels(delete_levels, "delete_levels", upper=1.0)]}
+    _splits(data, ["train", test_split, *config.eval_splits])
+    test = data[test_split]
+    rows, histories, errors = [], [], []
+    for seed in seeds:
+        study = _train_seed(make_model, arms, data, config, seed)
+        histories.append(study.history)
+        errors.append(study.errors)
+        for kind, grid in levels.items():
+            for i, level in enumerate(dict.fromkeys(grid)):
+                gen = torch.Generator().manual_seed(seed * 1000 + 100 * PERTURBATIONS.index(kind) + i)
+                x = perturb(test.x, kind, level, gen)
+                for arm in arms:
+                    model = study.models[(arm, seed)].eval()
+                    rows.append(dict(arm=arm, seed=seed, perturbation=kind, level=level,
+                                     accuracy=_accuracy(model, x, test.y)))
+    accuracy = pd.DataFrame(rows)
+    clean = accuracy[accuracy["level"] == 0.0].drop_duplicates(["arm", "seed"]).set_index(["arm", "seed"])["accuracy"]
+    accuracy["retained"] = [100 * a / clean[(arm, s)] if clean[(arm, s)] > 0 else math.nan
+                            for arm, s, a in zip(accuracy["arm"], accuracy["seed"], accuracy["accuracy"], strict=True)]
+    return NoiseStudy(accuracy=accuracy, errors=pd.concat(errors, ignore_index=True),
+                      history=pd.concat(histories, ignore_index=True))
+
+
+# ----------------------------------------------------------------------------- SG-PLACE, SG-SCHED: two paired arms
+
+
+@dataclass(frozen=True)
+class PairedStudy:
+    """Two or more arms trained on the same seeds: ``errors`` — arm, seed, error (%) on the test split;
+    ``history`` — the fit records with arm and seed."""
+
+    errors: pd.DataFrame
+    history: pd.DataFrame
+
+    def test_error(self, arm: str) -> pd.Series:
+        rows = self.errors[self.errors["arm"] == arm]
+        if rows.empty:
+            raise ValueError(f"no errors for arm={arm!r}; arms: {sorted(set(self.errors['arm']))}")
+        return rows.set_index("seed")["error"].sort_index()
+
+
+def _paired(make_model, arms, data, config, seeds, schedulers=None, test_split="test") -> PairedStudy:
+    _splits(data, ["train", test_split, *config.eval_splits])
+    study = train_arms(make_model, arms, data, config, seeds, schedulers=schedulers, test_split=test_split)
+    return PairedStudy(errors=study.errors[["arm", "seed", "error", "loss"]], history=study.history)
+
+
+def placement_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str, Any], config: TrainConfig,
+                    seeds: Sequence[int], *, p: float, channels: Sequence[int], hidden: int,
+                    test_split: str = "test") -> PairedStudy:
+    """SG-PLACE: the same CNN with dropout (rate ``p``) after the activation and *before* BatchNorm
+    (``conv-act-drop-bn-pool``, the guide's advice) or *after* BatchNorm (``conv-act-bn-drop-pool``).
+
+    Li, Chen, Hu, Yang (CVPR 2019): dropout before BN shifts the variance BN sees between training and
+    test, so the first placement should be the worse one. The arms differ only in the position of BN
+    relative to dropout; they share each seed's initial weights (the layers are built in the same
+    order) and data order. Input ``(N, *input_shape)``; arms named by :data:`PLACEMENTS`.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    p = _rate(p, "p", allow_zero=False)
+    channels = [integer(c, "channels entries") for c in channels]
+    hidden = integer(hidden, "hidden")
+
+    def make(order: str) -> nn.Module:
+        return ConvNet(tuple(input_shape), channels, order=order, padding=1, p=p, hidden=hidden,
+                       num_classes=num_classes)
+
+    return _paired(make, {arm: dict(order=order) for arm, order in PLACEMENTS.items()}, data, config, seeds,
+                   test_split=test_split)
+
+
+def schedule_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
+                   seeds: Sequence[int], *, p_start: float, p_end: float, test_split: str = "test") -> PairedStudy:
+    """SG-SCHED: every dropout rate of ``make_model(p_hidden=...)`` falls linearly from ``p_start`` to
+    ``p_end`` over training (arm ``"scheduled"``) against a fixed rate equal to its mean (``"fixed"``).
+
+    The guide: "starting with a higher rate and lowering it gradually improves training". The ramp is
+    written after every update (:class:`~dropoutlab.schedules.LinearSchedule` over T − 1 steps for T
+    updates, so the updates see p_start … p_end and their mean rate is exactly (p_start + p_end)/2).
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    p_start, p_end = _rate(p_start, "p_start"), _rate(p_end, "p_end")
+    if not p_start > p_end:
+        raise ValueError(f"p_start must be > p_end (a falling schedule), got {p_start} and {p_end}")
+    _splits(data, ["train", test_split])
+    total = config.epochs * updates_per_epoch(len(data["train"].x), config.batch_size)
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    steps = max(total - 1, 1)
+    mean = (p_start + p_end) / 2
+    schedulers = {"scheduled": lambda model: DropoutScheduler(model, LinearSchedule(p_start, p_end, steps),
+                                                              unit="step")}
+    return _paired(make_model, {"scheduled": dict(p_hidden=p_start), "fixed": dict(p_hidden=mean)}, data, config,
+                   seeds, schedulers=schedulers, test_split=test_split)
+
+
+# ----------------------------------------------------------------------------- SG-RATES: a factorial of rates
+
+
+@dataclass(frozen=True)
+class RatesStudy:
+    """SG-RATES: ``errors`` — p_input, p_hidden, p_output, cell (label), seed, val_error and test_error (%);
+    ``cells`` — one row per cell with the means over seeds and ``guide`` (the guide's cell) and ``best_other``
+    (the other cell with the lowest mean *validation* error) flags."""
+
+    errors: pd.DataFrame
+    cells: pd.DataFrame
+    guide_cell: str
+    best_other: str
+
+    def test_error(self, cell: str) -> pd.Series:
+        rows = self.errors[self.errors["cell"] == cell]
+        if rows.empty:
+            raise ValueError(f"no cell {cell!r}; cells: {sorted(set(self.errors['cell']))}")
+        return rows.set_index("seed")["test_error"].sort_index()
+
+
+def _cell(p_input: float, p_hidden: float, p_output: float) -> str:
+    return f"in {p_input:g} / hid {p_hidden:g} / out {p_output:g}"
+
+
+def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
+                seeds: Sequence[int], *, input_rates: Sequence[float], hidden_rates: Sequence[float],
+                output_rates: Sequence[float], guide: Sequence[float], val_split: str = "val",
+                test_split: str = "test") -> RatesStudy:
+    """Train ``make_model(p_input=, p_hidden=, p_output=)`` for every cell of the factorial and seed.
+
+    The guide: input 0.1–0.2, hidden 0.3–0.5 and no dropout at the output. ``guide`` = (input, hidden,
+    output) names the guide's cell, which must be in the grid. The best *other* cell is chosen on the
+    validation split (``val_split``, the lowest mean error over seeds), never on the test split it is
+    then compared on, so the comparison is not biased by selecting on the same numbers. Every cell
+    shares each seed's initial weights and data order.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    grid = (_rates(input_rates, "input_rates"), _rates(hidden_rates, "hidden_rates"),
+            _rates(output_rates, "output_rates"))
+    guide = tuple(guide) if isinstance(guide, (list, tuple)) else (guide,)
+    if len(guide) != 3:
+        raise ValueError(f"guide must be (p_input, p_hidden, p_output), got {guide!r}")
+    guide = tuple(_rate(g, "guide entries") for g in guide)
+    if any(not any(math.isclose(g, v) for v in axis) for g, axis in zip(guide, grid, strict=True)):
+        raise ValueError(f"guide {guide} must be a cell of the grid {grid}")
+    if math.prod(len(a) for a in grid) < 2:
+        raise ValueError("the grid must have at least two cells")
+    _splits(data, ["train", val_split, test_split])
+    config = replace(config, eval_splits=tuple(dict.fromkeys([*config.eval_splits, val_split])))
+    arms = {_cell(i, h, o): dict(p_input=i, p_hidden=h, p_output=o) for i in grid[0] for h in grid[1] for o in grid[2]}
+    study = train_arms(make_model, arms, data, config, seeds, test_split=test_split)
+    last = study.history[study.history["split"] == val_split].sort_values("epoch").groupby(["arm", "seed"]).last()
+    rows = []
+    for _, r in study.errors.iterrows():
+        kw = arms[r["arm"]]
+        rows.append(dict(p_input=kw["p_input"], p_hidden=kw["p_hidden"], p_output=kw["p_output"], cell=r["arm"],
+                         seed=int(r["seed"]), val_error=100 * float(last.loc[(r["arm"], r["seed"]), "error"]),
+                         test_error=float(r["error"])))
+    errors = pd.DataFrame(rows)
+    cells = errors.groupby(["cell", "p_input", "p_hidden", "p_output"], as_index=False, sort=False)[
+        ["val_error", "test_error"]].mean()
+    guide_cell = _cell(*guide)
+    others = cells[cells["cell"] != guide_cell]
+    best_other = str(others.loc[others["val_error"].idxmin(), "cell"])
+    cells["guide"] = cells["cell"] == guide_cell
+    cells["best_other"] = cells["cell"] == best_other
+    return RatesStudy(errors=errors, cells=cells, guide_cell=guide_cell, best_other=best_other)
