@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .checks import integer
 from .paths import dry_run
 from .train import load_checkpoint, progress_line, run_store, save_checkpoint, seed_everything
 from .variants.adaptive import meta_dropout
@@ -59,11 +60,6 @@ __all__ = [
 
 ARMS = ("MAML", "meta dropout")
 
-
-def _count(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
 
 
 def _positive(value: Any, name: str) -> float:
@@ -85,7 +81,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, pools: Mapping[str, Tensor], way: int, shot: int, query: int) -> None:
-        self.way, self.shot, self.query = _count(way, "way", 2), _count(shot, "shot"), _count(query, "query")
+        self.way, self.shot, self.query = integer(way, "way", 2), integer(shot, "shot"), integer(query, "query")
         if len(pools) < self.way:
             raise ValueError(f"pools: a {self.way}-way episode needs ≥ {self.way} classes, got {len(pools)}")
         need = self.shot + self.query
@@ -145,7 +141,7 @@ class MetaConvNet(nn.Module):
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-        self.way, self.channels, blocks = _count(way, "way", 2), _count(channels, "channels"), _count(blocks, "blocks")
+        self.way, self.channels, blocks = integer(way, "way", 2), integer(channels, "channels"), integer(blocks, "blocks")
         ins = [input_shape[0]] + [self.channels] * (blocks - 1)
         self.convs = nn.ModuleList(nn.Conv2d(c, self.channels, 3, padding=1) for c in ins)
         side = int(input_shape[1])
@@ -225,8 +221,8 @@ def meta_train(model: MetaConvNet, sampler: EpisodeSampler, *, arm: str, iterati
     """
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    iterations, meta_batch = _count(iterations, "iterations"), _count(meta_batch, "meta_batch")
-    inner_steps, log_every = _count(inner_steps, "inner_steps"), _count(log_every, "log_every")
+    iterations, meta_batch = integer(iterations, "iterations"), integer(meta_batch, "meta_batch")
+    inner_steps, log_every = integer(inner_steps, "inner_steps"), integer(log_every, "log_every")
     inner_lr, meta_lr = _positive(inner_lr, "inner_lr"), _positive(meta_lr, "meta_lr")
     caps = dry_run()
     if caps is not None:
@@ -297,7 +293,7 @@ def meta_test(model: MetaConvNet, sampler: EpisodeSampler, *, arm: str, episodes
     """
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    episodes = _count(episodes, "episodes")
+    episodes = integer(episodes, "episodes")
     gen = torch.Generator().manual_seed(int(seed))
     noise_gen = torch.Generator().manual_seed(int(seed) + 1)
     noise = arm == "meta dropout"
