@@ -171,6 +171,24 @@ ENTRIES = """\
   parts:
     min_inside: {kind: directional, margin: 0, side: greater, design: one-sample, unit: pp, measure: curvature}
     underfit: {kind: directional, margin: 0, side: greater, design: paired, unit: pp, measure: error gap}
+- id: C-CHKS
+  notebook: 03_gamma
+  statement: The closed form matches Monte Carlo and an enumeration of every mask
+  source: Mianjy et al. 2018
+  paper_value: identity
+  kind: all
+  measure: see the parts
+  replication: one computation
+  family: null
+  profiles: [quick, full, paper]
+  figure: null
+  section: Claim check
+  why: Two identities; only a bug can break them.
+  exploratory: false
+  history: []
+  parts:
+    monte_carlo: {kind: check, tolerance: 0.005, design: exact, unit: '', measure: relative error}
+    enumeration: {kind: check, tolerance: 1.0e-9, design: exact, unit: '', measure: relative error}
 """
 CLAIMS_YAML = "version: 1\nalpha: 0.025\nclaims:\n" + textwrap.indent(ENTRIES, "  ")
 
@@ -207,6 +225,12 @@ METRICS = {
                         test="all parts", n_needed=None, parts={
                             "min_inside": {"verdict": "reproduced", "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3},
                             "underfit": {"verdict": "inconclusive", "estimate": 0.1, "ci_low": -0.1, "ci_high": 0.3}}),
+        "C-CHKS": _claim("C-CHKS", "all", "reproduced", 1.1e-4, None, None, n=None, p=0.0, margin=0.005, side=None,
+                         unit="", test="all of 2 parts", parts={
+                             "monte_carlo": {"kind": "check", "verdict": "reproduced", "estimate": 1.1e-4,
+                                             "margin": 0.005},
+                             "enumeration": {"kind": "check", "verdict": "reproduced", "estimate": 1.6e-15,
+                                             "margin": 1e-9}}),
     },
 }
 
@@ -289,7 +313,8 @@ def test_load_records_reads_every_profile_sorted(records):
     keys = [(r["notebook"], r["id"], r["profile"]) for r in records]
     assert keys == [("01_alpha", "A-1", "quick"), ("01_alpha", "A-1", "full"), ("01_alpha", "A-2", "quick"),
                     ("01_alpha", "A-CHK", "quick"), ("01_alpha", "A-CHK", "full"), ("02_beta", "B-1", "quick"),
-                    ("02_beta", "B-2", "quick"), ("03_gamma", "C-ALL", "quick")]
+                    ("02_beta", "B-2", "quick"), ("03_gamma", "C-ALL", "quick"),
+                    ("03_gamma", "C-CHKS", "quick")]
     assert records[1]["estimate"] == 0.4 and records[1]["verdict"] == "reproduced"
 
 
@@ -367,8 +392,8 @@ def test_verdict_of_record_is_the_highest_judged_profile(records, registry):
 @pytest.mark.parametrize("line", [
     "- **Empirical claims: 5** (verdict of record) — 2 reproduced, 0 not reproduced, 1 inconclusive, 2 not run.",
     "- **Exploratory claims: 1** (shown, not counted above) — 1 reproduced, 0 not reproduced, 0 inconclusive.",
-    "- **Implementation checks: 1** (identities that only a bug can break) — 1 passed, 0 failed.",
-    "- Records per profile: quick 6, full 2, paper 0.",
+    "- **Implementation checks: 2** (identities that only a bug can break) — 2 passed, 0 failed.",
+    "- Records per profile: quick 7, full 2, paper 0.",
 ])
 def test_markdown_counts_split_checks_from_empirical_claims(markdown, line):
     assert line in markdown.splitlines()
@@ -421,6 +446,15 @@ def test_markdown_checks_table(markdown):
     assert "A-CHK" not in markdown.split("## Implementation checks")[0].split("## Empirical claims")[1]
 
 
+def test_composite_of_checks_is_counted_and_shown_as_a_check(markdown):
+    """An ``all`` claim whose parts are all checks is an implementation check, not an empirical claim."""
+    empirical = markdown.split("## Empirical claims")[1].split("## Implementation checks")[0]
+    assert "C-CHKS" not in empirical and "C-ALL" in empirical
+    section = markdown.split("## Implementation checks")[1].split("## Deviations log")[0]
+    assert _cells(_row(section, "C-CHKS"))[2:] == ["all of: monte_carlo ≤ 0.005, enumeration ≤ 1e-09",
+                                                   "passed — monte_carlo 0.00011, enumeration 1.6e-15", "—", "—"]
+
+
 def test_markdown_deviations_log_lists_history_and_exploratory(markdown):
     log = markdown.split("## Deviations log")[1]
     assert "| 2026-11-30 | A-1 | margin 0.1 pp | the margin was set before the unit changed to pp |" in log
@@ -459,13 +493,13 @@ def test_section_anchor_matches_nbconvert(repo, heading):
 def test_summary_lines(records, registry):
     lines = render_summary(records, registry).splitlines()
     assert lines[:2] == ["5 empirical claims: 2 reproduced, 0 not reproduced, 1 inconclusive, 2 not run; "
-                         "1 exploratory (not counted)", "1 implementation checks: 1 passed, 0 failed"]
+                         "1 exploratory (not counted)", "2 implementation checks: 2 passed, 0 failed"]
     assert all(len(line) <= 120 for line in lines)
     assert lines[2] == "01_alpha"
     assert re.fullmatch(r"  A-1\s+reproduced\s+0\.4 \[0\.2, 0\.6\] pp  \(full, p < 0\.001\)", lines[3])
     assert any(re.fullmatch(r"  A-CHK\s+passed\s+2e-12  \(full, tolerance ≤ 1e-10\)", line) for line in lines)
     assert any(re.fullmatch(r"  B-2\s+not run", line) for line in lines)
-    assert sum(line.startswith("  ") for line in lines) == 7
+    assert sum(line.startswith("  ") for line in lines) == 8
     assert any(re.fullmatch(r"  C-ALL\s+inconclusive\s+—  \(quick\)", line) for line in lines)
     assert [line for line in lines if not line.startswith(" ")][2:] == ["01_alpha", "02_beta", "03_gamma"]
 
@@ -493,7 +527,7 @@ def test_records_json(records, registry):
 
 def test_diff_identical_matches(records):
     rows = diff_records(records, records)
-    assert render_diff(rows) == "8 claims compared: matches the committed record\n"
+    assert render_diff(rows) == "9 claims compared: matches the committed record\n"
 
 
 def test_diff_finds_changes(records):
@@ -511,7 +545,7 @@ def test_diff_finds_changes(records):
     text = render_diff(list(rows.values()))
     assert "verdict reproduced → inconclusive" in text
     assert "estimate 0.35 pp outside the committed [-0.05, 0.2] (was 0.1)" in text
-    assert text.splitlines()[-1] == ("7 claims compared: 1 verdicts changed, 1 estimates outside the committed "
+    assert text.splitlines()[-1] == ("8 claims compared: 1 verdicts changed, 1 estimates outside the committed "
                                      "interval; 1 added, 1 removed")
 
 
@@ -537,7 +571,7 @@ def test_load_records_at_reads_the_committed_record(tmp_path):
     changed["A-1"]["estimate"] = -0.5
     _write_metrics(tmp_path, {("full", "01_alpha"): changed})
     text = render_diff(diff_records(committed, load_records(tmp_path)))
-    assert text.splitlines()[-1] == ("8 claims compared: 1 verdicts changed, 1 estimates outside the committed "
+    assert text.splitlines()[-1] == ("9 claims compared: 1 verdicts changed, 1 estimates outside the committed "
                                      "interval")
     with pytest.raises(ValueError, match="unknown git revision 'nope'"):
         load_records_at("nope", tmp_path)
@@ -608,7 +642,7 @@ def test_index_rows(repo, records, registry):
     rows = re.findall(r"<tr (data-[^>]*)>", page)
     assert len(rows) == len(records) + 2  # + the not-run rows of B-2 and C-1
     shown = [r for r in rows if not r.endswith("hidden")]
-    assert len(shown) == 7  # one verdict-of-record row per claim
+    assert len(shown) == 8  # one verdict-of-record row per claim
     assert any('data-verdict="passed"' in r and 'data-profile="full"' in r for r in shown)
     assert any('data-verdict="not run"' in r and 'data-notebook="02_beta"' in r for r in shown)
 

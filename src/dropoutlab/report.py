@@ -96,7 +96,7 @@ class _Rule:
 
     @property
     def is_check(self) -> bool:
-        return self.kind == "check"
+        return _is_check(self.kind, self.parts)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -291,6 +291,14 @@ def _estimate_text(record: Mapping[str, Any], rule: _Rule | None) -> str:
     return f"{text} {unit}" if unit else text
 
 
+def _is_check(kind: str, parts: Mapping[str, Any] | None) -> bool:
+    """An implementation check: kind ``check``, or ``all`` of parts that are all checks (counted with the checks)."""
+    if kind == "check":
+        return True
+    return kind == "all" and bool(parts) and all(_is_check(str(_get(p, "kind", "")), _get(p, "parts"))
+                                                 for p in parts.values())
+
+
 def _kind(record: Mapping[str, Any] | None, rule: _Rule | None) -> str:
     return (rule.kind if rule and rule.kind else None) or str((record or {}).get("kind", ""))
 
@@ -310,7 +318,7 @@ def _tolerance(record: Mapping[str, Any] | None, rule: _Rule | None) -> Any:
 def _margin_text(kind: str, margin: Any, side: str | None, parts: Mapping[str, Any] | None = None) -> str:
     """The claim's side of the margin: '> 0', '< 0.25', '±0.2', 'all of: a > 0, b < 1'."""
     if kind == "all" and parts:
-        inner = ", ".join(f"{name} {_margin_text(_get(p, 'kind', ''), _get(p, 'margin'), _get(p, 'side'))}"
+        inner = ", ".join(f"{name} {_margin_text(_get(p, 'kind', ''), _part_margin(p), _get(p, 'side'))}"
                           for name, p in parts.items())
         return _shorten(f"all of: {inner}", 60)
     if margin is None:
@@ -323,6 +331,13 @@ def _margin_text(kind: str, margin: Any, side: str | None, parts: Mapping[str, A
         return f"differ (null: ±{_num(abs(float(margin)))})"
     op = {"greater": ">", "less": "<"}.get(str(side), "?")
     return f"{op} {_num(margin)}"
+
+
+def _part_margin(part: Any) -> Any:
+    """A part's margin; a check part's tolerance (registry parts name it ``tolerance``, records ``margin``)."""
+    if _get(part, "kind") == "check" and _get(part, "tolerance") is not None:
+        return _get(part, "tolerance")
+    return _get(part, "margin")
 
 
 def _record_margin(record: Mapping[str, Any] | None, rule: _Rule | None) -> str:
@@ -389,7 +404,9 @@ class _Claim:
 
     @property
     def is_check(self) -> bool:
-        return self.kind == "check"
+        record = next(iter(self.runs.values()), None)
+        return _is_check(self.kind, (self.rule.parts if self.rule and self.rule.parts else None)
+                         or (record or {}).get("parts"))
 
     @property
     def exploratory(self) -> bool:
@@ -579,6 +596,11 @@ def _check_cell(claim: _Claim, profile: str) -> str:
     if record is None:
         return "—"
     text = _label(record["verdict"], True)
+    parts = record.get("parts")
+    if parts:  # a composite of checks: each part's deviation, in the registry's order
+        names = [n for n in (claim.rule.parts if claim.rule and claim.rule.parts else {}) if n in parts]
+        names += [n for n in parts if n not in names]
+        return text + " — " + ", ".join(f"{n} {_num(_get(parts[n], 'estimate'))}" for n in names)
     if record.get("estimate") is not None:
         text += f" — {_num(record['estimate'])}"
         unit = _unit(record, claim.rule)
@@ -656,7 +678,7 @@ def render_markdown(records: list[Mapping[str, Any]], registry: Any, root: Path 
         tolerance = _tolerance(c.record, rule) if rule is None or rule.tolerance is None else rule.tolerance
         cells = [_md_link(c.id, links.notebook(c.notebook, c.record_profile, rule.section if rule else None)),
                  _md(rule.statement if rule else "not in claims.yaml"),
-                 _md(_margin_text("check", tolerance, None)),
+                 _md(_record_margin(c.record, rule) if c.kind == "all" else _margin_text("check", tolerance, None)),
                  *(_md(_check_cell(c, p)) for p in REPORTED_PROFILES)]
         lines.append("| " + " | ".join(cells) + " |")
     if not checks:
