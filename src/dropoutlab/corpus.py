@@ -106,7 +106,7 @@ _REGISTRY: dict[str, CorpusInfo] = {
         name="kjv",
         file="kjv.txt",
         description="King James Version of the Bible (1611), 31,102 verses, as printed by the Debian package "
-                    "bible-kjv's `bible` from bible-kjv-text's compressed text (version 4.38)",
+        "bible-kjv's `bible` from bible-kjv-text's compressed text (version 4.38)",
         licence="public domain (the text); the Debian packaging GPL-2+",
         sha256="6f74f5589333c56c263963e6347dba662bae2d96861302e690aaae0b4a855eda",
         size=4_298_239,
@@ -136,8 +136,10 @@ def _sha256(data: bytes) -> str:
 
 def _install_hint(info: CorpusInfo) -> str:
     packages = " ".join(info.debian_packages)
-    return (f"install the Debian packages {packages} (as root: apt-get update && apt-get install -y {packages}; "
-            f"`make setup` does this when run as root), or put the verified file at <data root>/{info.name}/{info.file}")
+    return (
+        f"install the Debian packages {packages} (as root: apt-get update && apt-get install -y {packages}; "
+        f"`make setup` does this when run as root), or put the verified file at <data root>/{info.name}/{info.file}"
+    )
 
 
 def _debian_route(info: CorpusInfo) -> bytes:
@@ -148,25 +150,39 @@ def _debian_route(info: CorpusInfo) -> bytes:
     expected = info.debian_data.get(str(data_path)) or next(iter(info.debian_data.values()))
     actual = _sha256(data_path.read_bytes())
     if actual != expected:
-        raise CorpusError(f"{data_path}: sha256 mismatch: expected {expected}, got {actual} (another version of "
-                          f"{info.debian_packages[0]}?)")
+        raise CorpusError(
+            f"{data_path}: sha256 mismatch: expected {expected}, got {actual} (another version of "
+            f"{info.debian_packages[0]}?)"
+        )
     program = shutil.which(BIBLE_PROGRAM)
     if program is None:
-        raise CorpusError(f"the program `{BIBLE_PROGRAM}` was not found: the Debian package "
-                          f"{info.debian_packages[1]} is not installed")
+        raise CorpusError(
+            f"the program `{BIBLE_PROGRAM}` was not found: the Debian package "
+            f"{info.debian_packages[1]} is not installed"
+        )
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     try:
-        proc = subprocess.run([program, *info.command], capture_output=True, timeout=BIBLE_TIMEOUT_S, check=False,
-                              env=env, cwd=data_path.parent)
+        proc = subprocess.run(
+            [program, *info.command],
+            capture_output=True,
+            timeout=BIBLE_TIMEOUT_S,
+            check=False,
+            env=env,
+            cwd=data_path.parent,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         raise CorpusError(f"`{BIBLE_PROGRAM} {' '.join(info.command)}` could not run: {exc}") from exc
     if proc.returncode != 0:
-        raise CorpusError(f"`{BIBLE_PROGRAM} {' '.join(info.command)}` failed (exit {proc.returncode}): "
-                          f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
+        raise CorpusError(
+            f"`{BIBLE_PROGRAM} {' '.join(info.command)}` failed (exit {proc.returncode}): "
+            f"{proc.stderr.decode(errors='replace').strip()[-300:]}"
+        )
     text = proc.stdout
     if _sha256(text) != info.sha256:
-        raise CorpusError(f"`{BIBLE_PROGRAM} {' '.join(info.command)}` printed {len(text)} bytes with sha256 "
-                          f"{_sha256(text)}, expected {info.size} bytes with sha256 {info.sha256}")
+        raise CorpusError(
+            f"`{BIBLE_PROGRAM} {' '.join(info.command)}` printed {len(text)} bytes with sha256 "
+            f"{_sha256(text)}, expected {info.size} bytes with sha256 {info.sha256}"
+        )
     return text
 
 
@@ -192,8 +208,11 @@ def _obtain(info: CorpusInfo, root: Path) -> tuple[bytes, str]:
         return _debian_route(info), "Debian packages " + " + ".join(info.debian_packages)
     except CorpusError as exc:
         problems.append(str(exc))
-    raise CorpusError(f"could not obtain the corpus {info.name!r}. Routes tried:\n"
-                      + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(problems)) + f"\nTo fix: {_install_hint(info)}.")
+    raise CorpusError(
+        f"could not obtain the corpus {info.name!r}. Routes tried:\n"
+        + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(problems))
+        + f"\nTo fix: {_install_hint(info)}."
+    )
 
 
 def fetch_corpus(name: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -271,8 +290,9 @@ class Corpus:
         return f"Corpus(name={self.name!r}, split={self.split!r}, n_chars={len(self)}, vocab_size={self.vocab_size})"
 
 
-def load_corpus(name: str, split: str, n_chars: int | None = None,
-                root: str | os.PathLike[str] | None = None) -> Corpus:
+def load_corpus(
+    name: str, split: str, n_chars: int | None = None, root: str | os.PathLike[str] | None = None
+) -> Corpus:
     """One fixed split of corpus ``name`` (module docstring), optionally its first ``n_chars`` characters.
 
     Reads ``<root>/<name>/<file>`` when verified, else the Debian route (nothing is written). The
