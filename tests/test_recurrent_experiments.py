@@ -22,6 +22,7 @@ from dropoutlab.analysis.recurrent_experiments import (
     language_model_study,
     locked_mask_check,
     mc_nll,
+    mc_nll_curve,
     sequence_digits_study,
 )
 from dropoutlab.corpus import Corpus
@@ -178,6 +179,7 @@ def test_language_model_learns_and_is_reproducible(toy_corpora):
     assert res.loc["none", "test_ppl"] < 2.0 and res.loc["variational", "test_ppl"] < 4.0
     assert math.isnan(res.loc["none", "test_mc_ppl"]) and math.isfinite(res.loc["variational", "test_mc_ppl"])
     assert set(first.history["split"]) == {"train_running", "val"}
+    assert first.mc_curve["samples"].tolist() == [1, 2, 3] and (first.mc_curve["arm"] == "variational").all()
     second = _lm_study(toy_corpora)
     pd.testing.assert_frame_equal(first.results.drop(columns="seconds"), second.results.drop(columns="seconds"))
 
@@ -187,9 +189,14 @@ def test_mc_average_of_noiseless_passes_is_the_plain_cross_entropy(toy_corpora):
     model = CharLM(len(toy_corpora[0].vocab), 4, 8, "naive", p_input=0.0, p_output=0.0)
     windows = char_windows(toy_corpora[2], 30)
     assert mc_nll(model, windows, 4) == pytest.approx(evaluate(model, windows)["loss"], rel=1e-5)
+    assert mc_nll_curve(model, windows, 3) == pytest.approx([evaluate(model, windows)["loss"]] * 3, rel=1e-5)
     noisy = CharLM(len(toy_corpora[0].vocab), 4, 8, "naive", p_input=0.5, p_output=0.5)
     torch.manual_seed(1)
-    assert mc_nll(noisy, windows, 4) != pytest.approx(evaluate(noisy, windows)["loss"], rel=1e-5)
+    curve = mc_nll_curve(noisy, windows, 4)
+    torch.manual_seed(1)
+    assert mc_nll(noisy, windows, 4) == pytest.approx(curve[-1])
+    assert curve[-1] != pytest.approx(evaluate(noisy, windows)["loss"], rel=1e-5)
+    assert curve[-1] < curve[0]  # averaging noisy passes beats one noisy pass
 
 
 def test_sequence_study_learns_digits_and_is_reproducible():

@@ -79,6 +79,8 @@ __all__ = [
     "embedding_max_norm_comparison",
     "language_model_study",
     "locked_mask_check",
+    "mc_nll",
+    "mc_nll_curve",
     "sequence_digits_study",
 ]
 
@@ -330,11 +332,13 @@ class LanguageModelStudy:
     ``results``: one row per (arm, seed) with ``val_nll``, ``test_nll`` (nats per character, dropout
     off), ``val_ppl``, ``test_ppl`` (= exp NLL), ``test_mc_nll``/``test_mc_ppl`` (MC average of
     ``mc_samples`` passes with dropout on; NaN for "none") and ``seconds``. ``history``: ``fit``'s
-    per-epoch records (``loss`` = NLL) with ``ppl`` added.
+    per-epoch records (``loss`` = NLL) with ``ppl`` added. ``mc_curve``: the MC test NLL and
+    perplexity after the first s = 1 … ``mc_samples`` passes (arm, seed, samples, nll, ppl).
     """
 
     results: Any  # DataFrame
     history: Any  # DataFrame
+    mc_curve: Any = None  # DataFrame
 
     def per_seed(self, arm: str, column: str = "test_ppl"):
         """One column for one arm, indexed by seed (sorted)."""
@@ -347,22 +351,31 @@ class LanguageModelStudy:
 
 
 @torch.no_grad()
-def mc_nll(model: nn.Module, data: CharWindows, samples: int, batch_size: int = 64) -> float:
-    """Negative log of the MC-averaged predictive probability, per target: ``−mean log (1/S Σ_s p_s(y))``.
+def mc_nll_curve(model: nn.Module, data: CharWindows, samples: int, batch_size: int = 64) -> np.ndarray:
+    """MC cross-entropy after the first s = 1 … ``samples`` passes: ``curve[s − 1] = −mean log (1/s Σ_{k≤s} p_k(y))``.
 
     ``samples`` stochastic passes (:func:`dropoutlab.inference.predict_mc`: only dropout modules in
-    train mode, fresh masks every pass); averaged in probability space (logsumexp − log S).
+    train mode, fresh masks every pass), averaged in probability space (a running logsumexp − log s);
+    the passes are shared by every prefix, so the curve shows how the average converges. Returns
+    float64 ``(samples,)``.
     """
     samples = integer(samples, "samples")
-    total, count = 0.0, 0
+    totals, count = torch.zeros(samples, dtype=torch.float64), 0
+    counts = torch.arange(1, samples + 1, dtype=torch.float64).log()
     for start in range(0, len(data), batch_size):
         xb, yb = data.x[start : start + batch_size], data.y[start : start + batch_size]
         logits = predict_mc(model, xb, samples)  # (S, B, V, L)
         logp = torch.log_softmax(logits, dim=2).gather(2, yb.unsqueeze(0).unsqueeze(2).expand(samples, -1, 1, -1))
-        averaged = torch.logsumexp(logp.squeeze(2), dim=0) - math.log(samples)  # (B, L)
-        total -= float(averaged.sum())
+        running = torch.logcumsumexp(logp.squeeze(2).double(), dim=0)  # (S, B, L)
+        totals -= (running - counts.view(-1, 1, 1)).sum(dim=(1, 2))
         count += yb.numel()
-    return total / count
+    return (totals / count).numpy()
+
+
+def mc_nll(model: nn.Module, data: CharWindows, samples: int, batch_size: int = 64) -> float:
+    """Negative log of the MC-averaged predictive probability, per target: ``−mean log (1/S Σ_s p_s(y))``
+    (the last point of :func:`mc_nll_curve`)."""
+    return float(mc_nll_curve(model, data, samples, batch_size)[-1])
 
 
 def language_model_study(
@@ -425,7 +438,7 @@ def language_model_study(
 
 
 def _lm_runs(vocab_size, data, config, seeds, arms, embed_dim, hidden, rates, mc_samples) -> LanguageModelStudy:
-    rows, frames = [], []
+    rows, frames, curves = [], [], []
     for arm in arms:
         for seed in seeds:
             seed_everything(seed)
@@ -439,7 +452,16 @@ def _lm_runs(vocab_size, data, config, seeds, arms, embed_dim, hidden, rates, mc
             frames.append(frame)
             val_nll = evaluate(model, data["val"], batch_size=256)["loss"]
             test_nll = evaluate(model, data["test"], batch_size=256)["loss"]
-            mc = mc_nll(model, data["test"], mc_samples) if arm != "none" else math.nan
+            if arm != "none":
+                curve = mc_nll_curve(model, data["test"], mc_samples)
+                mc = float(curve[-1])
+                curves.append(
+                    pd.DataFrame(
+                        dict(arm=arm, seed=seed, samples=np.arange(1, mc_samples + 1), nll=curve, ppl=np.exp(curve))
+                    )
+                )
+            else:
+                mc = math.nan
             rows.append(
                 dict(
                     arm=arm,
@@ -453,7 +475,11 @@ def _lm_runs(vocab_size, data, config, seeds, arms, embed_dim, hidden, rates, mc
                     seconds=seconds,
                 )
             )
-    return LanguageModelStudy(results=pd.DataFrame(rows), history=pd.concat(frames, ignore_index=True))
+    return LanguageModelStudy(
+        results=pd.DataFrame(rows),
+        history=pd.concat(frames, ignore_index=True),
+        mc_curve=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+    )
 
 
 # ----------------------------------------------------------------------------- GR-SEQ
