@@ -169,3 +169,14 @@ def test_the_real_debian_packages_give_the_pinned_text(monkeypatch, tmp_path):
     assert len(test) == 202_035 and test.vocab_size == 63
     assert test.text.startswith("And Abraham journeyed from thence toward the south country")
     assert not (tmp_path / "kjv").exists()
+
+
+def test_cli_data_fetch_routes_the_corpus_to_its_module(monkeypatch, tmp_path, capsys):
+    from dropoutlab import cli, data
+
+    calls = []
+    monkeypatch.setattr(corpus, "fetch_corpus", lambda name: calls.append(("corpus", name)) or tmp_path)
+    monkeypatch.setattr(data, "fetch", lambda name: calls.append(("data", name)) or tmp_path)
+    assert cli.main(["data", "fetch", "kjv", "mnist"]) == 0
+    assert calls == [("corpus", "kjv"), ("data", "mnist")]
+    assert "kjv: ready in" in capsys.readouterr().out
