@@ -356,18 +356,19 @@ def mc_nll_curve(model: nn.Module, data: CharWindows, samples: int, batch_size: 
 
     ``samples`` stochastic passes (:func:`dropoutlab.inference.predict_mc`: only dropout modules in
     train mode, fresh masks every pass), averaged in probability space (a running logsumexp − log s);
-    the passes are shared by every prefix, so the curve shows how the average converges. Returns
-    float64 ``(samples,)``.
+    the passes are shared by every prefix, so the curve shows how the average converges. The
+    windows are moved to the model's device. Returns float64 ``(samples,)``.
     """
     samples = integer(samples, "samples")
+    device = next(model.parameters()).device
     totals, count = torch.zeros(samples, dtype=torch.float64), 0
-    counts = torch.arange(1, samples + 1, dtype=torch.float64).log()
+    counts = torch.arange(1, samples + 1, dtype=torch.float64, device=device).log()
     for start in range(0, len(data), batch_size):
-        xb, yb = data.x[start : start + batch_size], data.y[start : start + batch_size]
+        xb, yb = data.x[start : start + batch_size].to(device), data.y[start : start + batch_size].to(device)
         logits = predict_mc(model, xb, samples)  # (S, B, V, L)
         logp = torch.log_softmax(logits, dim=2).gather(2, yb.unsqueeze(0).unsqueeze(2).expand(samples, -1, 1, -1))
         running = torch.logcumsumexp(logp.squeeze(2).double(), dim=0)  # (S, B, L)
-        totals -= (running - counts.view(-1, 1, 1)).sum(dim=(1, 2))
+        totals -= (running - counts.view(-1, 1, 1)).sum(dim=(1, 2)).cpu()
         count += yb.numel()
     return (totals / count).numpy()
 
