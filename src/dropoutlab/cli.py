@@ -39,11 +39,11 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from . import data
+    from . import corpus, data
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.names:
-        path = data.fetch(name)
+        path = corpus.fetch_corpus(name) if name in corpus.list_corpora() else data.fetch(name)
         print(f"{name}: ready in {_rel(path)}")
     return 0
 
