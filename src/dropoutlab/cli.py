@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .notebooks import run_notebook
+from .notebooks import forecast_path, format_forecast, load_params, run_notebook
 from .paths import PROFILES, repo_root
 
 
@@ -38,18 +39,28 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from . import data
+    from . import corpus, data
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.names:
-        path = data.fetch(name)
+        path = corpus.fetch_corpus(name) if name in corpus.list_corpora() else data.fetch(name)
         print(f"{name}: ready in {_rel(path)}")
     return 0
 
 
 def cmd_run_notebook(args: argparse.Namespace) -> int:
-    out = run_notebook(args.name, args.profile, _parse_overrides(args.param), part=args.part, dry_run=args.dry_run)
-    print(f"executed {args.name} ({args.profile}{', dry run' if args.dry_run else ''}) → {_rel(out)}")
+    out = run_notebook(args.name, args.profile, _parse_overrides(args.param), part=args.part, dry_run=args.dry_run,
+                       forecast=args.forecast)
+    kind = ", dry run" if args.dry_run else ", forecast" if args.forecast is not None else ""
+    print(f"executed {args.name} ({args.profile}{kind}) → {_rel(out)}")
+    if args.forecast is not None:
+        from . import pipeline  # loaded here, as in cmd_pipeline: the report stage does not depend on it
+
+        root = repo_root()
+        path = forecast_path(args.name, args.profile, root / "forecast")
+        parts = len(pipeline.notebook_parts(args.name, args.profile, load_params(root))) or 1
+        print(format_forecast(json.loads(path.read_text(encoding="utf-8")), parts))
+        print(f"forecast written to {_rel(path)}")
     return 0
 
 
@@ -196,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="the profile's models, data, optimisers and loops, two updates per training run on a data "
                           "slice (params.yaml dry_run): a configuration check in seconds; outputs in dry-run/")
+    run.add_argument("--forecast", nargs="?", type=int, const=20, default=None, metavar="STEPS",
+                     help="a time forecast on this machine: the profile's real data and analysis, each training loop "
+                          "stopped after STEPS timed updates (default 20); prints what the profile would take; outputs "
+                          "in forecast/")
     run.set_defaults(func=cmd_run_notebook)
 
     sweep = sub.add_parser("sweep", help="run a notebook once per (parameters, seed): locally, on Slurm (submitit) "

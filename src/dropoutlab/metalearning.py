@@ -44,7 +44,7 @@ from torch.func import functional_call
 
 from .checks import integer
 from .paths import dry_run
-from .train import load_checkpoint, progress_line, run_store, save_checkpoint, seed_everything
+from .train import ForecastClock, load_checkpoint, progress_line, run_store, save_checkpoint, seed_everything
 from .variants.adaptive import meta_dropout
 
 __all__ = [
@@ -227,10 +227,12 @@ def meta_train(model: MetaConvNet, sampler: EpisodeSampler, *, arm: str, iterati
     caps = dry_run()
     if caps is not None:
         iterations = min(iterations, caps.steps)
+    clock = ForecastClock("meta_train", arm, int(seed))
+    planned, iterations = iterations, clock.cap(iterations)  # a forecast times the first iterations only
     noise = arm == "meta dropout"
     settings = dict(arm=arm, iterations=iterations, meta_batch=meta_batch, inner_steps=inner_steps, inner_lr=inner_lr,
                     meta_lr=meta_lr, second_order=bool(second_order), seed=int(seed), log_every=log_every)
-    store, folders = run_store()
+    store, folders = run_store() if not clock.active else (None, [])
     key = _run_key(model, sampler, settings) if store is not None else None
     if key is not None:
         for folder in folders:
@@ -262,9 +264,13 @@ def meta_train(model: MetaConvNet, sampler: EpisodeSampler, *, arm: str, iterati
             raise FloatingPointError(f"meta_train: non-finite query loss at iteration {it} ({arm}, seed {seed})")
         total.backward()
         optimizer.step()
+        clock.tick()
         if it % log_every == 0 or it == iterations:
             rows.append(dict(arm=arm, seed=int(seed), iteration=it, loss=loss_sum / count, accuracy=100 * acc_sum / count))
             loss_sum, acc_sum, count = 0.0, 0.0, 0
+    if clock.active:
+        clock.finish(planned)
+        return MetaRun(arm=arm, seed=int(seed), history=pd.DataFrame(rows))
     progress_line(f"    meta_train: {arm}, seed {seed}, {iterations} iterations")
     if key is not None:  # train once: the notebook's own stage finds the runs its training parts made
         store.mkdir(parents=True, exist_ok=True)

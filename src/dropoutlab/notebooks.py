@@ -19,7 +19,9 @@ import ast
 import contextlib
 import copy
 import html
+import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -33,7 +35,19 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 
 from ._io import atomic_write_text
-from .paths import DRY_RUN_ENV, PART_ENV, PROFILES, RUNS_ENV, DryRun, executed_dir, notebooks_dir, repo_root, runs_dir
+from .paths import (
+    DRY_RUN_ENV,
+    FORECAST_ENV,
+    MIN_FORECAST_STEPS,
+    PART_ENV,
+    PROFILES,
+    RUNS_ENV,
+    DryRun,
+    executed_dir,
+    notebooks_dir,
+    repo_root,
+    runs_dir,
+)
 
 RUNNER_ENV = "DROPOUTLAB_RUNNER"  # set for kernels the runner starts: parameters were injected
 REGISTRY_ENV = "DROPOUTLAB_REGISTRY"  # the claims registry a kernel's Ledger reads
@@ -215,7 +229,7 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, output_root: Path | None = None,
-               part: str | None = None, dry: DryRun | None = None):
+               part: str | None = None, dry: DryRun | None = None, forecast: str | None = None):
     """Environment a kernel started inside the block inherits, restored afterwards.
 
     * ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = ``cpu_threads``: CPU results are bit-identical only at
@@ -231,12 +245,13 @@ def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, 
     * for a scratch run (``output_root`` other than ``root``): ``DROPOUTLAB_ROOT`` = ``output_root``, so
       figures and metrics go there, and ``DROPOUTLAB_DATA`` = ``root``'s data;
     * ``DROPOUTLAB_PART`` for a training stage (``part``): its ledger records without judging a share;
-    * ``DROPOUTLAB_DRY_RUN`` for a dry run (``dry``): see :func:`dropoutlab.paths.dry_run`.
+    * ``DROPOUTLAB_DRY_RUN`` for a dry run (``dry``): see :func:`dropoutlab.paths.dry_run`;
+    * ``DROPOUTLAB_FORECAST`` for a time forecast (``forecast``, "STEPS:LOG"): see :func:`dropoutlab.paths.forecast`.
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise NotebookParameterError(f"cpu_threads must be a positive integer or null, got {threads!r}")
     keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPLBACKEND", RUNNER_ENV, REGISTRY_ENV, PROGRESS_ENV, RUNS_ENV,
-            PART_ENV, DRY_RUN_ENV, "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA")
+            PART_ENV, DRY_RUN_ENV, FORECAST_ENV, "DROPOUTLAB_ROOT", "DROPOUTLAB_DATA")
     saved = {key: os.environ.get(key) for key in keys}
     try:
         if threads is not None:
@@ -250,6 +265,8 @@ def kernel_env(threads: int | None, root: Path, runs: list[Path] | None = None, 
             os.environ[PART_ENV] = part
         if dry is not None:
             os.environ[DRY_RUN_ENV] = f"{dry.steps}:{dry.examples}"
+        if forecast is not None:
+            os.environ[FORECAST_ENV] = forecast
         if output_root is not None and Path(output_root).resolve() != Path(root).resolve():
             os.environ["DROPOUTLAB_ROOT"] = str(output_root)
             os.environ.setdefault("DROPOUTLAB_DATA", str(root / "data" / "raw"))
@@ -355,7 +372,7 @@ def export_html(nb_path: Path) -> Path:
 
 def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
                  root: Path | None = None, output_root: Path | None = None, html: bool = True,
-                 part: str | None = None, dry_run: bool = False) -> Path:
+                 part: str | None = None, dry_run: bool = False, forecast: int | None = None) -> Path:
     """Execute ``notebooks/<name>.ipynb`` and return the path of the executed copy.
 
     ``root`` holds params.yaml and notebooks/; ``output_root`` (default ``root``) is the
@@ -372,11 +389,25 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     split, with the analysis sizes of ``dry_run.shrink.<name>`` (``overrides`` still win); nothing
     is stored in ``runs/``, and the outputs go to ``dry-run/`` (default ``output_root``), never over
     a profile's record. It checks a configuration on a CPU before GPU time is spent on it.
+
+    ``forecast`` (a number of updates, ≥ 5): a time forecast of the profile on this machine — full
+    data, full analysis sizes, every seed, but each training loop stops after ``forecast`` timed
+    updates (:func:`dropoutlab.paths.forecast`); nothing is stored in or loaded from ``runs/``, the
+    outputs go to ``forecast/`` and the forecast itself to ``forecast/<profile>/<name>.json``
+    (:func:`summarise_forecast`). It says what a profile costs before hours are spent on it.
     """
     import nbformat
 
     root = root or repo_root()
     dry = None
+    forecast_log = None
+    if forecast is not None:
+        if (not isinstance(forecast, int) or isinstance(forecast, bool) or forecast < MIN_FORECAST_STEPS):
+            raise NotebookParameterError(f"forecast must be an integer ≥ {MIN_FORECAST_STEPS} (updates timed per "
+                                         f"training loop), got {forecast!r}")
+        if dry_run or part is not None:
+            raise NotebookParameterError("forecast: a forecast runs the whole notebook for real sizes; it takes "
+                                         "neither a dry run nor a part")
     if dry_run:
         if part is not None:
             raise NotebookParameterError(f"part {part!r}: a dry run has no parts (it keeps no runs)")
@@ -389,6 +420,11 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
                                      "named with letters, digits, '-' and '_'")
     if dry is not None:
         output_root = output_root or root / "dry-run"
+    elif forecast is not None:
+        output_root = Path(output_root or root / "forecast")
+        forecast_log = output_root / profile / f".{name}.forecast.jsonl"
+        forecast_log.parent.mkdir(parents=True, exist_ok=True)
+        forecast_log.unlink(missing_ok=True)
     elif profile in STORE_PROFILES:
         folder = runs_dir(profile, root) / name / (part or "main")
         runs = [folder / "checkpoints", runs_dir(profile, root)]
@@ -402,8 +438,10 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     failed = out.with_name(f"{name}.failed.ipynb")
     logging.getLogger("papermill").setLevel(logging.WARNING)
     threads = load_params(root).get("cpu_threads")
+    started = time.perf_counter()
     try:
-        with kernel_env(threads, root, runs, output_root, part, dry):
+        with kernel_env(threads, root, runs, output_root, part, dry,
+                        None if forecast_log is None else f"{forecast}:{forecast_log}"):
             pm.execute_notebook(str(notebooks_dir(root) / f"{name}.ipynb"), str(tmp), parameters=params,
                                 kernel_name="python3", progress_bar=False, cwd=str(output_root),
                                 engine_name="dropoutlab")
@@ -418,7 +456,49 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     failed.unlink(missing_ok=True)
     if html:
         export_html(out)
+    if forecast_log is not None:
+        summary = summarise_forecast(forecast_log, time.perf_counter() - started, name=name, profile=profile)
+        atomic_write_text(forecast_path(name, profile, output_root), json.dumps(summary, indent=2) + "\n")
+        forecast_log.unlink(missing_ok=True)
     return out
+
+
+def forecast_path(name: str, profile: str, output_root: Path) -> Path:
+    """Where :func:`run_notebook` writes notebook ``name``'s time forecast for ``profile``."""
+    return Path(output_root) / profile / f"{name}.forecast.json"
+
+
+def summarise_forecast(log: Path, wall_seconds: float, *, name: str, profile: str) -> dict[str, Any]:
+    """A forecast's total from its log (one JSON object per training loop, :class:`dropoutlab.train.ForecastClock`).
+
+    ``total = wall − Σ measured + Σ forecast``: what ran at its real size (data, analysis, kernel)
+    counts as measured, each training loop as its forecast.
+    """
+    loops = [json.loads(line) for line in Path(log).read_text(encoding="utf-8").splitlines() if line.strip()]
+    training = sum(loop["forecast_seconds"] for loop in loops)
+    other = max(wall_seconds - sum(loop["measured_seconds"] for loop in loops), 0.0)
+    total = training + other
+    return {"notebook": name, "profile": profile, "loops": len(loops), "training_seconds": training,
+            "other_seconds": other, "total_seconds": total, "wall_seconds": wall_seconds, "by_loop": loops}
+
+
+def format_forecast(summary: dict[str, Any], parts: int = 1) -> str:
+    """A few lines for the terminal: the forecast total, its split, and per part of ``parts`` training stages."""
+    def minutes(seconds: float) -> str:
+        return f"{seconds / 60:.1f} min"
+
+    by_what: dict[str, float] = {}
+    for loop in summary["by_loop"]:
+        by_what[f"{loop['loop']} {loop['what']}"] = by_what.get(f"{loop['loop']} {loop['what']}", 0.0) + \
+            loop["forecast_seconds"]
+    top = ", ".join(f"{k} {minutes(v)}" for k, v in sorted(by_what.items(), key=lambda kv: -kv[1])[:6])
+    line = (f"forecast {summary['notebook']} ({summary['profile']}): {minutes(summary['total_seconds'])} in all — "
+            f"training {minutes(summary['training_seconds'])} ({summary['loops']} loops), everything else "
+            f"{minutes(summary['other_seconds'])}")
+    if parts > 1:
+        line += f"; about {minutes(summary['total_seconds'] / parts)} per part ({parts} parts)"
+    return line + (f"\n  training by model: {top}" if top else "") + f"\n  (this forecast took " \
+        f"{minutes(summary['wall_seconds'])}; {math.ceil(summary['wall_seconds'])} s)"
 
 
 def script_to_notebook(script: Path, notebook: Path) -> Path:

@@ -15,6 +15,7 @@ PROFILES = ("smoke", "quick", "full", "paper")
 PART_ENV = "DROPOUTLAB_PART"  # set in a training stage's kernel: its ledger records without judging
 RUNS_ENV = "DROPOUTLAB_RUNS"  # run store of a kernel: folder new runs go to, then folders searched (os.pathsep)
 DRY_RUN_ENV = "DROPOUTLAB_DRY_RUN"  # "STEPS:EXAMPLES" in a dry run's kernel: see dry_run()
+FORECAST_ENV = "DROPOUTLAB_FORECAST"  # "STEPS:LOG" in a forecast's kernel: see forecast()
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,41 @@ def dry_run() -> DryRun | None:
     if steps < 1 or examples < 1:
         raise ValueError(f"{DRY_RUN_ENV} must be 'STEPS:EXAMPLES' (two positive integers), got {value!r}")
     return DryRun(steps, examples)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A time forecast: every training loop times its first ``steps`` updates (and one evaluation),
+    stops there, and appends what the whole loop would take to ``log`` (one JSON object per line)."""
+
+    steps: int
+    log: Path
+
+
+#: The fewest updates a forecast times: the first two (warm-up) are left out of the per-update time.
+MIN_FORECAST_STEPS = 5
+
+
+def forecast() -> Forecast | None:
+    """The settings of a time forecast (``dropoutlab run-notebook NAME --profile full --forecast``), or None.
+
+    A forecast runs a notebook as the profile says — full data, full analysis sizes, every seed —
+    but stops each training loop after ``steps`` timed updates; the runner adds up what the
+    loops would have taken (:class:`dropoutlab.train.ForecastClock`) and the time everything else
+    took, so a profile's cost is known before hours are spent on it.
+    """
+    value = os.environ.get(FORECAST_ENV)
+    if not value:
+        return None
+    steps, _, log = value.partition(":")
+    try:
+        count = int(steps)
+    except ValueError:
+        count = 0
+    if count < MIN_FORECAST_STEPS or not log:
+        raise ValueError(f"{FORECAST_ENV} must be 'STEPS:LOG' with STEPS an integer ≥ {MIN_FORECAST_STEPS} and LOG "
+                         f"a file path, got {value!r}")
+    return Forecast(count, Path(log))
 
 
 def repo_root(start: Path | str | None = None) -> Path:

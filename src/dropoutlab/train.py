@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._io import atomic_path
-from .paths import RUNS_ENV, dry_run
+from .paths import RUNS_ENV, dry_run, forecast
 from .variants.base import DropoutBase
 
 TASKS = ("classification", "reconstruction", "regression")
@@ -321,6 +321,55 @@ def progress_line(text: str) -> None:
             log.write(text + "\n")
 
 
+class ForecastClock:
+    """Times a training loop in a forecast (:func:`dropoutlab.paths.forecast`) and logs what it would take.
+
+    ``cap(planned)``: the updates to run (the forecast's ``steps``, at most ``planned``); ``tick()``
+    after every update; ``finish(...)`` appends one JSON line to the forecast's log: the loop's
+    planned updates, the median seconds per update after the first two (warm-up), one evaluation
+    pass's seconds and how many the loop would run, the seconds measured here, and the forecast
+    ``planned × per update + evaluations × evaluation``. Outside a forecast every method does nothing.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, loop: str, what: str, seed: int | None = None) -> None:
+        self.settings = forecast()
+        self.loop, self.what, self.seed = loop, what, seed
+        self.started = time.perf_counter()
+        self.stamps = [self.started]
+
+    @property
+    def active(self) -> bool:
+        return self.settings is not None
+
+    def cap(self, planned: int) -> int:
+        return planned if self.settings is None else min(planned, self.settings.steps)
+
+    def tick(self) -> None:
+        if self.settings is not None:
+            self.stamps.append(time.perf_counter())
+
+    def finish(self, planned: int, *, evaluation_seconds: float = 0.0, evaluations: int = 0) -> dict[str, Any] | None:
+        if self.settings is None:
+            return None
+        gaps = np.diff(self.stamps)
+        timed = gaps[self.WARMUP:] if len(gaps) > self.WARMUP else gaps
+        per_update = float(np.median(timed)) if len(timed) else 0.0
+        record = {"loop": self.loop, "what": self.what, "seed": self.seed, "planned_updates": int(planned),
+                  "timed_updates": int(len(timed)), "seconds_per_update": per_update,
+                  "evaluation_seconds": float(evaluation_seconds), "evaluations": int(evaluations),
+                  "measured_seconds": time.perf_counter() - self.started,
+                  "forecast_seconds": planned * per_update + evaluations * float(evaluation_seconds)}
+        self.settings.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.log, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+        progress_line(f"    forecast: {self.loop} {self.what}, seed {self.seed}: {planned} updates × "
+                      f"{per_update * 1e3:.1f} ms + {evaluations} evaluations × {evaluation_seconds:.2f} s "
+                      f"≈ {record['forecast_seconds'] / 60:.1f} min")
+        return record
+
+
 def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = None, *,
         scheduler=None) -> History:
     """Train ``model`` on ``data["train"]`` and evaluate on ``config.eval_splits`` after each epoch.
@@ -328,7 +377,9 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     ``data`` maps split names to datasets with tensors ``x`` and ``y``. ``scheduler`` is a
     :class:`dropoutlab.schedules.DropoutScheduler` (stepped per update or per epoch, by its
     ``unit``). Returns the :class:`History`; the model is left in train mode with its final weights.
-    In a dry run (:func:`dropoutlab.paths.dry_run`) it stops after the dry run's ``steps`` updates.
+    In a dry run (:func:`dropoutlab.paths.dry_run`) it stops after the dry run's ``steps`` updates;
+    in a forecast (:func:`dropoutlab.paths.forecast`) after the forecast's, logging what the whole
+    run would take (:class:`ForecastClock`), and it neither stores nor loads a run.
     """
     from tqdm import tqdm
 
@@ -336,6 +387,14 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     caps = dry_run()
     if caps is not None:  # a dry run: build and step the configuration, nothing more
         config = replace(config, max_steps=min(config.max_steps or caps.steps, caps.steps))
+    clock = ForecastClock("fit", type(model).__name__, config.seed)
+    planned = 0
+    if clock.active:  # a forecast: time the first updates of the configuration, nothing more
+        per_epoch = math.ceil(len(data["train"].x) / config.batch_size) if "train" in data else 0
+        planned = config.epochs * per_epoch if config.max_steps is None else min(config.epochs * per_epoch,
+                                                                                  config.max_steps)
+        config = replace(config, max_steps=clock.cap(planned), checkpoint=None)
+    evaluation_seconds = 0.0
     fit_started = time.perf_counter()
     missing = [s for s in ("train", *config.eval_splits) if s not in data]
     if missing:
@@ -356,7 +415,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
 
     ckpt = Path(config.checkpoint) if config.checkpoint else None
     resume = config.resume
-    store_dir, store_folders = run_store() if ckpt is None else (None, [])
+    store_dir, store_folders = run_store() if ckpt is None and not clock.active else (None, [])
     eval_fingerprints: dict[str, str] = {}
     if store_dir is not None:  # train once: a finished run is loaded, a partial one resumed
         key = run_key(model, train, config, scheduler)
@@ -410,6 +469,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
                 error_sum += errors
                 seen += len(idx)
                 step += 1
+                clock.tick()
                 if config.max_steps is not None and step >= config.max_steps:
                     break
             epoch += 1
@@ -418,11 +478,13 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
             history.records.append({**base, "split": "train_running", "loss": float(loss_sum) / seen,
                                     "error": int(error_sum) / seen if config.task == "classification" else math.nan,
                                     "seconds": time.perf_counter() - started})
+            evaluated = time.perf_counter()
             for split in config.eval_splits:
                 metrics = evaluate(model, data[split], config.task, device=device)
                 if config.task != "classification":
                     metrics["error"] = math.nan
                 history.records.append({**base, "split": split, **metrics, "seconds": 0.0})
+            evaluation_seconds = time.perf_counter() - evaluated
             if scheduler is not None and scheduler.unit == "epoch":
                 scheduler.step()
             if ckpt is not None:
@@ -439,6 +501,11 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     finally:
         bar.close()
         torch.use_deterministic_algorithms(previous_deterministic)
+    if clock.active:
+        per_epoch = math.ceil(n / config.batch_size)
+        clock.finish(planned, evaluation_seconds=evaluation_seconds,
+                     evaluations=math.ceil(planned / per_epoch) if config.eval_splits else 0)
+        return history
     if config.progress is not False:
         progress_line(f"    fit: {type(model).__name__}, seed {config.seed}, {epoch} epochs ({step} updates) in "
                       f"{time.perf_counter() - fit_started:.1f} s")

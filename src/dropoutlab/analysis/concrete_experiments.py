@@ -39,7 +39,7 @@ from ..data import stratified_indices
 from ..inference import predict_mc
 from ..models import MLP
 from ..paths import dry_run
-from ..train import TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
+from ..train import ForecastClock, TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
 from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_regularizer_weights
 
 __all__ = [
@@ -717,6 +717,10 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
     order_generator = torch.Generator().manual_seed(seed)
     caps = dry_run()
     step, max_steps = 0, None if caps is None else caps.steps
+    clock = ForecastClock("fit_heteroscedastic", type(model).__name__, seed)
+    planned = epochs * math.ceil(x.shape[0] / batch_size)
+    if clock.active:  # a forecast times the first updates only
+        max_steps = clock.cap(planned)
     records = []
     for epoch in range(1, epochs + 1):
         order = torch.randperm(x.shape[0], generator=order_generator).to(device)
@@ -733,6 +737,7 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            clock.tick()
             total += data_term.detach() * len(idx)
         record = {"epoch": epoch, "loss": float(total) / x.shape[0]}
         if callable(getattr(model, "rates", None)):
@@ -740,6 +745,7 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
         records.append(record)
         if step == max_steps:
             break
+    clock.finish(planned)
     return records
 
 

@@ -28,6 +28,13 @@ Choices made here (the reference notebooks differ):
   regularise only parameters whose name does not end in ``bias``.
 * **No cached tensors.** ``p`` and the regulariser are recomputed from ``p_logit`` on demand
   (the danielkelshaw port caches them, which keeps old graphs alive and breaks deepcopy).
+* **K on sequence inputs.** For a dense layer applied to a ``(B, T, K)`` (any ``(*, K)``) input, K is
+  the layer's input features, whatever T. The official PyTorch notebook computes K as
+  ``x[0].numel()``, the elements of one sample: K for its ``(B, K)`` inputs, but T·K for
+  ``(B, T, K)``, so its entropy term grows with the sequence length (5× at T = 5). K counts the
+  Bernoulli variables of the approximating distribution of one weight matrix (one per input unit),
+  a property of the layer, so it is kept independent of the input's length here (notebook 11
+  computes both values).
 * The expectation of ``1 − z̃`` is exactly ``1 − p`` only as ``t → 0``; at t = 0.1 the bias is
   about 1e-3 (p = 0.1), at the spatial default t = 2/3 about 0.045 (p = 0.1).
 """

@@ -93,6 +93,15 @@ def embedding_dropout(indices: Tensor, weight: Tensor, p: float, *, training: bo
     (``max_norm`` renormalises the looked-up rows of the raw ``weight`` in place, as
     ``nn.Embedding`` does).
 
+    ``max_norm`` acts *before* the mask, on the raw weight. AWD-LSTM's ``embedded_dropout`` masks
+    and scales a copy first and renormalises that copy (the raw weight is left alone in training
+    and renormalised in place at evaluation, where it passes dropout 0): a kept row at the cap then
+    has norm ``max_norm`` in training and at test alike, so its training expectation,
+    ``(1 − p)·max_norm``, differs from its test output. Renormalising first keeps the inverted-dropout
+    identity E[training output] = evaluation output (kept rows are ``1/(1 − p)`` longer than at
+    evaluation) and ``nn.Embedding``'s meaning of ``max_norm`` (a constraint on the weight); notebook
+    11 shows both orders.
+
     Shape: ``indices`` any integer shape ``(*)``, ``weight`` ``(V, D)``; output ``(*, D)``.
     """
     p = validate_p(p, "embedding_dropout")
