@@ -368,20 +368,28 @@ def test_rates_study_validates_its_arguments(data, kwargs, words):
 GUIDE = dict(p_input=0.2, p_hidden=0.5)
 
 
-@pytest.mark.parametrize(("steps", "losses", "target", "expected"), [
-    ([0, 10, 20, 30], [2.0, 1.0, 0.5, 0.2], 0.75, (15.0, True)),  # halfway between 10 and 20
-    ([0, 10, 20], [2.0, 1.0, 0.5], 1.0, (10.0, True)),  # exactly at an evaluation
-    ([0, 10, 20], [2.0, 0.4, 0.9], 0.5, (9.375, True)),  # the first crossing, not the last point below
-    ([0, 10, 20], [2.0, 1.5, 1.2], 1.0, (20.0, False)),  # never: censored at the budget
-    ([0, 10], [0.3, 0.2], 0.5, (0.0, True)),
-])
+@pytest.mark.parametrize(
+    ("steps", "losses", "target", "expected"),
+    [
+        ([0, 10, 20, 30], [2.0, 1.0, 0.5, 0.2], 0.75, (15.0, True)),  # halfway between 10 and 20
+        ([0, 10, 20], [2.0, 1.0, 0.5], 1.0, (10.0, True)),  # exactly at an evaluation
+        ([0, 10, 20], [2.0, 0.4, 0.9], 0.5, (9.375, True)),  # the first crossing, not the last point below
+        ([0, 10, 20], [2.0, 1.5, 1.2], 1.0, (20.0, False)),  # never: censored at the budget
+        ([0, 10], [0.3, 0.2], 0.5, (0.0, True)),
+    ],
+)
 def test_updates_to_target_interpolates_the_first_crossing(steps, losses, target, expected):
     assert practical.updates_to_target(steps, losses, target) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("steps", "losses", "target", "words"), [([0, 10, 10], [1, 1, 1], 0.5, "steps must increase"),
-                                                                  ([0, 10], [1.0], 0.5, "equal length"),
-                                                                  ([0, 10], [1, 1], -1.0, "target")])
+@pytest.mark.parametrize(
+    ("steps", "losses", "target", "words"),
+    [
+        ([0, 10, 10], [1, 1, 1], 0.5, "steps must increase"),
+        ([0, 10], [1.0], 0.5, "equal length"),
+        ([0, 10], [1, 1], -1.0, "target"),
+    ],
+)
 def test_updates_to_target_refuses_bad_input(steps, losses, target, words):
     with pytest.raises(ValueError, match=words):
         practical.updates_to_target(steps, losses, target)
@@ -396,19 +404,26 @@ def test_convergence_study_is_paired_deterministic_and_reads_its_own_curves(data
     assert np.allclose(start["dropout"], start["none"]), "both arms start from the same net"
     for (arm, seed), curve in a.curves.groupby(["arm", "seed"]):
         assert len(curve) == 4 and curve["step"].tolist() == [0, 3, 6, 9]
-        assert a.updates(arm).loc[seed] == pytest.approx(practical.updates_to_target(curve["step"], curve["loss"], 1.0)[0])
+        assert a.updates(arm).loc[seed] == pytest.approx(
+            practical.updates_to_target(curve["step"], curve["loss"], 1.0)[0]
+        )
     assert np.allclose(a.ratio(), a.updates("dropout") / a.updates("none"))
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [(dict(dropout={}), "dropout must map"),
-                                               (dict(dropout=dict(p_output=0.2)), "dropout must map"),
-                                               (dict(dropout=dict(p_hidden=0.0)), "must drop something"),
-                                               (dict(dropout=dict(p_hidden=1.0)), "dropout\\['p_hidden'\\]"),
-                                               (dict(target=0.0), "target must be"),
-                                               (dict(target=-1.0), "target must be"),
-                                               (dict(target=50.0), "target must be below the initial"),
-                                               (dict(val_split="dev"), "no split"),
-                                               (dict(seeds=[]), "seeds must be")])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(dropout={}), "dropout must map"),
+        (dict(dropout=dict(p_output=0.2)), "dropout must map"),
+        (dict(dropout=dict(p_hidden=0.0)), "must drop something"),
+        (dict(dropout=dict(p_hidden=1.0)), "dropout\\['p_hidden'\\]"),
+        (dict(target=0.0), "target must be"),
+        (dict(target=-1.0), "target must be"),
+        (dict(target=50.0), "target must be below the initial"),
+        (dict(val_split="dev"), "no split"),
+        (dict(seeds=[]), "seeds must be"),
+    ],
+)
 def test_convergence_study_validates_its_arguments(data, kwargs, words):
     args = {**dict(seeds=[0], dropout=GUIDE, target=1.0), **kwargs}
     with pytest.raises(ValueError, match=words):
@@ -428,18 +443,25 @@ def test_batch_study_trains_every_net_for_the_same_updates_and_forms_the_gains_b
 
 
 def test_batch_study_slope_is_the_gain_per_doubling():
-    gains = pd.DataFrame([dict(batch_size=b, seed=s, gain=1.5 * math.log2(b) + s) for b in (16, 64, 256) for s in (0, 1)])
+    gains = pd.DataFrame(
+        [dict(batch_size=b, seed=s, gain=1.5 * math.log2(b) + s) for b in (16, 64, 256) for s in (0, 1)]
+    )
     study = practical.BatchStudy(errors=pd.DataFrame(), gains=gains, updates=1, history=pd.DataFrame())
     assert np.allclose(study.slopes(), [1.5, 1.5]) and study.slopes().index.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [(dict(batch_sizes=[16]), "at least two distinct"),
-                                               (dict(batch_sizes=[16, 16]), "at least two distinct"),
-                                               (dict(batch_sizes=[0, 16]), "batch_sizes entries must be an integer"),
-                                               (dict(batch_sizes=[16, 500]), "must not exceed the 96"),
-                                               (dict(updates=0), "updates must be an integer"),
-                                               (dict(updates=2.5), "updates must be an integer"),
-                                               (dict(dropout=dict(p_hidden=0.0)), "must drop something")])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(batch_sizes=[16]), "at least two distinct"),
+        (dict(batch_sizes=[16, 16]), "at least two distinct"),
+        (dict(batch_sizes=[0, 16]), "batch_sizes entries must be an integer"),
+        (dict(batch_sizes=[16, 500]), "must not exceed the 96"),
+        (dict(updates=0), "updates must be an integer"),
+        (dict(updates=2.5), "updates must be an integer"),
+        (dict(dropout=dict(p_hidden=0.0)), "must drop something"),
+    ],
+)
 def test_batch_study_validates_its_arguments(data, kwargs, words):
     args = {**dict(dropout=GUIDE, batch_sizes=[8, 16], updates=3), **kwargs}
     with pytest.raises(ValueError, match=words):
@@ -494,8 +516,9 @@ def test_heavy_dropout_inflates_the_plain_nets_first_layer_gradient_far_more_tha
 
 
 def test_depth_study_tables(data):
-    study = practical.depth_study(SHAPE, 3, data, CONFIG, [0, 1], width=8, depths=[2], p_values=[0.3], depth=3,
-                                  p=0.5, passes=2, grad_batch=32)
+    study = practical.depth_study(
+        SHAPE, 3, data, CONFIG, [0, 1], width=8, depths=[2], p_values=[0.3], depth=3, p=0.5, passes=2, grad_batch=32
+    )
     g = study.gradients
     assert set(g["depth"]) == {2, 3} and set(g["p"]) == {0.0, 0.3, 0.5} and len(g) == 2 * 2 * 2 * 3
     assert np.allclose(g.loc[g["p"] == 0, "ratio"], 1.0)
@@ -506,13 +529,18 @@ def test_depth_study_tables(data):
         assert study.disruption(arch).index.tolist() == [0, 1] and (study.disruption(arch) >= 0).all()
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [(dict(width=0), "width must be an integer"),
-                                               (dict(depth=True), "depth must be an integer"),
-                                               (dict(depths=[2, 0]), "depths entries"),
-                                               (dict(p=0.0), "p must be a drop probability in \\(0, 1\\)"),
-                                               (dict(p_values=[1.0]), "p_values entries"),
-                                               (dict(passes=0), "passes must be an integer"),
-                                               (dict(grad_batch=-1), "grad_batch must be an integer")])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(width=0), "width must be an integer"),
+        (dict(depth=True), "depth must be an integer"),
+        (dict(depths=[2, 0]), "depths entries"),
+        (dict(p=0.0), "p must be a drop probability in \\(0, 1\\)"),
+        (dict(p_values=[1.0]), "p_values entries"),
+        (dict(passes=0), "passes must be an integer"),
+        (dict(grad_batch=-1), "grad_batch must be an integer"),
+    ],
+)
 def test_depth_study_validates_its_arguments(data, kwargs, words):
     args = {**dict(width=8, depths=[2], p_values=[0.3], depth=2, p=0.5, passes=1, grad_batch=16), **kwargs}
     with pytest.raises(ValueError, match=words):
@@ -527,12 +555,15 @@ def test_deep_mlp_refuses_an_unknown_architecture():
 # ----------------------------------------------------------------------------- SG-STABLE
 
 
-@pytest.mark.parametrize(("columns", "fraction", "expected"), [
-    (torch.ones(3, 20), 0.1, 0.1),  # equal columns: the top 2 of 20 carry 2/20
-    (torch.cat([torch.full((3, 1), 5.0), torch.zeros(3, 9)], 1), 0.1, 1.0),  # one column carries everything
-    (torch.tensor([[3.0, 1.0, 1.0, 1.0]]), 0.25, 9 / 12),
-    (torch.tensor([[3.0, 1.0, 1.0, 1.0]]), 0.3, 10 / 12),  # ⌈0.3·4⌉ = 2 columns
-])
+@pytest.mark.parametrize(
+    ("columns", "fraction", "expected"),
+    [
+        (torch.ones(3, 20), 0.1, 0.1),  # equal columns: the top 2 of 20 carry 2/20
+        (torch.cat([torch.full((3, 1), 5.0), torch.zeros(3, 9)], 1), 0.1, 1.0),  # one column carries everything
+        (torch.tensor([[3.0, 1.0, 1.0, 1.0]]), 0.25, 9 / 12),
+        (torch.tensor([[3.0, 1.0, 1.0, 1.0]]), 0.3, 10 / 12),  # ⌈0.3·4⌉ = 2 columns
+    ],
+)
 def test_top_share_of_the_outgoing_weight(columns, fraction, expected):
     assert practical.top_share(columns, fraction) == pytest.approx(expected)
 
@@ -544,15 +575,18 @@ def test_gradient_spread_is_the_mean_coefficient_of_variation_after_the_burn_in(
     assert practical.gradient_spread(norms[:2], 0.9) == pytest.approx(0.0)  # at least the last two updates
 
 
-@pytest.mark.parametrize(("call", "words"), [
-    (lambda: practical.top_share(torch.ones(4), 0.1), "weight must be a 2-D"),
-    (lambda: practical.top_share(torch.ones(2, 4), 0.0), "fraction must be in \\(0, 1\\)"),
-    (lambda: practical.top_share(torch.ones(2, 4), 1.0), "fraction must be"),
-    (lambda: practical.gradient_spread(np.ones((1, 3))), "norms must be"),
-    (lambda: practical.gradient_spread(np.ones((4, 3)), 1.0), "burn_in"),
-    (lambda: practical.gradient_spread(np.zeros((4, 3))), "every layer's gradient norm is 0"),
-    (lambda: practical.GradientRecorder(nn.ReLU()), "no Linear layer"),
-])
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: practical.top_share(torch.ones(4), 0.1), "weight must be a 2-D"),
+        (lambda: practical.top_share(torch.ones(2, 4), 0.0), "fraction must be in \\(0, 1\\)"),
+        (lambda: practical.top_share(torch.ones(2, 4), 1.0), "fraction must be"),
+        (lambda: practical.gradient_spread(np.ones((1, 3))), "norms must be"),
+        (lambda: practical.gradient_spread(np.ones((4, 3)), 1.0), "burn_in"),
+        (lambda: practical.gradient_spread(np.zeros((4, 3))), "every layer's gradient norm is 0"),
+        (lambda: practical.GradientRecorder(nn.ReLU()), "no Linear layer"),
+    ],
+)
 def test_stability_helpers_refuse_bad_input(call, words):
     with pytest.raises(ValueError, match=words):
         call()
@@ -595,11 +629,16 @@ def test_stability_study_is_deterministic_and_paired(data):
     assert ((a.summary["top_share"] >= 0.1) & (a.summary["top_share"] <= 1)).all()
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [(dict(dropout=dict(p_input=0.0)), "must drop something"),
-                                               (dict(top_fraction=0.0), "top_fraction must be in"),
-                                               (dict(top_fraction=1.0), "top_fraction"),
-                                               (dict(burn_in=1.0), "burn_in"),
-                                               (dict(every=0), "every must be an integer")])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(dropout=dict(p_input=0.0)), "must drop something"),
+        (dict(top_fraction=0.0), "top_fraction must be in"),
+        (dict(top_fraction=1.0), "top_fraction"),
+        (dict(burn_in=1.0), "burn_in"),
+        (dict(every=0), "every must be an integer"),
+    ],
+)
 def test_stability_study_validates_its_arguments(data, kwargs, words):
     with pytest.raises(ValueError, match=words):
         practical.stability_study(_mlp, data, CONFIG, [0], **{**dict(dropout=GUIDE), **kwargs})

@@ -893,9 +893,17 @@ class ConvergenceStudy:
         return self.updates("dropout") / self.updates("none")
 
 
-def convergence_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
-                      seeds: Sequence[int], *, dropout: Mapping[str, float], target: float,
-                      val_split: str = "val", test_split: str = "test") -> ConvergenceStudy:
+def convergence_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    target: float,
+    val_split: str = "val",
+    test_split: str = "test",
+) -> ConvergenceStudy:
     """SG-SLOW: updates until the validation loss first reaches ``target``, with dropout and without.
 
     Arms ``"dropout"`` (``make_model(**dropout)``, e.g. the guide's input 0.2 / hidden 0.5) and ``"none"``
@@ -915,26 +923,39 @@ def convergence_study(make_model: Callable[..., nn.Module], data: Mapping[str, A
     arms = {"dropout": dict(dropout), "none": {}}
     starts = {seed: _initial_loss(make_model, {}, data[val_split], seed) for seed in seeds}
     if any(loss <= target for loss in starts.values()):
-        raise ValueError(f"target must be below the initial validation loss of every seed's net "
-                         f"({min(starts.values()):.4g} at the lowest), got {target}")
+        raise ValueError(
+            f"target must be below the initial validation loss of every seed's net "
+            f"({min(starts.values()):.4g} at the lowest), got {target}"
+        )
     study = train_arms(make_model, arms, data, config, seeds, test_split=test_split)
     val = study.history[study.history["split"] == val_split]
     curves, times = [], []
     for arm, kwargs in arms.items():
         for seed in seeds:
             rows = val[(val["arm"] == arm) & (val["seed"] == seed)].sort_values("epoch")
-            start = dict(arm=arm, seed=seed, epoch=0, step=0, loss=_initial_loss(make_model, kwargs, data[val_split],
-                                                                               seed))
+            start = dict(
+                arm=arm, seed=seed, epoch=0, step=0, loss=_initial_loss(make_model, kwargs, data[val_split], seed)
+            )
             if not math.isclose(start["loss"], starts[seed], rel_tol=1e-6):
-                raise ValueError(f"make_model(**dropout) and make_model() must start from the same weights for a seed; "
-                                 f"seed {seed}: initial validation loss {start['loss']:.6g} vs {starts[seed]:.6g}")
-            curve = pd.DataFrame([start, *(dict(arm=arm, seed=seed, epoch=int(r.epoch), step=int(r.step),
-                                                loss=float(r.loss)) for r in rows.itertuples())])
+                raise ValueError(
+                    f"make_model(**dropout) and make_model() must start from the same weights for a seed; "
+                    f"seed {seed}: initial validation loss {start['loss']:.6g} vs {starts[seed]:.6g}"
+                )
+            curve = pd.DataFrame(
+                [
+                    start,
+                    *(
+                        dict(arm=arm, seed=seed, epoch=int(r.epoch), step=int(r.step), loss=float(r.loss))
+                        for r in rows.itertuples()
+                    ),
+                ]
+            )
             updates, reached = updates_to_target(curve["step"], curve["loss"], target)
             curves.append(curve)
             times.append(dict(arm=arm, seed=seed, updates=updates, reached=reached))
-    return ConvergenceStudy(curves=pd.concat(curves, ignore_index=True), times=pd.DataFrame(times), target=target,
-                            history=study.history)
+    return ConvergenceStudy(
+        curves=pd.concat(curves, ignore_index=True), times=pd.DataFrame(times), target=target, history=study.history
+    )
 
 
 # ----------------------------------------------------------------------------- SG-BATCH: batch size
@@ -965,9 +986,17 @@ class BatchStudy:
         return pd.Series(out, name="slope").sort_index()
 
 
-def batch_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
-                seeds: Sequence[int], *, dropout: Mapping[str, float], batch_sizes: Sequence[int], updates: int,
-                test_split: str = "test") -> BatchStudy:
+def batch_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    batch_sizes: Sequence[int],
+    updates: int,
+    test_split: str = "test",
+) -> BatchStudy:
     """SG-BATCH: the gain of dropout (test error without − with) at each batch size, every net trained for
     the same number of ``updates`` (``config.max_steps``; ``config.batch_size`` and ``config.epochs`` are
     replaced, no evaluation during training).
@@ -986,10 +1015,16 @@ def batch_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
         raise ValueError(f"batch_sizes must not exceed the {n_train} training examples, got {sizes}")
     rows, histories = [], []
     for size in sizes:
-        sized = replace(config, batch_size=size, max_steps=updates, eval_splits=(),
-                        epochs=math.ceil(updates / updates_per_epoch(n_train, size)))
-        study = train_arms(make_model, {"dropout": dict(dropout), "none": {}}, data, sized, seeds,
-                           test_split=test_split)
+        sized = replace(
+            config,
+            batch_size=size,
+            max_steps=updates,
+            eval_splits=(),
+            epochs=math.ceil(updates / updates_per_epoch(n_train, size)),
+        )
+        study = train_arms(
+            make_model, {"dropout": dict(dropout), "none": {}}, data, sized, seeds, test_split=test_split
+        )
         rows.append(study.errors[["arm", "seed", "error"]].assign(batch_size=size))
         histories.append(study.history.assign(batch_size=size))
     errors = pd.concat(rows, ignore_index=True)[["batch_size", "arm", "seed", "error"]]
@@ -1016,13 +1051,15 @@ class DeepMLP(nn.Module):
     ``(N, *input_shape)``, flattened; output ``(N, num_classes)`` logits.
     """
 
-    def __init__(self, in_features: int, width: int, depth: int, num_classes: int, *, p: float = 0.0,
-                 residual: bool = False) -> None:
+    def __init__(
+        self, in_features: int, width: int, depth: int, num_classes: int, *, p: float = 0.0, residual: bool = False
+    ) -> None:
         super().__init__()
         self.residual = bool(residual)
         self.stem = nn.Linear(in_features, width)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.ReLU(), InvertedDropout(p))
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), nn.ReLU(), InvertedDropout(p)) for _ in range(depth)
+        )
         self.head = nn.Linear(width, num_classes)
         for layer in (self.stem, *(b[0] for b in self.blocks), self.head):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -1039,13 +1076,20 @@ class DeepMLP(nn.Module):
         return self.head(h)
 
 
-def deep_mlp(input_shape: Sequence[int], width: int, depth: int, num_classes: int, *, p: float = 0.0,
-             architecture: str = "plain") -> DeepMLP:
+def deep_mlp(
+    input_shape: Sequence[int], width: int, depth: int, num_classes: int, *, p: float = 0.0, architecture: str = "plain"
+) -> DeepMLP:
     """:class:`DeepMLP` with its arguments checked: ``architecture`` one of :data:`ARCHITECTURES`."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    return DeepMLP(int(np.prod(input_shape)), integer(width, "width"), integer(depth, "depth"),
-                   integer(num_classes, "num_classes"), p=_rate(p, "p"), residual=architecture == "residual")
+    return DeepMLP(
+        int(np.prod(input_shape)),
+        integer(width, "width"),
+        integer(depth, "depth"),
+        integer(num_classes, "num_classes"),
+        p=_rate(p, "p"),
+        residual=architecture == "residual",
+    )
 
 
 def first_layer_gradient_norm(model: DeepMLP, x: Tensor, y: Tensor, *, passes: int = 1, seed: int = 0) -> float:
@@ -1093,16 +1137,32 @@ class DepthStudy:
     def disruption(self, architecture: str, depth: int | None = None, p: float | None = None) -> pd.Series:
         """Per seed: |log2(first-layer gradient norm at p / at 0)| at initialisation (default: the trained depth, p)."""
         depth, p = self.depth if depth is None else depth, self.p if p is None else p
-        rows = self.gradients[(self.gradients["architecture"] == architecture) & (self.gradients["depth"] == depth)
-                              & np.isclose(self.gradients["p"], p)]
+        rows = self.gradients[
+            (self.gradients["architecture"] == architecture)
+            & (self.gradients["depth"] == depth)
+            & np.isclose(self.gradients["p"], p)
+        ]
         if rows.empty:
             raise ValueError(f"no gradients for architecture={architecture!r}, depth={depth}, p={p}")
         return rows.set_index("seed")["log2_ratio"].abs().sort_index()
 
 
-def depth_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str, Any], config: TrainConfig,
-                seeds: Sequence[int], *, width: int, depths: Sequence[int], p_values: Sequence[float], depth: int,
-                p: float, passes: int = 10, grad_batch: int = 256, test_split: str = "test") -> DepthStudy:
+def depth_study(
+    input_shape: Sequence[int],
+    num_classes: int,
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    width: int,
+    depths: Sequence[int],
+    p_values: Sequence[float],
+    depth: int,
+    p: float,
+    passes: int = 10,
+    grad_batch: int = 256,
+    test_split: str = "test",
+) -> DepthStudy:
     """SG-DEEP: first-layer gradient norms at initialisation over ``depths`` × ``p_values`` (and p = 0) for the
     plain and the residual :class:`DeepMLP`, then the two architectures trained at ``depth`` with rate 0 and
     rate ``p`` (paired by seed).
@@ -1133,18 +1193,34 @@ def depth_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str,
                     norms[rate] = first_layer_gradient_norm(model, x, y, passes=passes if rate else 1, seed=seed)
                 for rate, norm in norms.items():
                     ratio = norm / norms[0.0]
-                    grads.append(dict(architecture=architecture, depth=d, p=rate, seed=seed, grad_norm=norm,
-                                      ratio=ratio, log2_ratio=math.log2(ratio)))
+                    grads.append(
+                        dict(
+                            architecture=architecture,
+                            depth=d,
+                            p=rate,
+                            seed=seed,
+                            grad_norm=norm,
+                            ratio=ratio,
+                            log2_ratio=math.log2(ratio),
+                        )
+                    )
 
     def make(architecture: str, rate: float) -> nn.Module:
         return deep_mlp(input_shape, width, depth, num_classes, p=rate, architecture=architecture)
 
     arms = {f"{a}, p={r:g}": dict(architecture=a, rate=r) for a in ARCHITECTURES for r in (0.0, p)}
     study = train_arms(make, arms, data, config, seeds, test_split=test_split)
-    errors = study.errors.assign(architecture=[arms[a]["architecture"] for a in study.errors["arm"]],
-                                 p=[arms[a]["rate"] for a in study.errors["arm"]])
-    return DepthStudy(gradients=pd.DataFrame(grads), errors=errors[["architecture", "p", "seed", "error"]],
-                      history=study.history, depth=depth, p=p)
+    errors = study.errors.assign(
+        architecture=[arms[a]["architecture"] for a in study.errors["arm"]],
+        p=[arms[a]["rate"] for a in study.errors["arm"]],
+    )
+    return DepthStudy(
+        gradients=pd.DataFrame(grads),
+        errors=errors[["architecture", "p", "seed", "error"]],
+        history=study.history,
+        depth=depth,
+        p=p,
+    )
 
 
 # ----------------------------------------------------------------------------- SG-STABLE: dominance and stability
@@ -1208,7 +1284,7 @@ def gradient_spread(norms: np.ndarray, burn_in: float = 0.5) -> float:
     if norms.ndim != 2 or norms.shape[0] < 2 or norms.shape[1] < 1:
         raise ValueError(f"norms must be (updates ≥ 2, layers ≥ 1), got shape {norms.shape}")
     (burn_in,) = _levels([burn_in], "burn_in", upper=1.0)
-    tail = norms[min(int(burn_in * norms.shape[0]), norms.shape[0] - 2):]
+    tail = norms[min(int(burn_in * norms.shape[0]), norms.shape[0] - 2) :]
     mean = tail.mean(0)
     live = mean > 0
     if not live.any():
@@ -1233,9 +1309,18 @@ class StabilityStudy:
         return rows.set_index("seed")[column].sort_index()
 
 
-def stability_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
-                    seeds: Sequence[int], *, dropout: Mapping[str, float], top_fraction: float = 0.1,
-                    burn_in: float = 0.5, every: int = 1, test_split: str = "test") -> StabilityStudy:
+def stability_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    top_fraction: float = 0.1,
+    burn_in: float = 0.5,
+    every: int = 1,
+    test_split: str = "test",
+) -> StabilityStudy:
     """SG-STABLE: "dropout prevents dominant pathways and stabilises training", measured two ways.
 
     Arms ``"dropout"`` (``make_model(**dropout)``) and ``"none"`` share each seed's initial weights and data
@@ -1260,20 +1345,37 @@ def stability_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any
             recorder = GradientRecorder(model)
             recorders[(arm, seeds[sum(a == arm for a, _ in recorders)])] = recorder
             return recorder
+
         return build
 
-    study = train_arms(make_model, arms, data, config, seeds, schedulers={arm: recorder_for(arm) for arm in arms},
-                       keep_models=True, test_split=test_split)
+    study = train_arms(
+        make_model,
+        arms,
+        data,
+        config,
+        seeds,
+        schedulers={arm: recorder_for(arm) for arm in arms},
+        keep_models=True,
+        test_split=test_split,
+    )
     summary, norms = [], []
     for (arm, seed), recorder in recorders.items():
         model = study.models[(arm, seed)]
         last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         record = np.asarray(recorder.norms, dtype=float)
         error = float(study.test_error(arm).loc[seed])
-        summary.append(dict(arm=arm, seed=seed, top_share=top_share(last.weight, top_fraction),
-                            spread=gradient_spread(record, burn_in), error=error))
+        summary.append(
+            dict(
+                arm=arm,
+                seed=seed,
+                top_share=top_share(last.weight, top_fraction),
+                spread=gradient_spread(record, burn_in),
+                error=error,
+            )
+        )
         names = [name for name, _ in recorder.layers]
         for t in range(0, len(record), every):
-            norms += [dict(arm=arm, seed=seed, update=t + 1, layer=name, norm=record[t, j])
-                      for j, name in enumerate(names)]
+            norms += [
+                dict(arm=arm, seed=seed, update=t + 1, layer=name, norm=record[t, j]) for j, name in enumerate(names)
+            ]
     return StabilityStudy(summary=pd.DataFrame(summary), norms=pd.DataFrame(norms), history=study.history)
