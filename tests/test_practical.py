@@ -1,9 +1,11 @@
 """Notebook 14's studies (analysis/practical.py): test-time rules, framework conventions, paired training arms."""
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import integrate, stats
@@ -358,3 +360,285 @@ def test_rates_study_validates_its_arguments(data, kwargs, words):
     args = {**dict(input_rates=[0.0, 0.2], hidden_rates=[0.5], output_rates=[0.0], guide=[0.2, 0.5, 0.0]), **kwargs}
     with pytest.raises(ValueError, match=words):
         practical.rates_study(_mlp, data, CONFIG, [0], **args)
+
+
+# ----------------------------------------------------------------------------- second batch: SG-SLOW
+
+
+GUIDE = dict(p_input=0.2, p_hidden=0.5)
+
+
+@pytest.mark.parametrize(
+    ("steps", "losses", "target", "expected"),
+    [
+        ([0, 10, 20, 30], [2.0, 1.0, 0.5, 0.2], 0.75, (15.0, True)),  # halfway between 10 and 20
+        ([0, 10, 20], [2.0, 1.0, 0.5], 1.0, (10.0, True)),  # exactly at an evaluation
+        ([0, 10, 20], [2.0, 0.4, 0.9], 0.5, (9.375, True)),  # the first crossing, not the last point below
+        ([0, 10, 20], [2.0, 1.5, 1.2], 1.0, (20.0, False)),  # never: censored at the budget
+        ([0, 10], [0.3, 0.2], 0.5, (0.0, True)),
+    ],
+)
+def test_updates_to_target_interpolates_the_first_crossing(steps, losses, target, expected):
+    assert practical.updates_to_target(steps, losses, target) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("steps", "losses", "target", "words"),
+    [
+        ([0, 10, 10], [1, 1, 1], 0.5, "steps must increase"),
+        ([0, 10], [1.0], 0.5, "equal length"),
+        ([0, 10], [1, 1], -1.0, "target"),
+    ],
+)
+def test_updates_to_target_refuses_bad_input(steps, losses, target, words):
+    with pytest.raises(ValueError, match=words):
+        practical.updates_to_target(steps, losses, target)
+
+
+def test_convergence_study_is_paired_deterministic_and_reads_its_own_curves(data):
+    config = replace(CONFIG, epochs=3)
+    a = practical.convergence_study(_mlp, data, config, [0, 1], dropout=GUIDE, target=1.0)
+    b = practical.convergence_study(_mlp, data, config, [0, 1], dropout=GUIDE, target=1.0)
+    assert a.curves.equals(b.curves) and a.times.equals(b.times)
+    start = a.curves[a.curves["epoch"] == 0].pivot(index="seed", columns="arm", values="loss")
+    assert np.allclose(start["dropout"], start["none"]), "both arms start from the same net"
+    for (arm, seed), curve in a.curves.groupby(["arm", "seed"]):
+        assert len(curve) == 4 and curve["step"].tolist() == [0, 3, 6, 9]
+        assert a.updates(arm).loc[seed] == pytest.approx(
+            practical.updates_to_target(curve["step"], curve["loss"], 1.0)[0]
+        )
+    assert np.allclose(a.ratio(), a.updates("dropout") / a.updates("none"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(dropout={}), "dropout must map"),
+        (dict(dropout=dict(p_output=0.2)), "dropout must map"),
+        (dict(dropout=dict(p_hidden=0.0)), "must drop something"),
+        (dict(dropout=dict(p_hidden=1.0)), "dropout\\['p_hidden'\\]"),
+        (dict(target=0.0), "target must be"),
+        (dict(target=-1.0), "target must be"),
+        (dict(target=50.0), "target must be below the initial"),
+        (dict(val_split="dev"), "no split"),
+        (dict(seeds=[]), "seeds must be"),
+    ],
+)
+def test_convergence_study_validates_its_arguments(data, kwargs, words):
+    args = {**dict(seeds=[0], dropout=GUIDE, target=1.0), **kwargs}
+    with pytest.raises(ValueError, match=words):
+        practical.convergence_study(_mlp, data, CONFIG, **args)
+
+
+# ----------------------------------------------------------------------------- SG-BATCH
+
+
+def test_batch_study_trains_every_net_for_the_same_updates_and_forms_the_gains_by_seed(data):
+    study = practical.batch_study(_mlp, data, CONFIG, [0, 1], dropout=GUIDE, batch_sizes=[8, 32], updates=7)
+    last = study.history.sort_values("epoch").groupby(["batch_size", "arm", "seed"])["step"].last()
+    assert set(last) == {7} and len(last) == 2 * 2 * 2
+    wide = study.errors.pivot_table(index=["batch_size", "seed"], columns="arm", values="error")
+    assert np.allclose(study.gains.set_index(["batch_size", "seed"])["gain"], wide["none"] - wide["dropout"])
+    assert study.gain(32).index.tolist() == [0, 1]
+
+
+def test_batch_study_slope_is_the_gain_per_doubling():
+    gains = pd.DataFrame(
+        [dict(batch_size=b, seed=s, gain=1.5 * math.log2(b) + s) for b in (16, 64, 256) for s in (0, 1)]
+    )
+    study = practical.BatchStudy(errors=pd.DataFrame(), gains=gains, updates=1, history=pd.DataFrame())
+    assert np.allclose(study.slopes(), [1.5, 1.5]) and study.slopes().index.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(batch_sizes=[16]), "at least two distinct"),
+        (dict(batch_sizes=[16, 16]), "at least two distinct"),
+        (dict(batch_sizes=[0, 16]), "batch_sizes entries must be an integer"),
+        (dict(batch_sizes=[16, 500]), "must not exceed the 96"),
+        (dict(updates=0), "updates must be an integer"),
+        (dict(updates=2.5), "updates must be an integer"),
+        (dict(dropout=dict(p_hidden=0.0)), "must drop something"),
+    ],
+)
+def test_batch_study_validates_its_arguments(data, kwargs, words):
+    args = {**dict(dropout=GUIDE, batch_sizes=[8, 16], updates=3), **kwargs}
+    with pytest.raises(ValueError, match=words):
+        practical.batch_study(_mlp, data, CONFIG, [0], **args)
+
+
+# ----------------------------------------------------------------------------- SG-DEEP
+
+
+def test_deep_mlp_rates_share_weights_and_the_residual_net_adds_its_blocks():
+    torch.manual_seed(4)
+    plain = practical.deep_mlp(SHAPE, 8, 3, 3, p=0.0)
+    torch.manual_seed(4)
+    heavy = practical.deep_mlp(SHAPE, 8, 3, 3, p=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), heavy.parameters(), strict=True))
+    torch.manual_seed(4)
+    res = practical.deep_mlp(SHAPE, 8, 3, 3, p=0.0, architecture="residual").eval()
+    x = torch.rand(5, *SHAPE)
+    h = torch.relu(res.stem(x.flatten(1)))
+    for block in res.blocks:
+        h = h + torch.relu(block[0](h))
+    assert torch.allclose(res(x), res.head(h), atol=1e-6)
+    assert torch.allclose(res.blocks[0][0].weight, plain.blocks[0][0].weight / math.sqrt(3))
+
+
+def test_dropout_leaves_the_gradient_of_a_residual_net_with_silent_branches_unchanged():
+    # zero branch weights and biases: every block adds dropout(ReLU(0)) = 0, so masks cannot touch the gradient
+    x, y = torch.rand(32, *SHAPE), torch.arange(32) % 3
+    norms = {}
+    for p in (0.0, 0.7):
+        torch.manual_seed(0)
+        model = practical.deep_mlp(SHAPE, 8, 6, 3, p=p, architecture="residual")
+        with torch.no_grad():
+            for block in model.blocks:
+                block[0].weight.zero_()
+        norms[p] = practical.first_layer_gradient_norm(model, x, y, passes=4, seed=1)
+    assert norms[0.7] == pytest.approx(norms[0.0], rel=1e-6) and norms[0.0] > 0
+
+
+def test_heavy_dropout_inflates_the_plain_nets_first_layer_gradient_far_more_than_the_residual_nets():
+    x, y = torch.rand(128, *SHAPE), torch.arange(128) % 3
+    bits = {}
+    for arch in practical.ARCHITECTURES:
+        norms = []
+        for p in (0.0, 0.5):
+            torch.manual_seed(0)
+            model = practical.deep_mlp(SHAPE, 64, 10, 3, p=p, architecture=arch)
+            norms.append(practical.first_layer_gradient_norm(model, x, y, passes=8, seed=0))
+        bits[arch] = math.log2(norms[1] / norms[0])
+    # (1 − p)^(−depth/2) = 2^5 for the plain stack: well above 2 bits; the residual net stays near 0
+    assert bits["plain"] > 2.5 and abs(bits["residual"]) < 1.0
+
+
+def test_depth_study_tables(data):
+    study = practical.depth_study(
+        SHAPE, 3, data, CONFIG, [0, 1], width=8, depths=[2], p_values=[0.3], depth=3, p=0.5, passes=2, grad_batch=32
+    )
+    g = study.gradients
+    assert set(g["depth"]) == {2, 3} and set(g["p"]) == {0.0, 0.3, 0.5} and len(g) == 2 * 2 * 2 * 3
+    assert np.allclose(g.loc[g["p"] == 0, "ratio"], 1.0)
+    assert len(study.errors) == 2 * 2 * 2
+    for arch in practical.ARCHITECTURES:
+        wide = study.errors[study.errors["architecture"] == arch].pivot(index="seed", columns="p", values="error")
+        assert np.allclose(study.penalty(arch), wide[0.5] - wide[0.0])
+        assert study.disruption(arch).index.tolist() == [0, 1] and (study.disruption(arch) >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(width=0), "width must be an integer"),
+        (dict(depth=True), "depth must be an integer"),
+        (dict(depths=[2, 0]), "depths entries"),
+        (dict(p=0.0), "p must be a drop probability in \\(0, 1\\)"),
+        (dict(p_values=[1.0]), "p_values entries"),
+        (dict(passes=0), "passes must be an integer"),
+        (dict(grad_batch=-1), "grad_batch must be an integer"),
+    ],
+)
+def test_depth_study_validates_its_arguments(data, kwargs, words):
+    args = {**dict(width=8, depths=[2], p_values=[0.3], depth=2, p=0.5, passes=1, grad_batch=16), **kwargs}
+    with pytest.raises(ValueError, match=words):
+        practical.depth_study(SHAPE, 3, data, CONFIG, [0], **args)
+
+
+def test_deep_mlp_refuses_an_unknown_architecture():
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        practical.deep_mlp(SHAPE, 8, 2, 3, architecture="dense")
+
+
+# ----------------------------------------------------------------------------- SG-STABLE
+
+
+@pytest.mark.parametrize(
+    ("columns", "fraction", "expected"),
+    [
+        (torch.ones(3, 20), 0.1, 0.1),  # equal columns: the top 2 of 20 carry 2/20
+        (torch.cat([torch.full((3, 1), 5.0), torch.zeros(3, 9)], 1), 0.1, 1.0),  # one column carries everything
+        (torch.tensor([[3.0, 1.0, 1.0, 1.0]]), 0.25, 9 / 12),
+        (torch.tensor([[3.0, 1.0, 1.0, 1.0]]), 0.3, 10 / 12),  # ⌈0.3·4⌉ = 2 columns
+    ],
+)
+def test_top_share_of_the_outgoing_weight(columns, fraction, expected):
+    assert practical.top_share(columns, fraction) == pytest.approx(expected)
+
+
+def test_gradient_spread_is_the_mean_coefficient_of_variation_after_the_burn_in():
+    norms = np.array([[100.0, 7.0]] * 4 + [[1.0, 2.0], [3.0, 2.0], [1.0, 2.0], [3.0, 2.0]])
+    cv = np.std([1, 3, 1, 3], ddof=1) / 2
+    assert practical.gradient_spread(norms, 0.5) == pytest.approx(cv / 2)  # layer 2 is constant: CV 0
+    assert practical.gradient_spread(norms[:2], 0.9) == pytest.approx(0.0)  # at least the last two updates
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: practical.top_share(torch.ones(4), 0.1), "weight must be a 2-D"),
+        (lambda: practical.top_share(torch.ones(2, 4), 0.0), "fraction must be in \\(0, 1\\)"),
+        (lambda: practical.top_share(torch.ones(2, 4), 1.0), "fraction must be"),
+        (lambda: practical.gradient_spread(np.ones((1, 3))), "norms must be"),
+        (lambda: practical.gradient_spread(np.ones((4, 3)), 1.0), "burn_in"),
+        (lambda: practical.gradient_spread(np.zeros((4, 3))), "every layer's gradient norm is 0"),
+        (lambda: practical.GradientRecorder(nn.ReLU()), "no Linear layer"),
+    ],
+)
+def test_stability_helpers_refuse_bad_input(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
+
+
+def test_recorder_sees_the_gradient_of_every_update_and_survives_the_run_store(data, tmp_path, monkeypatch):
+    from dropoutlab.paths import RUNS_ENV
+    from dropoutlab.train import fit, seed_everything
+
+    config = replace(CONFIG, seed=3)
+    seed_everything(3)
+    model = _mlp()
+    recorder = practical.GradientRecorder(model)
+    # the first update by hand: same initial weights, fit's first batch of epoch 0
+    seed_everything(3)
+    twin = _mlp()
+    first = torch.randperm(96, generator=torch.Generator().manual_seed(3 * 100_003))[:32]
+    nn.functional.cross_entropy(twin(data["train"].x[first]), data["train"].y[first]).backward()
+    expected = [float(m.weight.grad.norm()) for m in twin.modules() if isinstance(m, nn.Linear)]
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    fit(model, data, config, scheduler=recorder)
+    assert len(recorder.norms) == 2 * 3 and len(recorder.norms[0]) == 3
+    assert recorder.norms[0] == pytest.approx(expected, rel=1e-5)
+    assert len(list(tmp_path.rglob("*.pt"))) == 1
+    seed_everything(3)
+    reloaded_model = _mlp()
+    reloaded = practical.GradientRecorder(reloaded_model)
+    monkeypatch.setattr(practical.GradientRecorder, "step", lambda self: pytest.fail("trained again"))
+    fit(reloaded_model, data, config, scheduler=reloaded)  # found in the store: loaded, not trained
+    assert reloaded.norms == recorder.norms
+
+
+def test_stability_study_is_deterministic_and_paired(data):
+    a = practical.stability_study(_mlp, data, CONFIG, [0, 1], dropout=GUIDE)
+    b = practical.stability_study(_mlp, data, CONFIG, [0, 1], dropout=GUIDE)
+    assert a.summary.equals(b.summary) and a.norms.equals(b.norms)
+    assert set(a.summary["arm"]) == {"dropout", "none"} and len(a.summary) == 4
+    assert a.norms.groupby(["arm", "seed"]).size().eq(2 * 3 * 3).all()  # 6 updates × 3 Linear layers
+    assert a.measure("none", "top_share").index.tolist() == [0, 1]
+    assert ((a.summary["top_share"] >= 0.1) & (a.summary["top_share"] <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(dropout=dict(p_input=0.0)), "must drop something"),
+        (dict(top_fraction=0.0), "top_fraction must be in"),
+        (dict(top_fraction=1.0), "top_fraction"),
+        (dict(burn_in=1.0), "burn_in"),
+        (dict(every=0), "every must be an integer"),
+    ],
+)
+def test_stability_study_validates_its_arguments(data, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        practical.stability_study(_mlp, data, CONFIG, [0], **{**dict(dropout=GUIDE), **kwargs})

@@ -24,8 +24,20 @@ First batch (one function per claim, each returning a frozen dataclass of tidy D
 * :func:`rates_study` (SG-RATES) — a factorial of input / hidden / output rates.
 * :func:`schedule_study` (SG-SCHED) — a falling rate against a fixed rate with the same mean.
 
-Later batches (cost, stability, search, cross-validation, convergence speed, batch size, depth) add
-their own functions here; the helpers above (:func:`guide_mlp`, :func:`_train_seed`) are shared.
+Second batch:
+
+* :func:`convergence_study` (SG-SLOW) — updates until the validation loss reaches a fixed target, with and
+  without dropout (:func:`updates_to_target`).
+* :func:`batch_study` (SG-BATCH) — dropout's gain (test error without − with) across batch sizes at a
+  fixed number of updates.
+* :func:`depth_study` (SG-DEEP) — first-layer gradient norms at initialisation over depth and rate, and
+  the error cost of heavy dropout after training, in a plain and a residual :class:`DeepMLP`.
+* :func:`stability_study` (SG-STABLE) — the share of the outgoing weight carried by the top hidden units
+  (:func:`top_share`) and the update-to-update spread of the per-layer gradient norms
+  (:class:`GradientRecorder`, :func:`gradient_spread`), with and without dropout.
+
+Later batches (cost, search, cross-validation) add their own functions here; the helpers above
+(:func:`guide_mlp`, :func:`_train_seed`) are shared.
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ from torch import Tensor, nn
 from ..checks import integer
 from ..models import MLP, ConvNet
 from ..schedules import DropoutScheduler, LinearSchedule
-from ..train import TrainConfig
+from ..train import TrainConfig, evaluate, seed_everything
 from ..variants import make_dropout
 from ..variants.bernoulli import InvertedDropout, spatial_dropout
 from ..variants.concrete import ConcreteDropout
@@ -54,15 +66,28 @@ from ..variants.structured import drop_block2d, drop_path, dropblock_expected_dr
 from .structured import train_arms, updates_per_epoch
 
 __all__ = [
+    "ARCHITECTURES",
+    "BatchStudy",
+    "ConvergenceStudy",
+    "DeepMLP",
+    "DepthStudy",
     "FrameworkChecks",
+    "GradientRecorder",
     "INFERENCE_RULES",
     "InferenceStudy",
     "NoiseStudy",
     "PairedStudy",
     "RatesStudy",
+    "StabilityStudy",
     "alpha_dropout_reference",
+    "batch_study",
     "concrete_regulariser_reference",
+    "convergence_study",
+    "deep_mlp",
+    "depth_study",
+    "first_layer_gradient_norm",
     "framework_checks",
+    "gradient_spread",
     "guide_mlp",
     "inference_study",
     "keras_spatial_dropout1d",
@@ -73,9 +98,12 @@ __all__ = [
     "rates_study",
     "schedule_study",
     "selu_fixed_point",
+    "stability_study",
     "test_time_rule",
     "timm_drop_path",
+    "top_share",
     "torchvision_dropblock_gamma",
+    "updates_to_target",
 ]
 
 #: SG-INFER's test-time rules, the correct one first.
@@ -788,3 +816,566 @@ def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
     cells["guide"] = cells["cell"] == guide_cell
     cells["best_other"] = cells["cell"] == best_other
     return RatesStudy(errors=errors, cells=cells, guide_cell=guide_cell, best_other=best_other)
+
+
+# ----------------------------------------------------------------------------- second batch: shared helpers
+
+
+def _arm_rates(value: Any, name: str) -> dict[str, float]:
+    """``{"p_input": …, "p_hidden": …}``: the dropout arm's rates, at least one of them > 0."""
+    if not isinstance(value, Mapping) or not value or set(value) - {"p_input", "p_hidden"}:
+        raise ValueError(f"{name} must map p_input and/or p_hidden to drop probabilities, got {value!r}")
+    rates = {k: _rate(v, f"{name}[{k!r}]") for k, v in value.items()}
+    if not any(rates.values()):
+        raise ValueError(f"{name} must drop something: at least one rate > 0, got {value!r}")
+    return rates
+
+
+def _batch_sizes(values: Any) -> list[int]:
+    values = list(values) if isinstance(values, (list, tuple, range, np.ndarray)) else [values]
+    sizes = [integer(v, "batch_sizes entries") for v in values]
+    if len(sizes) < 2 or len(set(sizes)) != len(sizes):
+        raise ValueError(f"batch_sizes must list at least two distinct batch sizes, got {values!r}")
+    return sorted(sizes)
+
+
+def _initial_loss(make_model: Callable[..., nn.Module], kwargs: Mapping[str, Any], split: Any, seed: int) -> float:
+    """Loss on ``split`` of the net ``train_arms`` would train for this seed, before its first update."""
+    seed_everything(seed)
+    return evaluate(make_model(**kwargs), split, "classification", device="cpu")["loss"]
+
+
+# ----------------------------------------------------------------------------- SG-SLOW: convergence speed
+
+
+def updates_to_target(steps: Sequence[float], losses: Sequence[float], target: float) -> tuple[float, bool]:
+    """Updates until a loss curve first reaches ``target``, linearly interpolated between evaluations.
+
+    ``steps`` (increasing, the first normally 0) and ``losses`` are the evaluation points. Returns
+    ``(updates, True)`` at the first crossing (``steps[0]`` if the curve starts at or below the target),
+    or ``(steps[-1], False)`` when the curve never reaches it: censored at the budget, a lower bound.
+    """
+    steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
+    if steps.ndim != 1 or steps.shape != losses.shape or steps.size < 1:
+        raise ValueError(f"steps and losses must be 1-D of equal length ≥ 1, got {steps.shape} and {losses.shape}")
+    if np.any(np.diff(steps) <= 0):
+        raise ValueError(f"steps must increase, got {steps.tolist()}")
+    (target,) = _levels([target], "target")
+    below = np.flatnonzero(losses <= target)
+    if below.size == 0:
+        return float(steps[-1]), False
+    k = int(below[0])
+    if k == 0:
+        return float(steps[0]), True
+    frac = (losses[k - 1] - target) / (losses[k - 1] - losses[k])
+    return float(steps[k - 1] + frac * (steps[k] - steps[k - 1])), True
+
+
+@dataclass(frozen=True)
+class ConvergenceStudy:
+    """SG-SLOW: ``curves`` — arm, seed, epoch, step, loss on the validation split (epoch 0: before training);
+    ``times`` — arm, seed, updates to the target (interpolated), reached (False: censored at the budget);
+    ``target`` — the validation loss; ``history`` — the fit records."""
+
+    curves: pd.DataFrame
+    times: pd.DataFrame
+    target: float
+    history: pd.DataFrame
+
+    def updates(self, arm: str) -> pd.Series:
+        rows = self.times[self.times["arm"] == arm]
+        if rows.empty:
+            raise ValueError(f"no times for arm={arm!r}; arms: {sorted(set(self.times['arm']))}")
+        return rows.set_index("seed")["updates"].sort_index()
+
+    def ratio(self) -> pd.Series:
+        """Per seed: updates to the target with dropout / without (> 1: dropout is slower), indexed by seed."""
+        return self.updates("dropout") / self.updates("none")
+
+
+def convergence_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    target: float,
+    val_split: str = "val",
+    test_split: str = "test",
+) -> ConvergenceStudy:
+    """SG-SLOW: updates until the validation loss first reaches ``target``, with dropout and without.
+
+    Arms ``"dropout"`` (``make_model(**dropout)``, e.g. the guide's input 0.2 / hidden 0.5) and ``"none"``
+    (``make_model()``) share each seed's initial weights and data order (:func:`train_arms`). The validation
+    loss is evaluated before training (step 0, the net ``train_arms`` starts from) and after every epoch; the
+    crossing is interpolated linearly between evaluations (:func:`updates_to_target`). A curve that never
+    reaches the target is censored at the budget — it counts as reaching it at the last update, which can
+    only shrink the ratio dropout / none when the dropout arm is the censored one.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    dropout = _arm_rates(dropout, "dropout")
+    (target,) = _levels([target], "target")
+    if target == 0.0:
+        raise ValueError("target must be a validation loss > 0")
+    _splits(data, ["train", val_split, test_split])
+    config = replace(config, eval_splits=tuple(dict.fromkeys([*config.eval_splits, val_split])))
+    arms = {"dropout": dict(dropout), "none": {}}
+    starts = {seed: _initial_loss(make_model, {}, data[val_split], seed) for seed in seeds}
+    if any(loss <= target for loss in starts.values()):
+        raise ValueError(
+            f"target must be below the initial validation loss of every seed's net "
+            f"({min(starts.values()):.4g} at the lowest), got {target}"
+        )
+    study = train_arms(make_model, arms, data, config, seeds, test_split=test_split)
+    val = study.history[study.history["split"] == val_split]
+    curves, times = [], []
+    for arm, kwargs in arms.items():
+        for seed in seeds:
+            rows = val[(val["arm"] == arm) & (val["seed"] == seed)].sort_values("epoch")
+            start = dict(
+                arm=arm, seed=seed, epoch=0, step=0, loss=_initial_loss(make_model, kwargs, data[val_split], seed)
+            )
+            if not math.isclose(start["loss"], starts[seed], rel_tol=1e-6):
+                raise ValueError(
+                    f"make_model(**dropout) and make_model() must start from the same weights for a seed; "
+                    f"seed {seed}: initial validation loss {start['loss']:.6g} vs {starts[seed]:.6g}"
+                )
+            curve = pd.DataFrame(
+                [
+                    start,
+                    *(
+                        dict(arm=arm, seed=seed, epoch=int(r.epoch), step=int(r.step), loss=float(r.loss))
+                        for r in rows.itertuples()
+                    ),
+                ]
+            )
+            updates, reached = updates_to_target(curve["step"], curve["loss"], target)
+            curves.append(curve)
+            times.append(dict(arm=arm, seed=seed, updates=updates, reached=reached))
+    return ConvergenceStudy(
+        curves=pd.concat(curves, ignore_index=True), times=pd.DataFrame(times), target=target, history=study.history
+    )
+
+
+# ----------------------------------------------------------------------------- SG-BATCH: batch size
+
+
+@dataclass(frozen=True)
+class BatchStudy:
+    """SG-BATCH: ``errors`` — batch_size, arm ("dropout"/"none"), seed, error (% on the test split);
+    ``gains`` — batch_size, seed, gain (pp) = error without dropout − with, same seed; ``updates``;
+    ``history`` — the fit records (running averages only) with batch_size, arm and seed."""
+
+    errors: pd.DataFrame
+    gains: pd.DataFrame
+    updates: int
+    history: pd.DataFrame
+
+    def gain(self, batch_size: int) -> pd.Series:
+        rows = self.gains[self.gains["batch_size"] == batch_size]
+        if rows.empty:
+            raise ValueError(f"no gains for batch_size={batch_size}; sizes: {sorted(set(self.gains['batch_size']))}")
+        return rows.set_index("seed")["gain"].sort_index()
+
+    def slopes(self) -> pd.Series:
+        """Per seed: least-squares slope of the gain (pp) on log2(batch size) — pp per doubling."""
+        out = {}
+        for seed, rows in self.gains.groupby("seed"):
+            out[int(seed)] = float(np.polyfit(np.log2(rows["batch_size"].to_numpy(float)), rows["gain"], 1)[0])
+        return pd.Series(out, name="slope").sort_index()
+
+
+def batch_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    batch_sizes: Sequence[int],
+    updates: int,
+    test_split: str = "test",
+) -> BatchStudy:
+    """SG-BATCH: the gain of dropout (test error without − with) at each batch size, every net trained for
+    the same number of ``updates`` (``config.max_steps``; ``config.batch_size`` and ``config.epochs`` are
+    replaced, no evaluation during training).
+
+    The guide: small batches already inject gradient noise, so dropout's regularisation adds less. At a
+    fixed number of updates a larger batch also sees more examples (``updates × batch`` draws), so it
+    is further into the overfitting regime where dropout pays; the study measures what the guide states,
+    not a mechanism. Both arms share each seed's initial weights and data order at every batch size.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    dropout = _arm_rates(dropout, "dropout")
+    sizes, updates = _batch_sizes(batch_sizes), integer(updates, "updates")
+    _splits(data, ["train", test_split])
+    n_train = len(data["train"].x)
+    if sizes[-1] > n_train:
+        raise ValueError(f"batch_sizes must not exceed the {n_train} training examples, got {sizes}")
+    rows, histories = [], []
+    for size in sizes:
+        sized = replace(
+            config,
+            batch_size=size,
+            max_steps=updates,
+            eval_splits=(),
+            epochs=math.ceil(updates / updates_per_epoch(n_train, size)),
+        )
+        study = train_arms(
+            make_model, {"dropout": dict(dropout), "none": {}}, data, sized, seeds, test_split=test_split
+        )
+        rows.append(study.errors[["arm", "seed", "error"]].assign(batch_size=size))
+        histories.append(study.history.assign(batch_size=size))
+    errors = pd.concat(rows, ignore_index=True)[["batch_size", "arm", "seed", "error"]]
+    wide = errors.pivot_table(index=["batch_size", "seed"], columns="arm", values="error")
+    gains = (wide["none"] - wide["dropout"]).rename("gain").reset_index()
+    return BatchStudy(errors=errors, gains=gains, updates=updates, history=pd.concat(histories, ignore_index=True))
+
+
+# ----------------------------------------------------------------------------- SG-DEEP: depth
+
+
+ARCHITECTURES = ("plain", "residual")
+
+
+class DeepMLP(nn.Module):
+    """A deep MLP of equal-width blocks, plain or residual, for SG-DEEP.
+
+    Stem ``Linear(in, width)``, ReLU; ``depth`` blocks ``b(h) = dropout_p(ReLU(W h + c))``, applied as
+    ``h ← b(h)`` (plain) or ``h ← h + b(h)`` (residual); head ``Linear(width, num_classes)``. Every Linear
+    is He-initialised (normal, fan-in, zero bias) so the plain net keeps its signal scale with depth; a
+    residual block's ``W`` is further scaled by 1/√depth so the sum of ``depth`` branches keeps it too.
+    Every block holds its dropout module even at ``p = 0``, and dropout modules draw nothing at
+    construction, so for one seed the nets of every rate start from the same weights. Input
+    ``(N, *input_shape)``, flattened; output ``(N, num_classes)`` logits.
+    """
+
+    def __init__(
+        self, in_features: int, width: int, depth: int, num_classes: int, *, p: float = 0.0, residual: bool = False
+    ) -> None:
+        super().__init__()
+        self.residual = bool(residual)
+        self.stem = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), nn.ReLU(), InvertedDropout(p)) for _ in range(depth)
+        )
+        self.head = nn.Linear(width, num_classes)
+        for layer in (self.stem, *(b[0] for b in self.blocks), self.head):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        if self.residual:
+            with torch.no_grad():
+                for block in self.blocks:
+                    block[0].weight.div_(math.sqrt(depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.stem(x.flatten(1)))
+        for block in self.blocks:
+            h = h + block(h) if self.residual else block(h)
+        return self.head(h)
+
+
+def deep_mlp(
+    input_shape: Sequence[int], width: int, depth: int, num_classes: int, *, p: float = 0.0, architecture: str = "plain"
+) -> DeepMLP:
+    """:class:`DeepMLP` with its arguments checked: ``architecture`` one of :data:`ARCHITECTURES`."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    return DeepMLP(
+        int(np.prod(input_shape)),
+        integer(width, "width"),
+        integer(depth, "depth"),
+        integer(num_classes, "num_classes"),
+        p=_rate(p, "p"),
+        residual=architecture == "residual",
+    )
+
+
+def first_layer_gradient_norm(model: DeepMLP, x: Tensor, y: Tensor, *, passes: int = 1, seed: int = 0) -> float:
+    """Root mean square over ``passes`` dropout masks of ‖∂L/∂W_stem‖ (cross-entropy on the batch ``(x, y)``).
+
+    The model is put in training mode (a fresh mask per pass, drawn from ``torch.manual_seed(seed)``),
+    its gradients are cleared afterwards and its mode restored. Without dropout every pass is the same.
+    """
+    passes = integer(passes, "passes")
+    was_training = model.training
+    model.train()
+    torch.manual_seed(int(seed))
+    squares = []
+    try:
+        for _ in range(passes):
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            squares.append(float(model.stem.weight.grad.square().sum()))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return math.sqrt(float(np.mean(squares)))
+
+
+@dataclass(frozen=True)
+class DepthStudy:
+    """SG-DEEP: ``gradients`` — architecture, depth, p, seed, grad_norm (first layer, at initialisation),
+    ratio (grad_norm / the same net's at p = 0), log2_ratio; ``errors`` — architecture, p, seed, error (%
+    on the test split) of the trained nets at ``depth``; ``history``; ``depth``, ``p`` (the trained ones)."""
+
+    gradients: pd.DataFrame
+    errors: pd.DataFrame
+    history: pd.DataFrame
+    depth: int
+    p: float
+
+    def penalty(self, architecture: str) -> pd.Series:
+        """Per seed: test error (%) at rate ``p`` − at rate 0 (pp), for the trained nets of ``architecture``."""
+        rows = self.errors[self.errors["architecture"] == architecture]
+        if rows.empty:
+            raise ValueError(f"no errors for architecture={architecture!r}")
+        wide = rows.pivot(index="seed", columns="p", values="error")
+        return (wide[self.p] - wide[0.0]).sort_index()
+
+    def disruption(self, architecture: str, depth: int | None = None, p: float | None = None) -> pd.Series:
+        """Per seed: |log2(first-layer gradient norm at p / at 0)| at initialisation (default: the trained depth, p)."""
+        depth, p = self.depth if depth is None else depth, self.p if p is None else p
+        rows = self.gradients[
+            (self.gradients["architecture"] == architecture)
+            & (self.gradients["depth"] == depth)
+            & np.isclose(self.gradients["p"], p)
+        ]
+        if rows.empty:
+            raise ValueError(f"no gradients for architecture={architecture!r}, depth={depth}, p={p}")
+        return rows.set_index("seed")["log2_ratio"].abs().sort_index()
+
+
+def depth_study(
+    input_shape: Sequence[int],
+    num_classes: int,
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    width: int,
+    depths: Sequence[int],
+    p_values: Sequence[float],
+    depth: int,
+    p: float,
+    passes: int = 10,
+    grad_batch: int = 256,
+    test_split: str = "test",
+) -> DepthStudy:
+    """SG-DEEP: first-layer gradient norms at initialisation over ``depths`` × ``p_values`` (and p = 0) for the
+    plain and the residual :class:`DeepMLP`, then the two architectures trained at ``depth`` with rate 0 and
+    rate ``p`` (paired by seed).
+
+    Gradients: per seed, one batch of the first ``grad_batch`` training images; the nets of one seed,
+    architecture and depth share their weights across rates, so the ratio to p = 0 isolates dropout.
+    Backpropagating through an inverted-dropout layer multiplies the gradient by m/(1 − p), whose second
+    moment is 1/(1 − p): along a plain stack of ``depth`` layers the first-layer gradient's scale is
+    multiplied by about (1 − p)^(−depth/2) and carries as many independent mask factors, while a residual
+    net's identity path carries a part of the gradient no mask touches.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    width, depth = integer(width, "width"), integer(depth, "depth")
+    depths = sorted({integer(d, "depths entries") for d in (depths if isinstance(depths, (list, tuple)) else [depths])})
+    p = _rate(p, "p", allow_zero=False)
+    p_values = sorted(set(_rates(p_values, "p_values", allow_zero=False)) | {p})
+    passes, grad_batch = integer(passes, "passes"), integer(grad_batch, "grad_batch")
+    _splits(data, ["train", test_split])
+    x, y = data["train"].x[:grad_batch], data["train"].y[:grad_batch]
+    grads = []
+    for seed in seeds:
+        for architecture in ARCHITECTURES:
+            for d in sorted({*depths, depth}):
+                norms = {}
+                for rate in (0.0, *p_values):
+                    seed_everything(seed)
+                    model = deep_mlp(input_shape, width, d, num_classes, p=rate, architecture=architecture)
+                    norms[rate] = first_layer_gradient_norm(model, x, y, passes=passes if rate else 1, seed=seed)
+                for rate, norm in norms.items():
+                    ratio = norm / norms[0.0]
+                    grads.append(
+                        dict(
+                            architecture=architecture,
+                            depth=d,
+                            p=rate,
+                            seed=seed,
+                            grad_norm=norm,
+                            ratio=ratio,
+                            log2_ratio=math.log2(ratio),
+                        )
+                    )
+
+    def make(architecture: str, rate: float) -> nn.Module:
+        return deep_mlp(input_shape, width, depth, num_classes, p=rate, architecture=architecture)
+
+    arms = {f"{a}, p={r:g}": dict(architecture=a, rate=r) for a in ARCHITECTURES for r in (0.0, p)}
+    study = train_arms(make, arms, data, config, seeds, test_split=test_split)
+    errors = study.errors.assign(
+        architecture=[arms[a]["architecture"] for a in study.errors["arm"]],
+        p=[arms[a]["rate"] for a in study.errors["arm"]],
+    )
+    return DepthStudy(
+        gradients=pd.DataFrame(grads),
+        errors=errors[["architecture", "p", "seed", "error"]],
+        history=study.history,
+        depth=depth,
+        p=p,
+    )
+
+
+# ----------------------------------------------------------------------------- SG-STABLE: dominance and stability
+
+
+class GradientRecorder:
+    """Per-update gradient norms of every Linear layer's weight, recorded inside :func:`~dropoutlab.train.fit`.
+
+    ``fit`` calls its ``scheduler`` after every optimizer step (``unit = "step"``), when the update's
+    gradients are still in ``.grad``; this recorder uses that slot and changes no rate. Its state (the
+    norms) is saved in ``fit``'s checkpoints and restored from a run store, so a finished run loaded
+    instead of trained still has its record. ``norms``: one list of per-layer norms per update.
+    """
+
+    unit = "step"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not self.layers:
+            raise ValueError(f"{type(model).__name__} has no Linear layer to record")
+        self.norms: list[list[float]] = []
+
+    def step(self) -> None:
+        self.norms.append([float(m.weight.grad.norm()) if m.weight.grad is not None else 0.0 for _, m in self.layers])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"norms": [list(row) for row in self.norms]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.norms = [list(map(float, row)) for row in state["norms"]]
+
+    def __repr__(self) -> str:  # part of fit's run key: what is recorded, not the record
+        return f"GradientRecorder(layers={[name for name, _ in self.layers]})"
+
+
+def top_share(weight: Tensor, fraction: float) -> float:
+    """Share of Σ‖w_j‖² carried by the top ``fraction`` of input units ``j`` of a Linear ``weight`` ``(out, in)``.
+
+    Unit j's outgoing weight is column j; the top ⌈fraction·in⌉ columns by squared norm are summed.
+    Equal columns give ⌈fraction·in⌉/in; one column carrying everything gives 1.
+    """
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D (out, in) tensor, got {getattr(weight, 'shape', type(weight))}")
+    (fraction,) = _levels([fraction], "fraction", upper=1.0)
+    if fraction == 0.0:
+        raise ValueError("fraction must be in (0, 1), got 0")
+    mass = weight.detach().double().square().sum(0)
+    k = math.ceil(fraction * mass.numel())
+    return float(mass.sort(descending=True).values[:k].sum() / mass.sum())
+
+
+def gradient_spread(norms: np.ndarray, burn_in: float = 0.5) -> float:
+    """Mean over layers of the coefficient of variation (SD/mean) of a layer's gradient norm over the updates
+    after the first ``burn_in`` share of them (always at least the last two). ``norms``: ``(updates, layers)``.
+
+    Training instability shows as gradient norms that jump from update to update; a steadily shrinking
+    norm counts too (its SD over the window relative to its mean), which is why the early transient is
+    left out. Layers whose gradient is 0 throughout the window are skipped.
+    """
+    norms = np.asarray(norms, dtype=float)
+    if norms.ndim != 2 or norms.shape[0] < 2 or norms.shape[1] < 1:
+        raise ValueError(f"norms must be (updates ≥ 2, layers ≥ 1), got shape {norms.shape}")
+    (burn_in,) = _levels([burn_in], "burn_in", upper=1.0)
+    tail = norms[min(int(burn_in * norms.shape[0]), norms.shape[0] - 2) :]
+    mean = tail.mean(0)
+    live = mean > 0
+    if not live.any():
+        raise ValueError("every layer's gradient norm is 0 over the window: no spread is defined")
+    return float(np.mean(tail[:, live].std(0, ddof=1) / mean[live]))
+
+
+@dataclass(frozen=True)
+class StabilityStudy:
+    """SG-STABLE: ``summary`` — arm, seed, top_share (last hidden layer's outgoing weight carried by its top
+    units), spread (:func:`gradient_spread`), error (% on the test split); ``norms`` — arm, seed, update,
+    layer, norm (every ``every``-th update kept, for figures); ``history``."""
+
+    summary: pd.DataFrame
+    norms: pd.DataFrame
+    history: pd.DataFrame
+
+    def measure(self, arm: str, column: str) -> pd.Series:
+        rows = self.summary[self.summary["arm"] == arm]
+        if rows.empty or column not in rows:
+            raise ValueError(f"no {column!r} for arm={arm!r}; arms: {sorted(set(self.summary['arm']))}")
+        return rows.set_index("seed")[column].sort_index()
+
+
+def stability_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    top_fraction: float = 0.1,
+    burn_in: float = 0.5,
+    every: int = 1,
+    test_split: str = "test",
+) -> StabilityStudy:
+    """SG-STABLE: "dropout prevents dominant pathways and stabilises training", measured two ways.
+
+    Arms ``"dropout"`` (``make_model(**dropout)``) and ``"none"`` share each seed's initial weights and data
+    order. Dominance: :func:`top_share` of the last Linear layer's weight (the outgoing weights of the last
+    hidden units) after training. Stability: :func:`gradient_spread` of the per-update gradient norms of every
+    Linear layer, recorded during training by a :class:`GradientRecorder` — the norms the optimiser actually
+    sees, so dropout's own mask noise is part of them.
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    dropout = _arm_rates(dropout, "dropout")
+    (top_fraction,) = _levels([top_fraction], "top_fraction", upper=1.0)
+    if top_fraction == 0.0:
+        raise ValueError("top_fraction must be in (0, 1), got 0")
+    (burn_in,) = _levels([burn_in], "burn_in", upper=1.0)
+    every = integer(every, "every")
+    _splits(data, ["train", test_split, *config.eval_splits])
+    recorders: dict[tuple[str, int], GradientRecorder] = {}
+    arms = {"dropout": dict(dropout), "none": {}}
+
+    def recorder_for(arm: str):
+        def build(model: nn.Module) -> GradientRecorder:
+            recorder = GradientRecorder(model)
+            recorders[(arm, seeds[sum(a == arm for a, _ in recorders)])] = recorder
+            return recorder
+
+        return build
+
+    study = train_arms(
+        make_model,
+        arms,
+        data,
+        config,
+        seeds,
+        schedulers={arm: recorder_for(arm) for arm in arms},
+        keep_models=True,
+        test_split=test_split,
+    )
+    summary, norms = [], []
+    for (arm, seed), recorder in recorders.items():
+        model = study.models[(arm, seed)]
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        record = np.asarray(recorder.norms, dtype=float)
+        error = float(study.test_error(arm).loc[seed])
+        summary.append(
+            dict(
+                arm=arm,
+                seed=seed,
+                top_share=top_share(last.weight, top_fraction),
+                spread=gradient_spread(record, burn_in),
+                error=error,
+            )
+        )
+        names = [name for name, _ in recorder.layers]
+        for t in range(0, len(record), every):
+            norms += [
+                dict(arm=arm, seed=seed, update=t + 1, layer=name, norm=record[t, j]) for j, name in enumerate(names)
+            ]
+    return StabilityStudy(summary=pd.DataFrame(summary), norms=pd.DataFrame(norms), history=study.history)
