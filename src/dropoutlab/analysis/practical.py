@@ -1520,7 +1520,7 @@ def search_study(
                                keep_models=True, test_split=val_split)
             model = study.models[("trial", seed)]
             cache[key] = (float(study.errors["error"].iloc[0]),
-                          100 * evaluate(model, data[test_split], config.task, device="cpu")["error"])
+                          100 * evaluate(model, data[test_split], config.task, device=_device_of(model))["error"])
             return (*cache[key], False)
 
         order = np.random.default_rng(seed).permutation(len(points))
@@ -1634,15 +1634,20 @@ def _subset(split: Any, index: np.ndarray, name: str) -> Any:
     return SimpleNamespace(**{**vars(split), **changes})
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``fit`` left the model (its first parameter's device)."""
+    return next(model.parameters()).device
+
+
 def _wrong(model: nn.Module, split: Any, batch_size: int = 1000) -> np.ndarray:
     """0/1 per example: the eval-mode prediction of ``model`` on ``split`` is wrong."""
     was_training = model.training
     model.eval()
-    flags = []
+    device, flags = _device_of(model), []
     try:
         with torch.no_grad():
             for start in range(0, len(split.x), batch_size):
-                out = model(split.x[start:start + batch_size]).argmax(1)
+                out = model(split.x[start:start + batch_size].to(device)).argmax(1).cpu()
                 flags.append((out != split.y[start:start + batch_size]).numpy())
     finally:
         model.train(was_training)
