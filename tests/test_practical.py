@@ -642,3 +642,127 @@ def test_stability_study_is_deterministic_and_paired(data):
 def test_stability_study_validates_its_arguments(data, kwargs, words):
     with pytest.raises(ValueError, match=words):
         practical.stability_study(_mlp, data, CONFIG, [0], **{**dict(dropout=GUIDE), **kwargs})
+
+
+# ----------------------------------------------------------------------------- SG-SEARCH: grid against TPE
+
+
+def _bowl(p_input: float, p_hidden: float) -> float:
+    return (p_input - 0.1) ** 2 + (p_hidden - 0.3) ** 2
+
+
+BOX = {"p_input": (0.0, 0.4), "p_hidden": (0.0, 0.8)}
+
+
+def test_tpe_search_with_a_fixed_seed_is_deterministic_and_a_short_run_is_a_prefix_of_a_long_one():
+    long = practical.tpe_search(_bowl, BOX, 12, seed=3, startup=3, step=0.05)
+    assert long == practical.tpe_search(_bowl, BOX, 12, seed=3, startup=3, step=0.05)
+    assert practical.tpe_search(_bowl, BOX, 6, seed=3, startup=3, step=0.05) == long[:6]
+    assert long != practical.tpe_search(_bowl, BOX, 12, seed=4, startup=3, step=0.05)
+    on_lattice = [abs(v / 0.05 - round(v / 0.05)) < 1e-9 for i, h, _ in long for v in (i, h)]
+    assert all(on_lattice) and all(0 <= i <= 0.4 and 0 <= h <= 0.8 for i, h, _ in long)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    (dict(bounds={"p_input": (0.0, 0.4)}), "bounds must map"),
+    (dict(bounds={"p_input": (0.4, 0.0), "p_hidden": (0.0, 0.8)}), "bounds['p_input'] must be (low, high)"),
+    (dict(n_trials=0), "n_trials"), (dict(startup=0), "startup"), (dict(step=0.0), "step"),
+])
+def test_tpe_search_refuses_bad_input(kwargs, words):
+    call = dict(bounds=BOX, n_trials=4, seed=0, startup=2, step=0.05) | kwargs
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]")):
+        practical.tpe_search(_bowl, call.pop("bounds"), call.pop("n_trials"), **call)
+
+
+def test_search_study_covers_the_grid_reuses_only_identical_nets_and_chooses_on_validation(data):
+    study = practical.search_study(_mlp, data, CONFIG, [0], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5], startup=2)
+    trials = study.trials
+    grid = trials[trials["searcher"] == "grid"]
+    assert study.budget == 4 and len(trials) == 8 and not grid["reused"].any()
+    assert sorted(zip(grid["p_input"], grid["p_hidden"], strict=True)) == [(0, 0), (0, 0.5), (0.2, 0), (0.2, 0.5)]
+    # a configuration trained once stands for the same configuration elsewhere in the run: retraining gives the same net
+    from dropoutlab.analysis.structured import train_arms
+
+    again = train_arms(_mlp, {"t": dict(p_input=0.2, p_hidden=0.5)}, data, CONFIG, [0], test_split="val")
+    row = grid[(grid["p_input"] == 0.2) & (grid["p_hidden"] == 0.5)]
+    assert float(again.errors["error"].iloc[0]) == pytest.approx(float(row["val_error"].iloc[0]))
+    for searcher in practical.SEARCHERS:
+        rows = trials[trials["searcher"] == searcher].sort_values("trial")
+        assert (np.diff(rows["best_val"]) <= 0).all() and rows["best_val"].iloc[-1] == rows["val_error"].min()
+        for n in (1, 2, 4):
+            first = rows[rows["trial"] <= n]
+            best = first.loc[first["val_error"].idxmin()]
+            assert study.test_error(searcher, n).loc[0] == pytest.approx(best["test_error"])
+    with pytest.raises(ValueError, match="no trials"):
+        study.chosen("tpe", 5)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    (dict(input_rates=[0.2]), "at least two rates"), (dict(hidden_rates=[0.5, 1.0]), "hidden_rates entries"),
+    (dict(startup=5), "startup must not exceed"), (dict(startup=0), "startup"), (dict(seeds=[]), "seeds"),
+])
+def test_search_study_validates_its_arguments(data, kwargs, words):
+    call = dict(seeds=[0], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5], startup=2) | kwargs
+    with pytest.raises(ValueError, match=words):
+        practical.search_study(_mlp, data, CONFIG, call.pop("seeds"), **call)
+
+
+# ----------------------------------------------------------------------------- SG-CV: cross-validation
+
+
+def test_corrected_t_interval_by_hand():
+    # d = 1, 2, 3, 4, 6 from k = 5 folds: mean 3.2, s² = 14.8/4 = 3.7, corrected variance (1/5 + 1/4)·3.7 = 1.665,
+    # t(0.975, 4) = 2.776445105: half-width 2.776445105·1.290349 = 3.582583
+    mean, low, high = practical.corrected_t_interval([1, 2, 3, 4, 6], 1 / 4)
+    assert (mean, low, high) == pytest.approx((3.2, 3.2 - 3.582583, 3.2 + 3.582583), abs=1e-5)
+    naive = practical.corrected_t_interval([1, 2, 3, 4, 6], 0.0)  # ratio 0: the ordinary t interval
+    assert naive[1:] == pytest.approx(tuple(stats.ttest_1samp([1, 2, 3, 4, 6], 0).confidence_interval(0.95)))
+
+
+def test_paired_error_interval_is_the_t_interval_of_the_per_example_differences():
+    a, b = [1, 1, 0, 0, 1, 0, 0, 0, 1, 1], [0, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+    diff, low, high = practical.paired_error_interval(a, b)
+    ci = stats.ttest_1samp(100 * (np.array(a) - np.array(b)), 0).confidence_interval(0.95)
+    assert (diff, low, high) == pytest.approx((20.0, ci.low, ci.high))
+    assert [practical.decision(*x) for x in ((0.1, 2), (-2, -0.1), (-1, 1))] == ["dropout", "none", "undecided"]
+
+
+@pytest.mark.parametrize(("call", "words"), [
+    (lambda: practical.corrected_t_interval([1.0], 0.25), "at least two"),
+    (lambda: practical.corrected_t_interval([1.0, 2.0], -1), "test_train_ratio"),
+    (lambda: practical.corrected_t_interval([1.0, 2.0], 0.25, level=1.0), "level"),
+    (lambda: practical.paired_error_interval([1, 0], [1, 0, 1]), "equal length"),
+    (lambda: practical.paired_error_interval([1, 2], [1, 0]), "0/1 flags"),
+])
+def test_cv_intervals_refuse_bad_input(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
+
+
+def test_cv_study_folds_partition_the_training_set_and_the_held_out_flags_match_evaluate(data):
+    study = practical.cv_study(_mlp, data, CONFIG, [0], dropout=dict(p_hidden=0.5), k=3)
+    assert len(study.folds) == 3 and study.k == 3
+    cv = study.summary.set_index("procedure").loc["cv"]
+    expected = practical.corrected_t_interval(study.folds["difference"], 1 / 2)
+    assert (cv["estimate"], cv["low"], cv["high"]) == pytest.approx(expected)
+    assert cv["decision"] == practical.decision(cv["low"], cv["high"])
+    # the held-out estimate is the two nets' validation errors, as train_arms evaluates them
+    from dropoutlab.analysis.structured import train_arms
+
+    arms = train_arms(_mlp, {"dropout": dict(p_hidden=0.5), "none": {}}, data, CONFIG, [0], test_split="val")
+    errors = arms.errors.set_index("arm")["error"]
+    assert study.estimate("held-out").loc[0] == pytest.approx(errors["none"] - errors["dropout"])
+    # the folds' held-out parts are 32 images each (96 stratified into 3) and every fold's nets are scored
+    assert set(study.history["fold"]) == {-1, 0, 1, 2}
+    assert study.disagreements() == int(study.decisions()["cv"].ne(study.decisions()["held-out"]).sum())
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    (dict(k=1), "k must be an integer ≥ 2"), (dict(k=40), "k = 40 folds"), (dict(dropout={}), "dropout"),
+    (dict(level=0.0), "level"), (dict(val_split="holdout"), "no split"),
+])
+def test_cv_study_validates_its_arguments(data, kwargs, words):
+    call = dict(dropout=dict(p_hidden=0.5), k=3) | kwargs
+    with pytest.raises(ValueError, match=words):
+        practical.cv_study(_mlp, data, CONFIG, [0], **call)

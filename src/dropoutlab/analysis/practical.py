@@ -36,8 +36,17 @@ Second batch:
   (:func:`top_share`) and the update-to-update spread of the per-layer gradient norms
   (:class:`GradientRecorder`, :func:`gradient_spread`), with and without dropout.
 
-Later batches (cost, search, cross-validation) add their own functions here; the helpers above
-(:func:`guide_mlp`, :func:`_train_seed`) are shared.
+Third batch:
+
+* :func:`search_study` (SG-SEARCH) — a grid over (input rate, hidden rate) against Optuna's TPE
+  (:func:`tpe_search`) with the same and with fewer trials, per search run; best-so-far validation error
+  and the test error of the chosen configuration.
+* :func:`cv_study` (SG-CV) — with or without dropout decided by k-fold cross-validation (per-fold paired
+  differences, :func:`corrected_t_interval`) and by the held-out validation split
+  (:func:`paired_error_interval`), each interval turned into a :func:`decision`.
+
+Later batches (cost) add their own functions here; the helpers above (:func:`guide_mlp`,
+:func:`_train_seed`) are shared.
 """
 
 from __future__ import annotations
@@ -45,7 +54,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, is_dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -68,6 +78,7 @@ from .structured import train_arms, updates_per_epoch
 __all__ = [
     "ARCHITECTURES",
     "BatchStudy",
+    "CVStudy",
     "ConvergenceStudy",
     "DeepMLP",
     "DepthStudy",
@@ -76,13 +87,19 @@ __all__ = [
     "INFERENCE_RULES",
     "InferenceStudy",
     "NoiseStudy",
+    "PROCEDURES",
     "PairedStudy",
     "RatesStudy",
+    "SEARCHERS",
+    "SearchStudy",
     "StabilityStudy",
     "alpha_dropout_reference",
     "batch_study",
     "concrete_regulariser_reference",
     "convergence_study",
+    "corrected_t_interval",
+    "cv_study",
+    "decision",
     "deep_mlp",
     "depth_study",
     "first_layer_gradient_norm",
@@ -92,17 +109,20 @@ __all__ = [
     "inference_study",
     "keras_spatial_dropout1d",
     "noise_study",
+    "paired_error_interval",
     "per_dimension_dropblock_gamma",
     "perturb",
     "placement_study",
     "rates_study",
     "schedule_study",
+    "search_study",
     "selu_fixed_point",
     "stability_study",
     "test_time_rule",
     "timm_drop_path",
     "top_share",
     "torchvision_dropblock_gamma",
+    "tpe_search",
     "updates_to_target",
 ]
 
@@ -1379,3 +1399,319 @@ def stability_study(
                 dict(arm=arm, seed=seed, update=t + 1, layer=name, norm=record[t, j]) for j, name in enumerate(names)
             ]
     return StabilityStudy(summary=pd.DataFrame(summary), norms=pd.DataFrame(norms), history=study.history)
+
+
+# ----------------------------------------------------------------------------- third batch: SG-SEARCH
+
+
+SEARCHERS = ("grid", "tpe")
+
+
+def tpe_search(objective: Callable[[float, float], float], bounds: Mapping[str, Sequence[float]], n_trials: int, *,
+               seed: int, startup: int, step: float) -> list[tuple[float, float, float]]:
+    """Minimise ``objective(p_input, p_hidden)`` with Optuna's TPE sampler; the trials in order.
+
+    ``bounds`` maps ``"p_input"`` and ``"p_hidden"`` to ``(low, high)``; each rate is suggested on the
+    lattice low, low + step, … (``suggest_float(..., step=step)``). ``TPESampler(seed=seed,
+    n_startup_trials=startup)``: the first ``startup`` trials are random, the rest from TPE's density
+    ratio. The sampler's proposal at trial t depends only on the seed and the t − 1 earlier results, so a
+    run of n trials is the first n trials of a longer run with the same seed. Returns
+    ``[(p_input, p_hidden, value), …]``, the rates rounded to 6 decimals.
+    """
+    import optuna
+
+    n_trials, startup = integer(n_trials, "n_trials"), integer(startup, "startup")
+    (step,) = _levels([step], "step", upper=1.0)
+    if step == 0.0:
+        raise ValueError("step must be in (0, 1), got 0")
+    if not isinstance(bounds, Mapping) or set(bounds) != {"p_input", "p_hidden"}:
+        raise ValueError(f"bounds must map p_input and p_hidden to (low, high), got {bounds!r}")
+    box = {}
+    for name, pair in bounds.items():
+        low, high = (_rate(v, f"bounds[{name!r}] entries") for v in pair)
+        if not high > low:
+            raise ValueError(f"bounds[{name!r}] must be (low, high) with high > low, got {pair!r}")
+        box[name] = (low, high)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=startup))
+
+        def wrapped(trial) -> float:
+            rates = [round(trial.suggest_float(name, *box[name], step=step), 6) for name in ("p_input", "p_hidden")]
+            return float(objective(*rates))
+
+        study.optimize(wrapped, n_trials=n_trials)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return [(round(t.params["p_input"], 6), round(t.params["p_hidden"], 6), float(t.value)) for t in study.trials]
+
+
+@dataclass(frozen=True)
+class SearchStudy:
+    """SG-SEARCH: ``trials`` — searcher ("grid"/"tpe"), seed, trial (1, 2, …), p_input, p_hidden, val_error and
+    test_error (%) of the net trained for that trial, best_val (the lowest validation error so far), reused (the
+    configuration was already trained in this search run); ``budget`` — the grid's size G, also TPE's budget."""
+
+    trials: pd.DataFrame
+    budget: int
+
+    def chosen(self, searcher: str, n_trials: int) -> pd.DataFrame:
+        """Per seed, the configuration with the lowest validation error among the first ``n_trials`` trials
+        (ties: the earliest), with its test error: seed, trial, p_input, p_hidden, val_error, test_error."""
+        rows = self.trials[(self.trials["searcher"] == searcher) & (self.trials["trial"] <= n_trials)]
+        if rows.empty or n_trials > self.budget:
+            raise ValueError(f"no trials for searcher={searcher!r}, n_trials={n_trials}; searchers {SEARCHERS}, "
+                             f"budget {self.budget}")
+        best = rows.sort_values(["seed", "val_error", "trial"], kind="stable").groupby("seed").head(1)
+        return best.set_index("seed").sort_index()[["trial", "p_input", "p_hidden", "val_error", "test_error"]]
+
+    def test_error(self, searcher: str, n_trials: int) -> pd.Series:
+        """Per seed: the test error (%) of the configuration chosen on validation within ``n_trials`` trials."""
+        return self.chosen(searcher, n_trials)["test_error"]
+
+
+def search_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    input_rates: Sequence[float],
+    hidden_rates: Sequence[float],
+    startup: int,
+    step: float = 0.05,
+    val_split: str = "val",
+    test_split: str = "test",
+) -> SearchStudy:
+    """SG-SEARCH: a grid over (input rate, hidden rate) against Optuna's TPE with the same budget G.
+
+    Per seed (a *search run*, the unit of replication) the grid ``input_rates × hidden_rates`` (G points, in an
+    order shuffled by the seed, so its best-so-far curve is that of a grid evaluated in random order) and a
+    TPE run of G trials (:func:`tpe_search`, sampler seeded by the seed, ``startup`` random trials) over the
+    box the grid spans, each rate on the lattice of ``step``. A trial trains ``make_model(p_input=,
+    p_hidden=)`` with ``config`` (the seed sets the initial weights and data order of every trial of the run,
+    so configurations compete on the same draws) and scores it by its validation error; its test error is
+    kept for the configuration the search would choose. A configuration already trained in the same run (by
+    the grid or earlier by TPE) is reused, not retrained: the same seed would give the same net. TPE with
+    fewer trials n < G is the first n trials of its G-trial run (the same proposals; see :func:`tpe_search`).
+    """
+    config, seeds = _config(config), _seeds(seeds)
+    grid_in, grid_hid = _rates(input_rates, "input_rates"), _rates(hidden_rates, "hidden_rates")
+    if len(grid_in) < 2 or len(grid_hid) < 2:
+        raise ValueError(f"input_rates and hidden_rates must list at least two rates each, got {grid_in} and {grid_hid}")
+    startup = integer(startup, "startup")
+    points = [(i, h) for i in grid_in for h in grid_hid]
+    if startup > len(points):
+        raise ValueError(f"startup must not exceed the budget G = {len(points)}, got {startup}")
+    _splits(data, ["train", val_split, test_split])
+    config = replace(config, eval_splits=())
+    bounds = {"p_input": (min(grid_in), max(grid_in)), "p_hidden": (min(grid_hid), max(grid_hid))}
+    rows = []
+    for seed in seeds:
+        cache: dict[tuple[float, float], tuple[float, float]] = {}
+
+        def trial(p_input: float, p_hidden: float, seed: int = seed, cache: dict = cache) -> tuple[float, float, bool]:
+            key = (round(float(p_input), 6), round(float(p_hidden), 6))
+            if key in cache:
+                return (*cache[key], True)
+            study = train_arms(make_model, {"trial": dict(p_input=key[0], p_hidden=key[1])}, data, config, [seed],
+                               keep_models=True, test_split=val_split)
+            model = study.models[("trial", seed)]
+            cache[key] = (float(study.errors["error"].iloc[0]),
+                          100 * evaluate(model, data[test_split], config.task, device=_device_of(model))["error"])
+            return (*cache[key], False)
+
+        order = np.random.default_rng(seed).permutation(len(points))
+        for t, index in enumerate(order, start=1):
+            val, test, reused = trial(*points[index])
+            rows.append(dict(searcher="grid", seed=seed, trial=t, p_input=points[index][0],
+                             p_hidden=points[index][1], val_error=val, test_error=test, reused=reused))
+        seen = set(cache)
+        for t, (p_in, p_hid, val) in enumerate(
+                tpe_search(lambda i, h, trial=trial: trial(i, h)[0], bounds, len(points), seed=seed, startup=startup,
+                           step=step), start=1):
+            key = (p_in, p_hid)
+            rows.append(dict(searcher="tpe", seed=seed, trial=t, p_input=p_in, p_hidden=p_hid, val_error=val,
+                             test_error=cache[key][1], reused=key in seen))
+            seen.add(key)
+    trials = pd.DataFrame(rows)
+    trials["best_val"] = trials.groupby(["searcher", "seed"])["val_error"].cummin()
+    return SearchStudy(trials=trials, budget=len(points))
+
+
+# ----------------------------------------------------------------------------- third batch: SG-CV
+
+
+PROCEDURES = ("cv", "held-out")
+DECISIONS = ("dropout", "none", "undecided")
+
+
+def corrected_t_interval(differences: Sequence[float], test_train_ratio: float,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of J resampled differences and its Nadeau–Bengio corrected resampled-t interval.
+
+    Nadeau & Bengio (2003, "Inference for the generalization error", Machine Learning 52: 239–281): the J
+    estimates share training data, so the naive variance s²/J is too small; the corrected variance is
+    (1/J + n_test/n_train)·s², with Student's t on J − 1 degrees of freedom. For k-fold cross-validation
+    (Bouckaert & Frank 2004) J = k and n_test/n_train = 1/(k − 1). Returns (mean, low, high) of the
+    two-sided ``level`` interval.
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 1 or d.size < 2 or not np.all(np.isfinite(d)):
+        raise ValueError(f"differences must be at least two finite numbers, got {np.asarray(differences).tolist()}")
+    (ratio,) = _levels([test_train_ratio], "test_train_ratio")
+    (level,) = _levels([level], "level", upper=1.0)
+    if level == 0.0:
+        raise ValueError("level must be in (0, 1), got 0")
+    se = math.sqrt((1.0 / d.size + ratio) * float(d.var(ddof=1)))
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * se
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+
+def paired_error_interval(wrong_a: Sequence[bool], wrong_b: Sequence[bool],
+                          level: float = 0.95) -> tuple[float, float, float]:
+    """Difference of two error rates (pp, a − b) on the same examples and its paired interval.
+
+    Per example d_i = wrong_a,i − wrong_b,i ∈ {−1, 0, 1}; the interval is mean(d) ± t(level, n − 1)·sd(d)/√n
+    (the normal interval of a paired difference of proportions; only the discordant examples contribute to
+    sd). Returns (difference, low, high) in percentage points.
+    """
+    a, b = np.asarray(wrong_a, dtype=float), np.asarray(wrong_b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2 or not np.isin(np.r_[a, b], (0.0, 1.0)).all():
+        raise ValueError(f"wrong_a and wrong_b must be 0/1 flags of equal length ≥ 2, got {a.shape} and {b.shape}")
+    (level,) = _levels([level], "level", upper=1.0)
+    if level == 0.0:
+        raise ValueError("level must be in (0, 1), got 0")
+    d = 100.0 * (a - b)
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+
+def decision(low: float, high: float) -> str:
+    """The decision an interval for (error without dropout − with) supports: "dropout" (wholly above 0),
+    "none" (wholly below 0) or "undecided" (it contains 0)."""
+    return "dropout" if low > 0 else "none" if high < 0 else "undecided"
+
+
+@dataclass(frozen=True)
+class CVStudy:
+    """SG-CV: ``folds`` — seed, fold, error_none, error_dropout (% on the held-out fold), difference (pp, none −
+    dropout); ``summary`` — seed, procedure ("cv"/"held-out"), estimate, low, high (pp, none − dropout),
+    decision; ``k``, ``level``; ``history`` — the fit records with arm, seed and fold (−1: the held-out split)."""
+
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+    k: int
+    level: float
+    history: pd.DataFrame
+
+    def estimate(self, procedure: str) -> pd.Series:
+        rows = self.summary[self.summary["procedure"] == procedure]
+        if rows.empty:
+            raise ValueError(f"no estimates for procedure={procedure!r}; procedures: {PROCEDURES}")
+        return rows.set_index("seed")["estimate"].sort_index()
+
+    def decisions(self) -> pd.DataFrame:
+        """Per seed (index): the decision of each procedure (columns) and ``agree``."""
+        wide = self.summary.pivot(index="seed", columns="procedure", values="decision")[list(PROCEDURES)]
+        return wide.assign(agree=wide["cv"] == wide["held-out"])
+
+    def disagreements(self) -> int:
+        """Seeds on which cross-validation and the held-out split decide differently."""
+        return int((~self.decisions()["agree"]).sum())
+
+
+def _subset(split: Any, index: np.ndarray, name: str) -> Any:
+    """The examples ``index`` of a split (a :class:`~dropoutlab.data.Dataset` or any object with ``x`` and ``y``)."""
+    index = torch.as_tensor(index, dtype=torch.long)
+    changes = {"x": split.x[index], "y": split.y[index]}
+    if getattr(split, "indices", None) is not None:
+        changes["indices"] = split.indices[index]
+    if is_dataclass(split):
+        return replace(split, **changes, **({"split": name} if hasattr(split, "split") else {}))
+    return SimpleNamespace(**{**vars(split), **changes})
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``fit`` left the model (its first parameter's device)."""
+    return next(model.parameters()).device
+
+
+def _wrong(model: nn.Module, split: Any, batch_size: int = 1000) -> np.ndarray:
+    """0/1 per example: the eval-mode prediction of ``model`` on ``split`` is wrong."""
+    was_training = model.training
+    model.eval()
+    device, flags = _device_of(model), []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(split.x), batch_size):
+                out = model(split.x[start:start + batch_size].to(device)).argmax(1).cpu()
+                flags.append((out != split.y[start:start + batch_size]).numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(flags).astype(float)
+
+
+def cv_study(
+    make_model: Callable[..., nn.Module],
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    dropout: Mapping[str, float],
+    k: int = 5,
+    level: float = 0.95,
+    val_split: str = "val",
+) -> CVStudy:
+    """SG-CV: "with or without dropout?" decided by k-fold cross-validation and by a held-out split.
+
+    Per seed, cross-validation: scikit-learn's ``StratifiedKFold(k, shuffle=True, random_state=seed)`` on
+    ``data["train"]``; per fold both arms (``make_model(**dropout)`` and ``make_model()``, the same initial
+    weights and data order) train on the other k − 1 folds and are scored on the held fold; the per-fold
+    difference error(none) − error(dropout) gets the :func:`corrected_t_interval` (Nadeau–Bengio, J = k,
+    n_test/n_train = 1/(k − 1)). Held-out: both arms train on all of ``data["train"]`` and are compared on
+    ``data[val_split]`` with the :func:`paired_error_interval` over its examples. Each interval gives a
+    :func:`decision`. The two intervals answer different questions — the corrected CV interval includes
+    training-set variability, the held-out interval only the sampling of the held-out images — which is what
+    the comparison is about.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    config, seeds = _config(config), _seeds(seeds)
+    dropout = _arm_rates(dropout, "dropout")
+    k = integer(k, "k", minimum=2)
+    (level,) = _levels([level], "level", upper=1.0)
+    if level == 0.0:
+        raise ValueError("level must be in (0, 1), got 0")
+    _splits(data, ["train", val_split])
+    train = data["train"]
+    labels = train.y.numpy()
+    if np.bincount(labels).min(initial=len(labels)) < k:
+        raise ValueError(f"k = {k} folds need at least k training examples of every class")
+    config = replace(config, eval_splits=())
+    arms = {"dropout": dict(dropout), "none": {}}
+    folds, summary, histories = [], [], []
+    for seed in seeds:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        for fold, (fit_index, held_index) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+            split = {"train": _subset(train, fit_index, "train-fold"), "held": _subset(train, held_index, "held-fold")}
+            study = train_arms(make_model, arms, split, config, [seed], test_split="held")
+            errors = study.errors.set_index("arm")["error"]
+            folds.append(dict(seed=seed, fold=fold, error_none=float(errors["none"]),
+                              error_dropout=float(errors["dropout"]),
+                              difference=float(errors["none"] - errors["dropout"])))
+            histories.append(study.history.assign(fold=fold))
+        diffs = [f["difference"] for f in folds if f["seed"] == seed]
+        est, low, high = corrected_t_interval(diffs, 1.0 / (k - 1), level)
+        summary.append(dict(seed=seed, procedure="cv", estimate=est, low=low, high=high, decision=decision(low, high)))
+        study = train_arms(make_model, arms, {"train": train, val_split: data[val_split]}, config, [seed],
+                           keep_models=True, test_split=val_split)
+        histories.append(study.history.assign(fold=-1))
+        wrong = {arm: _wrong(study.models[(arm, seed)], data[val_split]) for arm in arms}
+        est, low, high = paired_error_interval(wrong["none"], wrong["dropout"], level)
+        summary.append(dict(seed=seed, procedure="held-out", estimate=est, low=low, high=high,
+                            decision=decision(low, high)))
+    return CVStudy(folds=pd.DataFrame(folds), summary=pd.DataFrame(summary), k=k, level=level,
+                   history=pd.concat(histories, ignore_index=True))
