@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, is_dataclass, replace
 from types import SimpleNamespace
@@ -63,6 +64,7 @@ import pandas as pd
 import torch
 from scipy import optimize, stats
 from torch import Tensor, nn
+from tqdm import TqdmWarning
 
 from ..checks import integer
 from ..models import MLP, ConvNet
@@ -74,6 +76,10 @@ from ..variants.concrete import ConcreteDropout
 from ..variants.noise import SELU_ALPHA, SELU_ALPHA_PRIME, SELU_SCALE, alpha_dropout, alpha_dropout_affine
 from ..variants.structured import drop_block2d, drop_path, dropblock_expected_drop_fraction, dropblock_gamma
 from .structured import train_arms, updates_per_epoch
+
+with warnings.catch_warnings():  # optuna imports tqdm.auto, whose warning in a kernel without ipywidgets
+    warnings.simplefilter("ignore", TqdmWarning)  # would print the environment's absolute path into the notebook
+    import optuna
 
 __all__ = [
     "ARCHITECTURES",
@@ -1418,8 +1424,6 @@ def tpe_search(objective: Callable[[float, float], float], bounds: Mapping[str, 
     run of n trials is the first n trials of a longer run with the same seed. Returns
     ``[(p_input, p_hidden, value), …]``, the rates rounded to 6 decimals.
     """
-    import optuna
-
     n_trials, startup = integer(n_trials, "n_trials"), integer(startup, "startup")
     (step,) = _levels([step], "step", upper=1.0)
     if step == 0.0:
