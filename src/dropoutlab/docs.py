@@ -22,3 +22,20 @@ def variants_markdown() -> str:
     lines += ["", "Kinds: *activation* acts on activations (placed before the layer it feeds); *layer* replaces a",
               "Linear layer; *wrapper* wraps a layer and drops its input or weights.", ""]
     return "\n".join(lines)
+
+
+def comparison_markdown(root=None) -> str:
+    """``docs/comparison.md``: notebook 14's measured family table of the highest profile that has one
+    (``figures/<profile>/14_practical_guide/family_table.csv``, full before quick)."""
+    import pandas as pd
+
+    from .analysis.cost import comparison_markdown as render
+    from .paths import figures_dir
+
+    for profile in ("full", "quick"):
+        path = figures_dir("14_practical_guide", profile, root) / "family_table.csv"
+        if path.is_file():
+            rel = f"figures/{profile}/14_practical_guide/family_table"
+            figure = f"../{rel}.png" if path.with_suffix(".png").is_file() else None
+            return render(pd.read_csv(path), f"the {profile} profile (`{rel}.csv`)", figure)
+    return render(None)
