@@ -316,7 +316,9 @@ def test_family_table_relates_every_arm_to_its_own_net_without_dropout():
     assert table.loc["spatial", "Δ accuracy pp"] == pytest.approx(-2.0)
     assert table.loc["inverted", "guide cost"].startswith("非常に低")
     assert table.loc["spatial", "guide row"] == "spatial"
-    markdown = cost.comparison_markdown(table.reset_index(), "a test", "fig.png")
+    from dropoutlab.docs import render_comparison
+
+    markdown = render_comparison(table.reset_index(), "a test", "fig.png")
     assert markdown.count("\n| ") == 1 + len(table) and "![" in markdown
 
 
