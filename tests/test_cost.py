@@ -299,7 +299,8 @@ def _fake_study():
     for seed in (0, 1):
         for arm, spu, mem in (("none (MLP)", 1.0, 100), ("none (CNN)", 2.0, 200), ("inverted (MLP)", 1.5, 110),
                               ("spatial (CNN)", 2.2, 300)):
-            rows.append(dict(seed=seed, round=0, arm=arm, seconds_per_update=spu, updates_per_epoch=10,
+            rows.append(dict(seed=seed, round=0, arm=arm, seconds_per_update=spu, wall_seconds_per_update=spu,
+                             updates_per_epoch=10,
                              epoch_seconds=10 * spu, state=mem, saved=mem, memory=mem))
     return cost.CostStudy(rounds=pd.DataFrame(rows), arms=arms)
 
@@ -335,3 +336,24 @@ def test_docs_comparison_is_generated_from_the_committed_table():
     root = Path(__file__).resolve().parents[1]
     committed = (root / "docs" / "comparison.md").read_text()
     assert committed == comparison_markdown(root), "docs/comparison.md is stale: run `make docs`"
+
+
+class _SleepyNets(cost.CostNets):
+    """The gaussian arm waits 50 ms in every training forward: wall time, not work."""
+
+    def build(self, arch, variant="none", **kwargs):
+        net = super().build(arch, variant, **kwargs)
+        if variant == "gaussian":
+            net.register_forward_pre_hook(lambda module, args: __import__("time").sleep(0.05)
+                                          if module.training and torch.is_grad_enabled() else None)
+        return net
+
+
+def test_on_one_thread_the_time_is_the_updates_cpu_time_not_the_wait():
+    nets = _SleepyNets(SHAPE, 3, widths=(6,), channels=(2,), hidden=4, rnn_hidden=5)
+    study = cost.measure_cost(nets, {"gaussian (MLP)": ("mlp", "gaussian", {})}, _split(), [0], batch_size=8, steps=2,
+                              warmup=0, rounds=1, threads=1)
+    rows = study.rounds.set_index("arm")
+    assert study.settings["clock"] == "thread_time"
+    assert rows.loc["gaussian (MLP)", "wall_seconds_per_update"] >= 0.05
+    assert rows.loc["gaussian (MLP)", "seconds_per_update"] < 0.05  # sleeping costs no CPU

@@ -30,7 +30,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,13 +244,20 @@ def step_memory(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y
 # -------------------------------------------------------------------------------------------------- time
 
 
+RATIOS = ("epoch_seconds", "wall_seconds_per_update", "memory", "saved")
+
+
 @dataclass(frozen=True)
 class CostStudy:
     """Per (seed, round, arm): ``seconds_per_update`` (median over the round's updates), ``epoch_seconds``
     (× updates per epoch) and the step memory in bytes (``state``, ``saved``, ``memory``), in ``rounds``.
 
-    ``ratio(label, what)`` is the per-round ratio of an arm to its net without dropout (``what``:
-    "epoch_seconds", "memory" or "saved"), seeds and rounds in order; ``summary()`` one row per arm.
+    Times are CPU time: of the measuring thread (``time.thread_time``) when torch runs on one thread
+    — the forward, backward and optimiser step all run there —, of the process (``time.process_time``)
+    otherwise. Unlike the wall clock, CPU time does not count the time the process waits for a core on
+    a shared machine; ``wall_seconds_per_update`` (wall clock) is kept beside it. ``ratio(label, what)`` is the per-round ratio of an arm to its net without dropout
+    (``what``: "epoch_seconds", "wall_seconds_per_update", "memory" or "saved"), seeds and rounds in
+    order; ``summary()`` one row per arm.
     """
 
     rounds: pd.DataFrame
@@ -261,8 +268,8 @@ class CostStudy:
     def ratio(self, label: str, what: str = "epoch_seconds") -> np.ndarray:
         if label not in self.arms:
             raise ValueError(f"label must be one of {list(self.arms)}, got {label!r}")
-        if what not in ("epoch_seconds", "memory", "saved"):
-            raise ValueError(f"what must be 'epoch_seconds', 'memory' or 'saved', got {what!r}")
+        if what not in RATIOS:
+            raise ValueError(f"what must be one of {', '.join(RATIOS)}, got {what!r}")
         base = baseline_label(self.arms[label][0])
         wide = self.rounds.pivot_table(index=["seed", "round"], columns="arm", values=what, sort=True)
         return (wide[label] / wide[base]).to_numpy(dtype=float)
@@ -276,7 +283,9 @@ class CostStudy:
                              ms_per_update=1e3 * own["seconds_per_update"].median(),
                              epoch_seconds=own["epoch_seconds"].median(),
                              time_ratio=float(np.median(time_ratio)), time_low=float(time_ratio.min()),
-                             time_high=float(time_ratio.max()), memory_mb=own["memory"].iloc[0] / 2**20,
+                             time_high=float(time_ratio.max()),
+                             wall_ratio=float(np.median(self.ratio(label, "wall_seconds_per_update"))),
+                             memory_mb=own["memory"].iloc[0] / 2**20,
                              memory_ratio=float(np.median(memory_ratio)),
                              saved_ratio=float(np.median(self.ratio(label, "saved")))))
         return pd.DataFrame(rows)
@@ -310,7 +319,7 @@ def _find_stored(key: str, folders: Sequence[Path]) -> list[dict[str, Any]] | No
 
 def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, Any]]], split: Any, seed: int, *,
                   batch_size: int, lr: float, steps: int, warmup: int, rounds: int,
-                  regularizer_weight: float) -> list[dict[str, Any]]:
+                  regularizer_weight: float, clock: Callable[[], float]) -> list[dict[str, Any]]:
     models, optimizers, regularized = {}, {}, {}
     for label, (arch, variant, kwargs) in arms.items():
         seed_everything(seed)
@@ -338,16 +347,19 @@ def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, A
     rows = []
     for r in range(rounds):
         times: dict[str, list[float]] = {label: [] for label in labels}
+        walls: dict[str, list[float]] = {label: [] for label in labels}
         for i, (x, y) in enumerate(batches[warmup:]):
             shift = (r * steps + i) % len(labels)
             for label in labels[shift:] + labels[:shift]:
-                started = time.perf_counter()
+                started, wall = clock(), time.perf_counter()
                 update(label, x, y)
-                times[label].append(time.perf_counter() - started)
+                times[label].append(clock() - started)
+                walls[label].append(time.perf_counter() - wall)
         for label in labels:
             spu = statistics.median(times[label])
             rows.append(dict(seed=seed, round=r, arm=label, seconds_per_update=spu, updates_per_epoch=per_epoch,
-                             epoch_seconds=spu * per_epoch, **memory[label]))
+                             epoch_seconds=spu * per_epoch, wall_seconds_per_update=statistics.median(walls[label]),
+                             **memory[label]))
     return rows
 
 
@@ -359,8 +371,9 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
     Per seed: every arm's net is built from the seed (so arms without own parameters share the
     initial weights), ``warmup`` untimed updates of each arm, then ``rounds`` rounds of the same
     ``steps`` batches (drawn from ``train_split`` by the seed), each update run by every arm in turn
-    with the order rotated every update, so that load drift hits all arms alike; a round's time per
-    update is the median over its updates, an epoch's is that × ⌈len(train_split) / batch_size⌉.
+    with the order rotated every update, so that load drift, cache and allocator state hit all arms
+    alike; a round's time per update is the median over its updates of the measuring thread's CPU
+    time (see :class:`CostStudy`), an epoch's is that × ⌈len(train_split) / batch_size⌉.
     The step memory is :func:`step_memory` (a count, identical in every round). ``threads`` fixes
     torch's CPU threads for the measurement (None: leave). With a run store (full, paper) each
     seed's rows are stored as ``cost-<key>.json`` and a re-run with the same nets, arms, data and
@@ -386,7 +399,8 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
     if regularizer_weight is None:
         regularizer_weight = TrainConfig().regularizer_weight
     settings = dict(batch_size=batch_size, lr=float(lr), steps=steps, warmup=warmup, rounds=rounds, threads=threads,
-                    regularizer_weight=float(regularizer_weight))
+                    regularizer_weight=float(regularizer_weight),
+                    clock="thread_time" if threads == 1 else "process_time")
     store_dir, folders = run_store() if caps is None else (None, [])
     previous = torch.get_num_threads()
     rows, loaded = [], 0
@@ -400,8 +414,8 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
                 rows += stored
                 loaded += 1
                 continue
-            measured = _measure_seed(nets, arms, train_split, seed,
-                                     **{k: v for k, v in settings.items() if k != "threads"})
+            measured = _measure_seed(nets, arms, train_split, seed, clock=getattr(time, settings["clock"]),
+                                     **{k: v for k, v in settings.items() if k not in ("threads", "clock")})
             if store_dir is not None:
                 atomic_write_text(Path(store_dir) / f"cost-{key}.json",
                                   json.dumps(dict(settings=settings, rows=measured), indent=1) + "\n")
