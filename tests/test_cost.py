@@ -357,3 +357,15 @@ def test_on_one_thread_the_time_is_the_updates_cpu_time_not_the_wait():
     assert study.settings["clock"] == "thread_time"
     assert rows.loc["gaussian (MLP)", "wall_seconds_per_update"] >= 0.05
     assert rows.loc["gaussian (MLP)", "seconds_per_update"] < 0.05  # sleeping costs no CPU
+
+
+def test_a_time_forecast_runs_the_measurement_in_full_and_logs_it(monkeypatch, tmp_path):
+    from dropoutlab.paths import FORECAST_ENV
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv(FORECAST_ENV, f"5:{log}")
+    study = cost.measure_cost(_nets(), ARMS, _split(), [0, 1], **FAST)
+    assert len(study.rounds) == 2 * 2 * 6  # not capped: the measurement is its own budget
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["loop"], r["seed"], r["planned_updates"]) for r in lines] == [("measure_cost", 0, 7),
+                                                                            ("measure_cost", 1, 7)]

@@ -45,7 +45,15 @@ from .._io import atomic_write_text
 from ..checks import integer
 from ..models import MLP, ConvNet, RowLSTM
 from ..paths import dry_run
-from ..train import TrainConfig, data_fingerprint, regularization, regularized_modules, run_store, seed_everything
+from ..train import (
+    ForecastClock,
+    TrainConfig,
+    data_fingerprint,
+    regularization,
+    regularized_modules,
+    run_store,
+    seed_everything,
+)
 from ..variants import get_variant, make_dropout
 
 __all__ = [
@@ -319,7 +327,8 @@ def _find_stored(key: str, folders: Sequence[Path]) -> list[dict[str, Any]] | No
 
 def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, Any]]], split: Any, seed: int, *,
                   batch_size: int, lr: float, steps: int, warmup: int, rounds: int,
-                  regularizer_weight: float, clock: Callable[[], float]) -> list[dict[str, Any]]:
+                  regularizer_weight: float, clock: Callable[[], float],
+                  tick: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     models, optimizers, regularized = {}, {}, {}
     for label, (arch, variant, kwargs) in arms.items():
         seed_everything(seed)
@@ -341,6 +350,7 @@ def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, A
     for x, y in batches[:warmup]:
         for label in labels:
             update(label, x, y)
+        tick()
     memory = {label: step_memory(models[label], optimizers[label], *batches[0], regularizer_weight)
               for label in labels}
     per_epoch = math.ceil(len(split.x) / batch_size)
@@ -355,6 +365,7 @@ def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, A
                 update(label, x, y)
                 times[label].append(clock() - started)
                 walls[label].append(time.perf_counter() - wall)
+            tick()
         for label in labels:
             spu = statistics.median(times[label])
             rows.append(dict(seed=seed, round=r, arm=label, seconds_per_update=spu, updates_per_epoch=per_epoch,
@@ -377,7 +388,8 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
     The step memory is :func:`step_memory` (a count, identical in every round). ``threads`` fixes
     torch's CPU threads for the measurement (None: leave). With a run store (full, paper) each
     seed's rows are stored as ``cost-<key>.json`` and a re-run with the same nets, arms, data and
-    settings loads them. In a dry run the rounds shrink to the dry run's updates.
+    settings loads them. In a dry run the rounds shrink to the dry run's updates; in a time forecast
+    the measurement runs in full and logs its time (:class:`~dropoutlab.train.ForecastClock`).
     """
     arms = _arms(arms)
     seeds = list(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, (str, bytes)) else seeds
@@ -414,8 +426,11 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
                 rows += stored
                 loaded += 1
                 continue
+            forecast = ForecastClock("measure_cost", f"{len(arms)} arms interleaved", seed)
             measured = _measure_seed(nets, arms, train_split, seed, clock=getattr(time, settings["clock"]),
+                                     tick=forecast.tick,
                                      **{k: v for k, v in settings.items() if k not in ("threads", "clock")})
+            forecast.finish(warmup + rounds * steps)  # a forecast's log counts the measurement (it runs in full)
             if store_dir is not None:
                 atomic_write_text(Path(store_dir) / f"cost-{key}.json",
                                   json.dumps(dict(settings=settings, rows=measured), indent=1) + "\n")
