@@ -9,10 +9,10 @@ variational and Concrete dropout on the MLP; inverted, spatial and DropBlock on 
 locked on the row-LSTM) and the same nets without dropout, training updates (forward, backward, Adam
 step) run interleaved update by update, the order rotated every update, so load drift on a shared
 machine hits every arm alike; each round's time per update is the median of its updates. Printed:
-CPU milliseconds per update (the measuring thread's on one thread: waiting for a core does not count),
-the time-per-epoch ratio against the net without dropout (median over the
-rounds, and the range), the wall-clock ratio, and the training-step memory ratio — parameters, gradients, Adam's state
-and the tensors autograd saves for backward, counted, not sampled. SG-COST's goal (≤ 1.10×, inverted
+CPU milliseconds per update (the measuring thread's on one thread: waiting for a core does not
+count), the time-per-epoch ratio against the net without dropout (median over the rounds, and the
+range), the wall-clock ratio, and the training-step memory ratio — parameters, gradients, Adam's
+state and the tensors autograd saves for backward, counted, not sampled. SG-COST's goal (≤ 1.10×, inverted
 dropout on the MLP and the CNN) is marked. This is a script, not a test: timings depend on the
 machine and its load. ``--data synthetic`` needs no download (random images of Fashion-MNIST's shape).
 """
