@@ -20,7 +20,7 @@ help:
 	@echo "make gpu-check  on a CUDA machine, <= 10 min: CUDA tests, GPU benchmark, paper dry runs, paper stages that fit"
 	@echo "make report     rebuild reports/claims.md and reports/index.html from the metrics"
 	@echo "make pipeline   regenerate dvc.yaml from params.yaml, claims.yaml and the notebooks"
-	@echo "make docs       regenerate docs/variants.md from the variant registry"
+	@echo "make docs       regenerate docs/variants.md (variant registry) and docs/comparison.md (notebook 14)"
 
 # System packages (apt.txt, the Binder convention): installed when we are root, else one instruction.
 system:

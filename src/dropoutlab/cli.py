@@ -158,11 +158,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_docs(args: argparse.Namespace) -> int:
     from ._io import atomic_write_text
-    from .docs import variants_markdown
+    from .docs import comparison_markdown, variants_markdown
 
-    out = repo_root() / "docs" / "variants.md"
-    atomic_write_text(out, variants_markdown())
-    print(f"wrote {out.relative_to(repo_root())}")
+    for name, text in (("variants.md", variants_markdown()), ("comparison.md", comparison_markdown(repo_root()))):
+        out = repo_root() / "docs" / name
+        atomic_write_text(out, text)
+        print(f"wrote {out.relative_to(repo_root())}")
     return 0
 
 
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe = sub.add_parser("pipeline", help="generate dvc.yaml from params.yaml, claims.yaml and the notebooks")
     pipe.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is stale")
     pipe.set_defaults(func=cmd_pipeline)
-    sub.add_parser("docs", help="regenerate docs/variants.md from the registry").set_defaults(func=cmd_docs)
+    sub.add_parser("docs", help="regenerate docs/variants.md (the registry) and docs/comparison.md (notebook 14's family table)").set_defaults(func=cmd_docs)
     sub.add_parser("variants", help="list the registered dropout variants").set_defaults(func=cmd_variants)
     bench = sub.add_parser("bench", help="run the speed benchmarks in benchmarks/ (all, or by name)")
     bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. train, variants, inference")
