@@ -45,7 +45,6 @@ reads the first route that works and never writes.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -56,7 +55,7 @@ from pathlib import Path
 import torch
 
 from ._io import atomic_write_bytes
-from .data import DataError, default_root
+from .data import DataError, default_root, sha256_hex
 from .paths import dry_run
 
 __all__ = [
@@ -130,10 +129,6 @@ def corpus_info(name: str) -> CorpusInfo:
     return _REGISTRY[key]
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _install_hint(info: CorpusInfo) -> str:
     packages = " ".join(info.debian_packages)
     return (
@@ -148,7 +143,7 @@ def _debian_route(info: CorpusInfo) -> bytes:
     if not data_path.is_file():
         raise CorpusError(f"{data_path} not found: the Debian package {info.debian_packages[0]} is not installed")
     expected = info.debian_data.get(str(data_path)) or next(iter(info.debian_data.values()))
-    actual = _sha256(data_path.read_bytes())
+    actual = sha256_hex(data_path.read_bytes())
     if actual != expected:
         raise CorpusError(
             f"{data_path}: sha256 mismatch: expected {expected}, got {actual} (another version of "
@@ -178,10 +173,10 @@ def _debian_route(info: CorpusInfo) -> bytes:
             f"{proc.stderr.decode(errors='replace').strip()[-300:]}"
         )
     text = proc.stdout
-    if _sha256(text) != info.sha256:
+    if sha256_hex(text) != info.sha256:
         raise CorpusError(
             f"`{BIBLE_PROGRAM} {' '.join(info.command)}` printed {len(text)} bytes with sha256 "
-            f"{_sha256(text)}, expected {info.size} bytes with sha256 {info.sha256}"
+            f"{sha256_hex(text)}, expected {info.size} bytes with sha256 {info.sha256}"
         )
     return text
 
@@ -191,7 +186,7 @@ def _local(info: CorpusInfo, root: Path) -> bytes | None:
     if not path.is_file():
         return None
     raw = path.read_bytes()
-    if _sha256(raw) != info.sha256:
+    if sha256_hex(raw) != info.sha256:
         return None
     return raw
 

@@ -78,6 +78,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "read_idx",
+    "sha256_hex",
     "restricted_loads",
     "RestrictedUnpickler",
     "stratified_indices",
@@ -279,7 +280,8 @@ def _resolve_root(root: str | os.PathLike[str] | None) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _sha256(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 digest of ``data`` as 64 hex digits (as the package's checksums are written)."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -292,7 +294,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _verify_sha256(data: bytes, expected: str, label: str, expected_size: int | None = None) -> None:
-    actual = _sha256(data)
+    actual = sha256_hex(data)
     if actual == expected:
         return
     size = ""
