@@ -386,7 +386,7 @@ def test_depth_linear_rates_huang_rule_and_expected_depth_sdp():
     assert timm[0] == 0 and rates[0] == pytest.approx(p_last / L)
     assert sum(timm) == pytest.approx(p_last * L / 2) and sum(rates) == pytest.approx(p_last * (L + 1) / 2)
     for bad in (0, -3, 2.5):
-        with pytest.raises(ValueError, match="n_blocks must be an integer >= 1"):
+        with pytest.raises(ValueError, match="n_blocks must be an integer ≥ 1"):
             depth_linear_rates(0.5, bad)
     with pytest.raises(ValueError, match=r"depth_linear_rates.*\[0, 1\]"):
         depth_linear_rates(1.5, 10)

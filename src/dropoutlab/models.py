@@ -32,6 +32,7 @@ from .variants.bayesian import (
     SparseVariationalLinear,
     kingma_kl,
 )
+from .variants.structured import depth_linear_rates
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "selu": nn.SELU, "gelu": nn.GELU,
@@ -425,7 +426,7 @@ class ResNetSD(nn.Module):
     (``widths``; stride 2 at the start of stages 2 and 3, 1×1 projection shortcuts there), global
     average pooling and a linear classifier: depth ``6·blocks_per_stage + 2`` (3 → ResNet-20).
     Block ``l = 1..L`` (``L = 3·blocks_per_stage``) has a :class:`~dropoutlab.variants.structured.DropPath`
-    on its residual branch with drop rate ``(l/L)·p_last`` (:func:`~dropoutlab.schedules.depth_linear_rates`,
+    on its residual branch with drop rate ``(l/L)·p_last`` (:func:`~dropoutlab.variants.structured.depth_linear_rates`,
     Huang's linear rule; survival ``1 − (l/L)(1 − p_L)`` with ``p_L = 1 − p_last``), applied in
     the paper's form: identity shortcut only when dropped, no scaling in training, the branch
     multiplied by its survival probability at test. ``mode="batch"`` drops a block for the whole
@@ -437,8 +438,6 @@ class ResNetSD(nn.Module):
                  widths: Sequence[int] = (16, 32, 64), p_last: float = 0.5, mode: str = "batch",
                  num_classes: int = 10) -> None:
         super().__init__()
-        from .schedules import depth_linear_rates
-
         if len(input_shape) != 3:
             raise ValueError(f"ResNetSD: input_shape must be (C, H, W), got {tuple(input_shape)}")
         if isinstance(blocks_per_stage, bool) or not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:

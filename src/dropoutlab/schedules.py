@@ -21,21 +21,21 @@ name                   p(t)
 
 All built-in schedules are pure functions of ``t``: their ``state_dict()`` is empty and the
 step counter lives in :class:`DropoutScheduler`, whose ``state_dict()`` makes a resumed run
-continue the schedule exactly. :func:`depth_linear_rates` gives per-block DropPath /
-stochastic-depth rates (a function of depth, not of time).
+continue the schedule exactly. :func:`depth_linear_rates` (from :mod:`dropoutlab.variants.structured`,
+re-exported here) gives per-block DropPath / stochastic-depth rates (a function of depth, not of time).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
-from .variants.base import DropoutBase
-from .variants.structured import depth_linear_rates as _huang_depth_rates
+from .variants.base import DropoutBase, Select, is_dropout_module, select_modules  # re-exported
+from .variants.structured import depth_linear_rates  # one implementation, re-exported here
 
 __all__ = [
     "AnnealedSchedule",
@@ -388,39 +388,7 @@ def make_schedule(name: str, **kw: Any) -> Schedule:
         raise ValueError(f"make_schedule({name!r}): bad arguments {sorted(kw)} ({err}); expected: {fields}") from None
 
 
-# ----------------------------------------------------------------------------- depth
-
-
-def depth_linear_rates(p_last: float, n_blocks: int, *, rule: str = "huang") -> list[float]:
-    """Per-block drop rates that grow linearly with depth (DropPath / stochastic depth).
-
-    * ``rule="huang"`` (Huang et al., ECCV 2016): block l = 1..L survives with
-      ``1 − (l/L)(1 − p_L)``, i.e. drop rate ``(l/L)·p_last``; this is
-      :func:`dropoutlab.variants.structured.depth_linear_rates`, reused here.
-      E[active blocks] = L − p_last·(L + 1)/2.
-    * ``rule="timm"`` (timm ``calculate_drop_path_rates``): ``linspace(0, p_last, L)``, the
-      first block is never dropped.
-    """
-    if rule == "huang":
-        return _huang_depth_rates(p_last, n_blocks)
-    if rule == "timm":
-        p_last = _prob(p_last, "p_last", "depth_linear_rates")
-        n_blocks = _positive_int(n_blocks, "n_blocks", "depth_linear_rates")
-        if n_blocks == 1:
-            return [0.0]
-        return [p_last * i / (n_blocks - 1) for i in range(n_blocks)]
-    raise ValueError(f"depth_linear_rates: rule must be 'huang' or 'timm', got {rule!r}")
-
-
 # ----------------------------------------------------------------------------- module selection
-
-Select = None | type | tuple[type, ...] | Sequence[str] | Callable[[str, nn.Module], bool]
-
-
-def is_dropout_module(module: nn.Module) -> bool:
-    """True for every :class:`DropoutBase` and every ``torch.nn`` dropout (``_DropoutNd``)."""
-    return isinstance(module, DropoutBase | _DropoutNd)
-
 
 def is_schedulable(module: nn.Module) -> bool:
     """True if a schedule can write the module's drop probability.
@@ -433,40 +401,6 @@ def is_schedulable(module: nn.Module) -> bool:
     if isinstance(module, DropoutBase):
         return not getattr(module, "learned", False) and getattr(module, "p", None) is not None
     return False
-
-
-def select_modules(model: nn.Module, select: Select, *, default: Callable[[nn.Module], bool],
-                   owner: str) -> dict[str, nn.Module]:
-    """Resolve a ``select`` argument to ``{qualified_name: module}`` (in ``named_modules`` order).
-
-    ``select`` is ``None`` (every module for which ``default`` is true), a type or tuple of
-    types, a list of module names (each must exist), or ``callable(name, module) -> bool``.
-    Raises ``ValueError`` when nothing matches.
-    """
-    named = dict(model.named_modules())
-    if select is None:
-        chosen = {n: m for n, m in named.items() if default(m)}
-        what = "no dropout module found"
-    elif isinstance(select, type) or (isinstance(select, tuple) and select and all(isinstance(s, type)
-                                                                                      for s in select)):
-        chosen = {n: m for n, m in named.items() if isinstance(m, select)}
-        what = f"select={select!r} matches no module"
-    elif isinstance(select, str) or (isinstance(select, Iterable) and not callable(select)):
-        names = [select] if isinstance(select, str) else list(select)
-        missing = [n for n in names if n not in named]
-        if missing:
-            raise ValueError(f"{owner}: no module named {missing}; known: {[n for n in named if n]}")
-        chosen = {n: named[n] for n in names}
-        what = "select is an empty list"
-    elif callable(select):
-        chosen = {n: m for n, m in named.items() if select(n, m)}
-        what = "the select callable matches no module"
-    else:
-        raise ValueError(f"{owner}: select must be None, a type, a tuple of types, names or a callable, "
-                         f"got {select!r}")
-    if not chosen:
-        raise ValueError(f"{owner}: {what} in {type(model).__name__}")
-    return chosen
 
 
 def _get_p(module: nn.Module) -> float:

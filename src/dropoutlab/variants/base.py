@@ -14,22 +14,26 @@ Conventions (the contract every variant keeps):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.dropout import _DropoutNd
 
 __all__ = [
     "DropoutBase",
+    "Select",
     "VariantInfo",
     "drop_to_keep",
     "get_variant",
+    "is_dropout_module",
     "keep_to_drop",
     "list_dropouts",
     "make_dropout",
     "register_dropout",
+    "select_modules",
     "validate_p",
 ]
 
@@ -173,3 +177,49 @@ class DropoutBase(nn.Module):
         if self.inplace:
             text += ", inplace=True"
         return text
+
+
+# ----------------------------------------------------------------------------- module selection
+# Used by the schedules (which rates to change), MC dropout (which modules stay stochastic) and
+# the analysis modules; they live here, with the base class they recognise.
+
+Select = None | type | tuple[type, ...] | Sequence[str] | Callable[[str, nn.Module], bool]
+
+
+def is_dropout_module(module: nn.Module) -> bool:
+    """True for every :class:`DropoutBase` and every ``torch.nn`` dropout (``_DropoutNd``)."""
+    return isinstance(module, DropoutBase | _DropoutNd)
+
+
+def select_modules(model: nn.Module, select: Select, *, default: Callable[[nn.Module], bool],
+                   owner: str) -> dict[str, nn.Module]:
+    """Resolve a ``select`` argument to ``{qualified_name: module}`` (in ``named_modules`` order).
+
+    ``select`` is ``None`` (every module for which ``default`` is true), a type or tuple of
+    types, a list of module names (each must exist), or ``callable(name, module) -> bool``.
+    Raises ``ValueError`` when nothing matches.
+    """
+    named = dict(model.named_modules())
+    if select is None:
+        chosen = {n: m for n, m in named.items() if default(m)}
+        what = "no dropout module found"
+    elif isinstance(select, type) or (isinstance(select, tuple) and select and all(isinstance(s, type)
+                                                                                      for s in select)):
+        chosen = {n: m for n, m in named.items() if isinstance(m, select)}
+        what = f"select={select!r} matches no module"
+    elif isinstance(select, str) or (isinstance(select, Iterable) and not callable(select)):
+        names = [select] if isinstance(select, str) else list(select)
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise ValueError(f"{owner}: no module named {missing}; known: {[n for n in named if n]}")
+        chosen = {n: named[n] for n in names}
+        what = "select is an empty list"
+    elif callable(select):
+        chosen = {n: m for n, m in named.items() if select(n, m)}
+        what = "the select callable matches no module"
+    else:
+        raise ValueError(f"{owner}: select must be None, a type, a tuple of types, names or a callable, "
+                         f"got {select!r}")
+    if not chosen:
+        raise ValueError(f"{owner}: {what} in {type(model).__name__}")
+    return chosen

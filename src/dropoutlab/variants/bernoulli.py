@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .base import DropoutBase, check_rank, register_dropout, validate_p
+from .masks import apply_mask, bernoulli_mask, zeroed  # bernoulli_mask: re-exported
 
 __all__ = [
     "InvertedDropout",
@@ -26,78 +27,6 @@ __all__ = [
     "spatial_dropout",
     "standard_dropout",
 ]
-
-
-def bernoulli_mask(shape: torch.Size | tuple[int, ...], p: float, like: Tensor,
-                   generator: torch.Generator | None = None) -> Tensor:
-    """Boolean keep-mask of ``shape``: each entry is True with probability 1 − p.
-
-    The uniforms are always drawn in float32 (24 random bits, as ``torch.rand``), whatever the
-    dtype of ``like``, so a half/bfloat16 input does not round ``p`` to its own precision. When
-    ``shape`` is ``like``'s shape the mask takes ``like``'s memory format (channels-last stays
-    channels-last, so the elementwise products below stay on the fast contiguous path).
-    """
-    if tuple(shape) == tuple(like.shape):
-        u = torch.empty_like(like, dtype=torch.float32)
-    else:
-        u = torch.empty(shape, device=like.device, dtype=torch.float32)
-    return u.uniform_(generator=generator) >= p
-
-
-def _as_bytes(mask: Tensor) -> Tensor:
-    # On CPU, float x uint8 runs about 3x faster than float x bool (bool takes the dynamic-cast
-    # path in TensorIterator); a bool tensor reinterpreted as uint8 is free and holds 0/1.
-    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
-
-
-def _scaled_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
-    """``x · mask · scale`` in one pass (out of place), for a mask of ``x``'s shape or broadcastable."""
-    if mask.numel() < x.numel():
-        # Broadcast mask (spatial: (N, C, 1, 1)): scale the small mask once, then one
-        # same-dtype multiply over x, as F.dropout2d does.
-        return x * mask.to(x.dtype).mul_(scale)
-    if scale == 1.0:
-        return x * _as_bytes(mask)
-    return torch.addcmul(x.new_zeros(()), x, _as_bytes(mask), value=scale)
-
-
-class _MaskedScale(torch.autograd.Function):
-    """y = x · mask · scale, saving only the (broadcastable) boolean mask for backward.
-
-    Forward and backward are each a single elementwise pass over ``x``. Written in the classic
-    ``forward(ctx, ...)`` style: the ``setup_context`` style (needed for ``torch.func.vmap``)
-    costs about 20 µs more per call on CPU, which is 3% of a 128×1024 forward+backward.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(mask)
-        ctx.scale = scale
-        return _scaled_mask(x, mask, scale)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (mask,) = ctx.saved_tensors
-        return _scaled_mask(grad, mask, ctx.scale), None, None
-
-
-def _apply_mask(x: Tensor, mask: Tensor, scale: float, inplace: bool) -> Tensor:
-    """``x · mask · scale`` for a keep-mask of ``x``'s shape or a smaller broadcastable one."""
-    if mask.numel() < x.numel():
-        # Small broadcast mask (spatial: (N, C, 1, 1)): as F.dropout2d, multiply by the scaled
-        # mask with built-in autograd, which saves only that small tensor (no Python Function).
-        small = mask.to(x.dtype).mul_(scale)
-        return x.mul_(small) if inplace else x * small
-    if inplace:
-        x = x.mul_(_as_bytes(mask))
-        return x.mul_(scale) if scale != 1.0 else x
-    return _MaskedScale.apply(x, mask, scale)
-
-
-def _zeros(x: Tensor, inplace: bool) -> Tensor:
-    # p = 1: multiply by zero (as torch does) so the result stays in the autograd graph with a
-    # zero gradient rather than a disconnected zeros_like.
-    return x.mul_(0.0) if inplace else x * 0.0
 
 
 def inverted_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = False,
@@ -113,8 +42,8 @@ def inverted_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = Fal
     if not training or p == 0.0:
         return x
     if p == 1.0:
-        return _zeros(x, inplace)
-    return _apply_mask(x, bernoulli_mask(x.shape, p, x, generator), 1.0 / (1.0 - p), inplace)
+        return zeroed(x, inplace)
+    return apply_mask(x, bernoulli_mask(x.shape, p, x, generator), 1.0 / (1.0 - p), inplace)
 
 
 def standard_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = False,
@@ -131,7 +60,7 @@ def standard_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = Fal
         return x.mul_(1.0 - p) if inplace else x * (1.0 - p)
     if p == 0.0:
         return x
-    return _apply_mask(x, bernoulli_mask(x.shape, p, x, generator), 1.0, inplace)
+    return apply_mask(x, bernoulli_mask(x.shape, p, x, generator), 1.0, inplace)
 
 
 def spatial_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = False,
@@ -147,9 +76,9 @@ def spatial_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = Fals
     if not training or p == 0.0:
         return x
     if p == 1.0:
-        return _zeros(x, inplace)
+        return zeroed(x, inplace)
     mask = bernoulli_mask((x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2), p, x, generator)
-    return _apply_mask(x, mask, 1.0 / (1.0 - p), inplace)
+    return apply_mask(x, mask, 1.0 / (1.0 - p), inplace)
 
 
 @register_dropout(

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .base import DropoutBase, register_dropout, validate_p
-from .bernoulli import _as_bytes, _scaled_mask, _zeros, bernoulli_mask
+from .masks import as_bytes, bernoulli_mask, scaled_mask, zeroed
 
 __all__ = [
     "SELU_ALPHA",
@@ -289,13 +289,13 @@ class _AlphaMasked(torch.autograd.Function):
     def forward(ctx, x: Tensor, mask: Tensor, a: float, b: float) -> Tensor:
         ctx.save_for_backward(mask)
         ctx.a = a
-        out = torch.addcmul(x.new_full((), b), x, _as_bytes(mask), value=a)  # kept: a·x + b, dropped: b
-        return out.add_(_as_bytes(~mask), alpha=a * SELU_ALPHA_PRIME)  # dropped: a·α' + b
+        out = torch.addcmul(x.new_full((), b), x, as_bytes(mask), value=a)  # kept: a·x + b, dropped: b
+        return out.add_(as_bytes(~mask), alpha=a * SELU_ALPHA_PRIME)  # dropped: a·α' + b
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (mask,) = ctx.saved_tensors
-        return _scaled_mask(grad, mask, ctx.a), None, None, None
+        return scaled_mask(grad, mask, ctx.a), None, None, None
 
 
 def alpha_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = False,
@@ -313,12 +313,12 @@ def alpha_dropout(x: Tensor, p: float, *, training: bool, inplace: bool = False,
     if not training or p == 0.0:
         return x
     if p == 1.0:
-        return _zeros(x, inplace)
+        return zeroed(x, inplace)
     a, b = alpha_dropout_affine(p)
     mask = bernoulli_mask(x.shape, p, x, generator)
     if inplace:
-        x = x.mul_(_as_bytes(mask)).mul_(a).add_(b)
-        return x.add_(_as_bytes(~mask), alpha=a * SELU_ALPHA_PRIME)
+        x = x.mul_(as_bytes(mask)).mul_(a).add_(b)
+        return x.add_(as_bytes(~mask), alpha=a * SELU_ALPHA_PRIME)
     return _AlphaMasked.apply(x, mask, a, b)
 
 

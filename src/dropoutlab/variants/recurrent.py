@@ -31,7 +31,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from .base import DropoutBase, check_rank, register_dropout, validate_p
-from .bernoulli import _apply_mask, bernoulli_mask
+from .masks import apply_mask, bernoulli_mask
 
 __all__ = [
     "EmbeddingDropout",
@@ -74,7 +74,7 @@ def locked_dropout(x: Tensor, p: float, *, training: bool, batch_first: bool, in
         shape = (x.shape[0], 1, x.shape[2])
     else:
         shape = (1, x.shape[1], x.shape[2])
-    return _apply_mask(x, bernoulli_mask(shape, p, x, generator), 1.0 / (1.0 - p), inplace)
+    return apply_mask(x, bernoulli_mask(shape, p, x, generator), 1.0 / (1.0 - p), inplace)
 
 
 def embedding_dropout(indices: Tensor, weight: Tensor, p: float, *, training: bool,
@@ -112,7 +112,7 @@ def embedding_dropout(indices: Tensor, weight: Tensor, p: float, *, training: bo
     if p == 1.0:
         return out * 0.0
     keep = bernoulli_mask((weight.shape[0],), p, weight, generator)
-    return _apply_mask(out, keep[indices].unsqueeze(-1), 1.0 / (1.0 - p), False)
+    return apply_mask(out, keep[indices].unsqueeze(-1), 1.0 / (1.0 - p), False)
 
 
 def weight_dropout(weight: Tensor, p: float, *, training: bool,
@@ -128,7 +128,7 @@ def weight_dropout(weight: Tensor, p: float, *, training: bool,
         return weight
     if p == 1.0:
         return weight * 0.0
-    return _apply_mask(weight, bernoulli_mask(weight.shape, p, weight, generator), 1.0 / (1.0 - p), False)
+    return apply_mask(weight, bernoulli_mask(weight.shape, p, weight, generator), 1.0 / (1.0 - p), False)
 
 
 # --------------------------------------------------------------------------- modules

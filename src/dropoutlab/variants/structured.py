@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..checks import integer
 from .base import DropoutBase, check_rank, register_dropout, validate_p
-from .bernoulli import _apply_mask, bernoulli_mask
+from .masks import apply_mask, bernoulli_mask
 
 __all__ = [
     "DropBlock2d",
@@ -258,22 +259,27 @@ class DropBlock3d(_DropBlockNd):
 _DROP_PATH_MODES = ("row", "batch")
 
 
-def depth_linear_rates(p_last: float, n_blocks: int) -> list[float]:
-    """Huang et al.'s linear decay rule: drop rate ``p_l = (l / L) · p_last`` for ``l = 1..L``.
+def depth_linear_rates(p_last: float, n_blocks: int, *, rule: str = "huang") -> list[float]:
+    """Per-block drop rates that grow linearly with depth (DropPath / stochastic depth), for ``l = 1..L``.
 
-    Equivalently survival ``1 − (l/L)(1 − p_L)`` with ``p_L = 1 − p_last`` (Huang et al., ECCV
-    2016, Eq. 4; ``deathRate = i/#blocks × deathRate`` in the authors' code). The first block
-    already has ``p_1 = p_last / L > 0`` and the expected number of active blocks is
-    ``Σ (1 − p_l) = L − p_last·(L + 1)/2`` (``(3L − 1)/4`` at ``p_last = 0.5``).
-
-    timm's ``calculate_drop_path_rates`` uses ``linspace(0, rate, L)`` instead, i.e.
-    ``(l − 1)/(L − 1) · rate``: block 1 is never dropped, every block's rate is a little lower,
-    and ``Σ p_l = rate·L/2`` rather than ``rate·(L + 1)/2``.
+    * ``rule="huang"``: Huang et al.'s linear decay rule, drop rate ``p_l = (l / L) · p_last``.
+      Equivalently survival ``1 − (l/L)(1 − p_L)`` with ``p_L = 1 − p_last`` (Huang et al., ECCV
+      2016, Eq. 4; ``deathRate = i/#blocks × deathRate`` in the authors' code). The first block
+      already has ``p_1 = p_last / L > 0`` and the expected number of active blocks is
+      ``Σ (1 − p_l) = L − p_last·(L + 1)/2`` (``(3L − 1)/4`` at ``p_last = 0.5``).
+    * ``rule="timm"``: timm's ``calculate_drop_path_rates``, ``linspace(0, p_last, L)``, i.e.
+      ``(l − 1)/(L − 1) · p_last``: block 1 is never dropped, every block's rate is a little lower,
+      and ``Σ p_l = p_last·L/2`` rather than ``p_last·(L + 1)/2``.
     """
+    if rule not in ("huang", "timm"):
+        raise ValueError(f"depth_linear_rates: rule must be 'huang' or 'timm', got {rule!r}")
     p_last = validate_p(p_last, "depth_linear_rates")
-    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 1:
-        raise ValueError(f"depth_linear_rates: n_blocks must be an integer >= 1, got {n_blocks!r}")
-    return [p_last * layer / n_blocks for layer in range(1, n_blocks + 1)]
+    n_blocks = integer(n_blocks, "depth_linear_rates: n_blocks")
+    if rule == "huang":
+        return [p_last * layer / n_blocks for layer in range(1, n_blocks + 1)]
+    if n_blocks == 1:
+        return [0.0]
+    return [p_last * i / (n_blocks - 1) for i in range(n_blocks)]
 
 
 def drop_path(x: Tensor, p: float, *, training: bool, scale_by_keep: bool = True, mode: str = "row",
@@ -307,7 +313,7 @@ def drop_path(x: Tensor, p: float, *, training: bool, scale_by_keep: bool = True
     shape = (x.shape[0],) + (1,) * (x.dim() - 1) if mode == "row" else (1,) * x.dim()
     keep = bernoulli_mask(shape, p, x, generator)
     scale = 1.0 / (1.0 - p) if scale_by_keep and p < 1.0 else 1.0
-    return _apply_mask(x, keep, scale, inplace)
+    return apply_mask(x, keep, scale, inplace)
 
 
 @register_dropout(
@@ -390,10 +396,10 @@ def dropconnect_linear(x: Tensor, weight: Tensor, bias: Tensor | None, p: float,
         return F.linear(x, weight, bias)
     scale = 1.0 / (1.0 - p)
     if not per_sample:
-        w = _apply_mask(weight, bernoulli_mask(weight.shape, p, weight, generator), scale, False)
+        w = apply_mask(weight, bernoulli_mask(weight.shape, p, weight, generator), scale, False)
         b = bias
         if bias is not None and mask_bias:
-            b = _apply_mask(bias, bernoulli_mask(bias.shape, p, bias, generator), scale, False)
+            b = apply_mask(bias, bernoulli_mask(bias.shape, p, bias, generator), scale, False)
         return F.linear(x, w, b)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
