@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+import pandas as pd
 from torch import nn
 
 from .train import TrainConfig, fit, seed_everything
@@ -19,8 +20,6 @@ def run_settings(make_model: Callable[..., nn.Module], settings: dict[str, dict[
     ``keep_models``, a dict ``{(label, seed): model}`` as a second value). The seed sets both
     the initialisation and the data order, so settings are compared on equal terms.
     """
-    import pandas as pd
-
     frames, models = [], {}
     for label, kwargs in settings.items():
         for seed in seeds:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .schedules import Select, is_dropout_module, select_modules
+from .train import training_modes
+from .variants.base import Select, is_dropout_module, select_modules
 from .variants.bernoulli import InvertedDropout, StandardDropout
 
 __all__ = [
@@ -47,16 +48,6 @@ MAX_ENUMERATED_UNITS = 20
 
 
 @contextlib.contextmanager
-def _restore_modes(model: nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextlib.contextmanager
 def mc_dropout(model: nn.Module, select: Select = None) -> Iterator[dict[str, nn.Module]]:
     """Context manager for MC dropout: only dropout modules are stochastic.
 
@@ -71,7 +62,7 @@ def mc_dropout(model: nn.Module, select: Select = None) -> Iterator[dict[str, nn
     no dropout module (functional ``F.dropout`` calls inside ``forward`` cannot be switched).
     """
     chosen = select_modules(model, select, default=is_dropout_module, owner="mc_dropout")
-    with _restore_modes(model):
+    with training_modes(model):
         model.eval()
         for m in chosen.values():
             m.training = True  # this module only, not its children
@@ -87,7 +78,7 @@ def predict_weight_scaling(model: nn.Module, x: Tensor) -> Tensor:
 
     The model's ``training`` flags are restored afterwards.
     """
-    with _restore_modes(model), torch.no_grad():
+    with training_modes(model), torch.no_grad():
         model.eval()
         return model(x)
 
@@ -261,7 +252,7 @@ def enumerate_subnetworks(model: nn.Module, x: Tensor, chunk: int | None = None)
         raise ValueError(f"enumerate_subnetworks: chunk must be None or an integer >= 1, got {chunk!r}")
     B = x.shape[0]
 
-    with _restore_modes(model), torch.no_grad():
+    with training_modes(model), torch.no_grad():
         model.eval()
         # 1) probe: execution order and per-sample input shape of each dropout layer
         order: list[str] = []

@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from ._io import atomic_write_text
 from .paths import repo_root
+from .registry import load_registry
 
 __all__ = [
     "REPORTED_PROFILES",
@@ -139,8 +140,6 @@ def _rules(registry: Any) -> dict[str, _Rule]:
 
 def load_registry_for(root: Path | str) -> Any:
     """The validated claims registry of ``root`` (``root/claims.yaml``, see :mod:`dropoutlab.registry`)."""
-    from .registry import load_registry
-
     return load_registry(Path(root) / "claims.yaml")
 
 

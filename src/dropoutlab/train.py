@@ -8,6 +8,7 @@ checkpoints with exact resume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -15,14 +16,17 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from ._io import atomic_path
 from .paths import RUNS_ENV, dry_run, forecast
@@ -90,8 +94,6 @@ class History:
 
     def to_frame(self, drop_timing: bool = True):
         """A pandas DataFrame; wall-clock columns are dropped by default (they differ every run)."""
-        import pandas as pd
-
         frame = pd.DataFrame(self.records)
         return frame.drop(columns=["seconds"]) if drop_timing and "seconds" in frame else frame
 
@@ -119,6 +121,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu, cuda or mps, got {device!r}")
     return torch.device(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (else first buffer; CPU for a model with neither)."""
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def training_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every module's ``training`` flag on exit, exactly as it was on entry (also after an exception).
+
+    The one way the package switches a model's modes for a while: ``with training_modes(model): model.eval(); ...``.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
 
 
 def dropout_rates(model: nn.Module) -> dict[str, float]:
@@ -161,14 +185,24 @@ def apply_max_norm(model: nn.Module, max_norm: float) -> None:
 
 
 def loss_and_errors(output: Tensor, target: Tensor, task: str) -> tuple[Tensor, Tensor]:
-    """Mean loss and the number of errors (misclassifications; 0 for other tasks)."""
+    """Mean loss and the number of errors (misclassifications; 0 for other tasks), as tensors.
+
+    :func:`loss_and_error_rate` gives the error as a fraction instead.
+    """
     if task == "classification":
         return F.cross_entropy(output, target), (output.argmax(1) != target).sum()
     target = target.reshape(output.shape).to(output.dtype)
     return F.mse_loss(output, target), output.new_zeros((), dtype=torch.long)
 
 
-def _target(split, task: str) -> Tensor:
+def loss_and_error_rate(output: Tensor, target: Tensor, task: str) -> tuple[float, float]:
+    """Mean loss and the error rate (fraction misclassified; NaN for other tasks), as floats."""
+    loss, errors = loss_and_errors(output, target, task)
+    return float(loss), int(errors) / len(target) if task == "classification" else math.nan
+
+
+def task_targets(split, task: str) -> Tensor:
+    """What ``task`` compares a model's output with: the flattened inputs for reconstruction, else the labels."""
     return split.x.flatten(1) if task == "reconstruction" else split.y
 
 
@@ -177,18 +211,15 @@ def evaluate(model: nn.Module, dataset, task: str = "classification", batch_size
              device: str | torch.device = "auto") -> dict[str, float]:
     """Loss and error of ``model`` in eval mode on a dataset with ``x`` and ``y``; restores the mode."""
     device = resolve_device(device) if isinstance(device, str) else device
-    was_training = model.training
-    model.eval()
-    x, y = dataset.x, _target(dataset, task)
+    x, y = dataset.x, task_targets(dataset, task)
     total_loss, total_errors = 0.0, 0
-    try:
+    with training_modes(model):
+        model.eval()
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
             loss, errors = loss_and_errors(model(xb), yb, task)
             total_loss += float(loss) * len(xb)
             total_errors += int(errors)
-    finally:
-        model.train(was_training)
     return {"loss": total_loss / len(x), "error": total_errors / len(x)}
 
 
@@ -244,7 +275,7 @@ def data_fingerprint(split, task: str = "classification") -> str:
     """Hash of a split's inputs and targets (what a run trains or is evaluated on)."""
     digest = hashlib.blake2b(digest_size=12)
     _update_tensor(digest, split.x)
-    _update_tensor(digest, _target(split, task))
+    _update_tensor(digest, task_targets(split, task))
     return digest.hexdigest()
 
 
@@ -381,8 +412,6 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     in a forecast (:func:`dropoutlab.paths.forecast`) after the forecast's, logging what the whole
     run would take (:class:`ForecastClock`), and it neither stores nor loads a run.
     """
-    from tqdm import tqdm
-
     config = config or TrainConfig()
     caps = dry_run()
     if caps is not None:  # a dry run: build and step the configuration, nothing more
@@ -409,7 +438,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
     seed_everything(config.seed)
     model.to(device).train()
     train = data["train"]
-    x_all, y_all = train.x.to(device), _target(train, config.task).to(device)
+    x_all, y_all = train.x.to(device), task_targets(train, config.task).to(device)
     n = len(x_all)
     history, epoch, step = History(), 0, 0
 
