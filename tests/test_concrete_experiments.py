@@ -76,7 +76,7 @@ def test_relaxation_study_matches_quadrature_within_sampling_error():
     ({"p": 0.0}, r"relaxation_study: p must be a drop probability in \(0, 1\)"),
     ({"temperature": 0.0}, "temperature must be > 0"),
     ({"n_samples": 1}, "n_samples must be >= 2"),
-    ({"seeds": []}, "seeds must not be empty"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
 ])
 def test_relaxation_study_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -107,7 +107,7 @@ def test_regularizer_optimum():
     assert regularizer_optimum(10, 2.0, 0.5, 0.1) < p  # a stronger weight term pulls p lower
     with pytest.raises(ValueError, match="regularizer_optimum: dropout_regularizer must be > 0"):
         regularizer_optimum(10, 2.0, 0.05, 0.0)
-    with pytest.raises(ValueError, match="regularizer_optimum: input_dim must be a positive integer"):
+    with pytest.raises(ValueError, match="regularizer_optimum: input_dim must be an integer ≥ 1"):
         regularizer_optimum(0, 2.0, 0.05, 0.1)
 
 
@@ -132,7 +132,7 @@ def test_regularizer_study_descent_goes_where_the_terms_pull():
         assert final["both", start] == pytest.approx(study.optimum, abs=1e-3)
     with pytest.raises(ValueError, match=r"every entry of starts must be a drop probability in \(0, 1\)"):
         regularizer_study(10, 2.0, 0.05, 0.1, ps=[0.2], starts=(1.0,), steps=1)
-    with pytest.raises(ValueError, match="regularizer_gradients: sum_sq must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="regularizer_gradients: sum_sq must be a finite number ≥ 0"):
         regularizer_gradients(10, -1.0, 0.05, 0.1, [0.2])
 
 
@@ -184,13 +184,13 @@ def test_rate_sweep_and_grid_bad_arguments():
     config = TrainConfig(batch_size=32, device="cpu")
     with pytest.raises(ValueError, match="concrete_rate_sweep: size 500 exceeds the training split"):
         concrete_rate_sweep(train, test, [500], [0], [4], config, updates=1)
-    with pytest.raises(ValueError, match="concrete_rate_sweep: every entry of sizes must be a positive integer"):
+    with pytest.raises(ValueError, match="concrete_rate_sweep: sizes must be a non-empty list of integers ≥ 1"):
         concrete_rate_sweep(train, test, [0], [0], [4], config, updates=1)
-    with pytest.raises(ValueError, match="concrete_rate_sweep: updates must be a positive integer"):
+    with pytest.raises(ValueError, match="concrete_rate_sweep: updates must be an integer ≥ 1"):
         concrete_rate_sweep(train, test, [60], [0], [4], config, updates=0)
     with pytest.raises(ValueError, match=r"fixed_rate_grid: every rate must be a drop probability in \[0, 1\)"):
         fixed_rate_grid(train, val, test, 60, [1.0], [0], [4], config, updates=1)
-    with pytest.raises(ValueError, match="fixed_rate_grid: seeds must not be empty"):
+    with pytest.raises(ValueError, match="fixed_rate_grid: seeds must be a non-empty list"):
         fixed_rate_grid(train, val, test, 60, [0.1], [], [4], config, updates=1)
 
 
@@ -273,7 +273,7 @@ def test_adam_drift_range():
     assert adam_drift_range(0.3, 1e-3, 0) == pytest.approx((0.3, 0.3))
     with pytest.raises(ValueError, match=r"adam_drift_range: p_init must be a drop probability in \(0, 1\)"):
         adam_drift_range(0.0, 1e-3, 10)
-    with pytest.raises(ValueError, match="adam_drift_range: updates must be a non-negative integer"):
+    with pytest.raises(ValueError, match="adam_drift_range: updates must be an integer ≥ 0"):
         adam_drift_range(0.1, 1e-3, -1)
 
 
@@ -398,7 +398,7 @@ def test_toy_uncertainty_exact_on_a_constant_model():
     assert result["rmse"] == pytest.approx(float(((y.double() - 2.0) ** 2).mean().sqrt()), rel=1e-6)
     density = -0.5 * math.log(2 * math.pi * 0.25) - 0.5 * ((y.double() - 2.0) ** 2) / 0.25
     assert result["test_ll"] == pytest.approx(float(density.mean()), rel=1e-6)
-    with pytest.raises(ValueError, match="toy_uncertainty: samples must be an integer >= 2"):
+    with pytest.raises(ValueError, match="toy_uncertainty: samples must be an integer ≥ 2"):
         toy_uncertainty(model, x, y, samples=1)
 
 
@@ -414,7 +414,7 @@ def test_heteroscedastic_model_rates_and_training_reduce_loss():
     assert result["rmse"] < float(y.std())  # better than predicting the mean of y
     with pytest.raises(ValueError, match="fit_heteroscedastic: x and y must have the same number of rows"):
         fit_heteroscedastic(model, x, y[:10], epochs=1)
-    with pytest.raises(ValueError, match="HeteroscedasticConcreteMLP: width must be a positive integer"):
+    with pytest.raises(ValueError, match="HeteroscedasticConcreteMLP: width must be an integer ≥ 1"):
         HeteroscedasticConcreteMLP(1, 0)
 
 

@@ -135,9 +135,9 @@ def test_hidden_widths():
     assert hidden_widths(10, 1) == [10]
     assert hidden_widths(11, 2) == [6, 5]
     assert sum(hidden_widths(17, 3)) == 17
-    with pytest.raises(ValueError, match="n_units must be an integer >= depth"):
+    with pytest.raises(ValueError, match=r"n_units \(at least one per layer\) must be an integer ≥"):
         hidden_widths(1, 2)
-    with pytest.raises(ValueError, match="depth must be an integer >= 1"):
+    with pytest.raises(ValueError, match="depth must be an integer ≥ 1"):
         hidden_widths(4, 0)
 
 
@@ -243,7 +243,7 @@ def test_noise_moments_detect_a_wrong_mean():
     assert deviation > 10 * tolerance
     with pytest.raises(ValueError, match="p must be a drop probability"):
         noise_moments("gaussian", 1.0)
-    with pytest.raises(ValueError, match="n_samples must be an integer >= 2"):
+    with pytest.raises(ValueError, match="n_samples must be an integer ≥ 2"):
         noise_moments("gaussian", 0.5, n_samples=1)
 
 
@@ -322,5 +322,5 @@ def test_dropout_ridge_study_tables():
     pd.testing.assert_frame_equal(study.objective, again.objective)
     with pytest.raises(ValueError, match="w must have one weight per column"):
         dropout_ridge_objective(np.ones((4, 2)), np.ones(4), np.ones(3), 0.5)
-    with pytest.raises(ValueError, match="p_values must be non-empty"):
+    with pytest.raises(ValueError, match="p_values must be a non-empty list"):
         dropout_ridge_study([])

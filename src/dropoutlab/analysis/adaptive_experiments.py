@@ -35,7 +35,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import integer
+from ..checks import finite, integer, integers, keep_probability, probability, seed_list
 from ..data import Dataset
 from ..metalearning import ARMS as META_ARMS
 from ..metalearning import EpisodeSampler, build_model, meta_test, meta_train
@@ -71,41 +71,6 @@ Z_CHECK = float(stats.norm.isf(0.0005))  # two-sided 1e-3: 3.29 standard errors
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-
-def _counts(values: Any, name: str) -> list[int]:
-    values = list(values) if isinstance(values, (list, tuple, range)) else None
-    if not values:
-        raise ValueError(f"{name} must be a non-empty list of integers ≥ 1, got {values!r}")
-    return [integer(v, f"{name} entries") for v in values]
-
-
-def _seeds(seeds: Any) -> list[int]:
-    values = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
-    if (not values or len(set(values)) != len(values)
-            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in values)):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers ≥ 0, got {seeds!r}")
-    return [int(s) for s in values]
-
-
-def _prob(value: Any, name: str, *, open_right: bool = True) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
-    if not ok and not (not open_right and value == 1.0):
-        raise ValueError(f"{name} must be a probability in [0, 1{')' if open_right else ']'}, got {value!r}")
-    return float(value)
-
-
-def _keep(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be a keep (retain) probability in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _finite(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _data(data: Any) -> dict[str, Dataset]:
@@ -166,14 +131,14 @@ class AdaptiveMLP(nn.Sequential):
                  p: float = 0.5, alpha: float = 1.0, beta: float = 0.0) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        widths = _counts(widths, "widths")
-        p = _prob(p, "p")
+        widths = integers(widths, "widths")
+        p = probability(p, "p")
         layers: list[nn.Module] = [nn.Flatten()]
         fan_in = integer(in_features, "in_features")
         for width in widths:
             linear = nn.Linear(fan_in, width)
             if mode == "standout":
-                layers.append(Standout(linear, alpha=_finite(alpha, "alpha"), beta=_finite(beta, "beta")))
+                layers.append(Standout(linear, alpha=finite(alpha, "alpha"), beta=finite(beta, "beta")))
             else:
                 layers += [linear, nn.ReLU()]
                 if mode == "dropout":
@@ -194,10 +159,10 @@ def mlp_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[
     the rate falls linearly from p and the last epoch trains without dropout. Evaluated on
     ``data["test"]`` after every epoch (``config.eval_splits`` is set to ``("test",)``).
     """
-    data, config, seeds = _data(data), _config(config), _seeds(seeds)
-    widths = _counts(widths, "widths")
-    p = _prob(p, "p")
-    alpha, beta = _finite(alpha, "alpha"), _finite(beta, "beta")
+    data, config, seeds = _data(data), _config(config), seed_list(seeds)
+    widths = integers(widths, "widths")
+    p = probability(p, "p")
+    alpha, beta = finite(alpha, "alpha"), finite(beta, "beta")
     arms = list(arms) if isinstance(arms, (list, tuple)) else None
     if not arms or any(a not in MLP_ARMS for a in arms) or len(set(arms)) != len(arms):
         raise ValueError(f"arms must be distinct names from {MLP_ARMS}, got {arms!r}")
@@ -242,20 +207,20 @@ class CurriculumCNN(nn.Module):
             raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
         if not isinstance(channels, (list, tuple)) or len(channels) != 2:
             raise ValueError(f"channels must be two integers, got {channels!r}")
-        c1, c2 = _counts(channels, "channels")
-        hidden = _counts(hidden, "hidden")
+        c1, c2 = integers(channels, "channels")
+        hidden = integers(hidden, "hidden")
         if len(hidden) != 2:
             raise ValueError(f"hidden must be two integers, got {hidden!r}")
         side = int(input_shape[1]) // 2 // 2
         layers = OrderedDict([
-            ("drop_input", make_dropout("inverted", p=_prob(p_input, "p_input"))),
+            ("drop_input", make_dropout("inverted", p=probability(p_input, "p_input"))),
             ("conv1", nn.Conv2d(input_shape[0], c1, 5, padding=2)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-            ("drop_conv1", make_dropout("inverted", p=_prob(p_conv, "p_conv"))),
+            ("drop_conv1", make_dropout("inverted", p=probability(p_conv, "p_conv"))),
             ("conv2", nn.Conv2d(c1, c2, 5, padding=2)), ("act2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
             ("drop_conv2", make_dropout("inverted", p=p_conv)),
             ("flatten", nn.Flatten()),
             ("fc1", nn.Linear(c2 * side * side, hidden[0])), ("act3", nn.ReLU()),
-            ("drop_fc1", make_dropout("inverted", p=_prob(p_fc, "p_fc"))),
+            ("drop_fc1", make_dropout("inverted", p=probability(p_fc, "p_fc"))),
             ("fc2", nn.Linear(hidden[0], hidden[1])), ("act4", nn.ReLU()),
             ("drop_fc2", make_dropout("inverted", p=p_fc)),
             ("out", nn.Linear(hidden[1], integer(num_classes, "num_classes", 2))),
@@ -273,9 +238,9 @@ def curriculum_schedules(keep_input: float, keep_conv: float, keep_fc: float, ga
     θ(t) = (1 − θ̄)·exp(−γt) + θ̄ (curriculum) or 1 − (1 − θ̄)·exp(−γt) (``anti``), t the update;
     each written as its drop probability 1 − θ(t) by :func:`~dropoutlab.schedules.curriculum_from_keep`.
     """
-    keeps = {"input": _keep(keep_input, "keep_input"), "conv": _keep(keep_conv, "keep_conv"),
-             "fc": _keep(keep_fc, "keep_fc")}
-    gamma = _finite(gamma, "gamma")
+    keeps = {"input": keep_probability(keep_input, "keep_input"), "conv": keep_probability(keep_conv, "keep_conv"),
+             "fc": keep_probability(keep_fc, "keep_fc")}
+    gamma = finite(gamma, "gamma")
     if gamma < 0:
         raise ValueError(f"gamma must be ≥ 0 (per update), got {gamma!r}")
     group = {"drop_input": "input", "drop_conv1": "conv", "drop_conv2": "conv", "drop_fc1": "fc", "drop_fc2": "fc"}
@@ -292,12 +257,13 @@ def curriculum_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Se
     The fixed arm has no scheduler (its rates are those of the constructor); the others get a
     :class:`DropoutScheduler` with :func:`curriculum_schedules`, stepped after every update by ``fit``.
     """
-    data, config, seeds = _data(data), _config(config), _seeds(seeds)
+    data, config, seeds = _data(data), _config(config), seed_list(seeds)
     arms = list(arms) if isinstance(arms, (list, tuple)) else None
     if not arms or any(a not in CURRICULUM_ARMS for a in arms) or len(set(arms)) != len(arms):
         raise ValueError(f"arms must be distinct names from {CURRICULUM_ARMS}, got {arms!r}")
-    rates = dict(p_input=keep_to_drop(_keep(keep_input, "keep_input")), p_conv=keep_to_drop(_keep(keep_conv, "keep_conv")),
-                 p_fc=keep_to_drop(_keep(keep_fc, "keep_fc")))
+    rates = dict(p_input=keep_to_drop(keep_probability(keep_input, "keep_input")),
+                 p_conv=keep_to_drop(keep_probability(keep_conv, "keep_conv")),
+                 p_fc=keep_to_drop(keep_probability(keep_fc, "keep_fc")))
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
 
     def model() -> nn.Module:
@@ -345,8 +311,8 @@ def adl_selection_frequency(drop_rate: float = 0.75, gamma: float = 0.9, n_draws
     unit while the drop mask always zeroes the most attended location (A ≥ γ·max A there): a call
     chose the drop mask iff its output has an exact zero where the input had none.
     """
-    drop_rate = _prob(drop_rate, "drop_rate")
-    gamma = _prob(gamma, "gamma", open_right=False)
+    drop_rate = probability(drop_rate, "drop_rate")
+    gamma = probability(gamma, "gamma", one=True, what="a probability")
     n_draws = integer(n_draws, "n_draws", 2)
     torch.manual_seed(int(seed))
     x = torch.rand(4, 8, 6, 6) + 0.1
@@ -378,10 +344,10 @@ class ADLNet(nn.Module):
             raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
         layers: list[nn.Module] = []
         in_ch, side = int(input_shape[0]), int(input_shape[1])
-        for out_ch in _counts(channels, "channels"):
+        for out_ch in integers(channels, "channels"):
             layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU()]
             if adl:
-                layers.append(ADL(drop_rate=_prob(drop_rate, "drop_rate"), gamma=gamma))
+                layers.append(ADL(drop_rate=probability(drop_rate, "drop_rate"), gamma=gamma))
             layers.append(nn.MaxPool2d(2))
             in_ch, side = out_ch, side // 2
         self.features = nn.Sequential(*layers)
@@ -395,10 +361,10 @@ class ADLNet(nn.Module):
 def adl_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *, channels: Sequence[int],
               hidden: int, drop_rate: float = 0.75, gamma: float = 0.9) -> TrainedArms:
     """ADL-1's training part: :class:`ADLNet` without (``"no ADL"``) and with ADL (``"ADL"``), paired by seed."""
-    data, config, seeds = _data(data), _config(config), _seeds(seeds)
-    drop_rate = _prob(drop_rate, "drop_rate")
-    gamma = _prob(gamma, "gamma", open_right=False)
-    channels, hidden = _counts(channels, "channels"), integer(hidden, "hidden")
+    data, config, seeds = _data(data), _config(config), seed_list(seeds)
+    drop_rate = probability(drop_rate, "drop_rate")
+    gamma = probability(gamma, "gamma", one=True, what="a probability")
+    channels, hidden = integers(channels, "channels"), integer(hidden, "hidden")
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
 
     def model(adl: bool) -> nn.Module:
@@ -451,7 +417,7 @@ def meta_dropout_study(train_pools: Mapping[str, Tensor], test_pools: Mapping[st
     same meta-training episodes in the same order, and are tested on the same ``test_episodes``
     episodes (drawn with seed 10,000 + seed). A meta-training run is the unit of replication.
     """
-    seeds = _seeds(seeds)
+    seeds = seed_list(seeds)
     overlap = sorted(set(train_pools) & set(test_pools))
     if overlap:
         raise ValueError(f"test_pools must hold classes held out of train_pools; both have {overlap}")

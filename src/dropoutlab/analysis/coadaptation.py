@@ -33,10 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ..schedules import is_dropout_module
+from ..experiments import run_settings
+from ..train import loss_and_error_rate, model_device, task_targets, training_modes
+from ..variants.base import is_dropout_module
 from ..variants.bernoulli import StandardDropout
 
 __all__ = [
@@ -54,7 +57,7 @@ __all__ = [
     "readout_inputs",
 ]
 
-TASKS = ("classification", "reconstruction")
+ABLATION_TASKS = ("classification", "reconstruction")
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,11 +179,6 @@ def find_readout(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def readout_inputs(model: nn.Module, x: Tensor, readout: nn.Module | None = None,
                    batch_size: int = 1000) -> tuple[Tensor, Tensor]:
@@ -193,15 +191,15 @@ def readout_inputs(model: nn.Module, x: Tensor, readout: nn.Module | None = None
     readout = readout if readout is not None else find_readout(model)
     captured: list[Tensor] = []
     handle = readout.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().cpu()))
-    device, was_training = _model_device(model), model.training
-    model.eval()
+    device = model_device(model)
     outputs = []
     try:
-        for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start:start + batch_size].to(device)).detach().cpu())
+        with training_modes(model):
+            model.eval()
+            for start in range(0, len(x), batch_size):
+                outputs.append(model(x[start:start + batch_size].to(device)).detach().cpu())
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.cat(captured).flatten(1), torch.cat(outputs)
 
 
@@ -215,17 +213,6 @@ def _head_after(model: nn.Module, readout: nn.Module) -> nn.Module:
                 return nn.Sequential(*children[index:])
             return readout
     raise ValueError("ablation_curve: readout is not a submodule of the model")
-
-
-def _targets(dataset: Any, task: str) -> Tensor:
-    return dataset.x.flatten(1) if task == "reconstruction" else dataset.y
-
-
-def _loss_and_error(output: Tensor, target: Tensor, task: str) -> tuple[float, float]:
-    if task == "classification":
-        loss = torch.nn.functional.cross_entropy(output, target)
-        return float(loss), float((output.argmax(1) != target).double().mean())
-    return float(torch.nn.functional.mse_loss(output, target.reshape(output.shape).to(output.dtype))), math.nan
 
 
 @torch.no_grad()
@@ -245,10 +232,8 @@ def ablation_curve(model: nn.Module, dataset: Any, fractions: Sequence[float] = 
     Returns a DataFrame with columns ``fraction, units_ablated, draw, loss, error`` (error NaN
     for reconstruction; loss is cross-entropy or MSE).
     """
-    import pandas as pd
-
-    if task not in TASKS:
-        raise ValueError(f"ablation_curve: task must be one of {TASKS}, got {task!r}")
+    if task not in ABLATION_TASKS:
+        raise ValueError(f"ablation_curve: task must be one of {ABLATION_TASKS}, got {task!r}")
     fractions = [float(f) for f in fractions]
     if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
         raise ValueError(f"ablation_curve: fractions must be non-empty and lie in [0, 1], got {fractions}")
@@ -257,17 +242,17 @@ def ablation_curve(model: nn.Module, dataset: Any, fractions: Sequence[float] = 
     readout = readout if readout is not None else find_readout(model)
     head = head if head is not None else _head_after(model, readout)
     hidden, output = readout_inputs(model, dataset.x, readout, batch_size)
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    device = model_device(model)
+    with training_modes(model):
+        model.eval()
+
         def run_head(h: Tensor) -> Tensor:
             return torch.cat([head(h[s:s + batch_size].to(device)).detach().cpu() for s in range(0, len(h), batch_size)])
 
         if not torch.allclose(run_head(hidden), output, rtol=1e-4, atol=1e-5):
             raise ValueError("ablation_curve: the readout and the modules after it do not reproduce the model "
                              "output; pass head= (a function from the readout's input to the output)")
-        target = _targets(dataset, task)
+        target = task_targets(dataset, task)
         units = hidden.shape[1]
         generator = torch.Generator().manual_seed(int(seed))
         orders = [torch.randperm(units, generator=generator) for _ in range(int(draws))]
@@ -277,10 +262,8 @@ def ablation_curve(model: nn.Module, dataset: Any, fractions: Sequence[float] = 
                 k = int(round(fraction * units))
                 mask = torch.ones(units, dtype=hidden.dtype)
                 mask[order[:k]] = 0.0
-                loss, error = _loss_and_error(run_head(hidden * mask), target, task)
+                loss, error = loss_and_error_rate(run_head(hidden * mask), target, task)
                 rows.append({"fraction": fraction, "units_ablated": k, "draw": draw, "loss": loss, "error": error})
-    finally:
-        model.train(was_training)
     return pd.DataFrame(rows)
 
 
@@ -291,8 +274,6 @@ def degradation_area(curve, metric: str = "error", by: Sequence[str] = ()):
     ``("setting", "seed")``); m(f) is the mean over draws; the integral is the trapezoid rule.
     Returns a float, or a Series indexed by ``by``. Needs fraction 0 and at least two fractions.
     """
-    import pandas as pd
-
     missing = [c for c in ("fraction", metric, *by) if c not in curve.columns]
     if missing:
         raise ValueError(f"degradation_area: curve has no column(s) {missing}; it has {list(curve.columns)}")
@@ -342,12 +323,10 @@ def _rate_feeding(model: nn.Module, readout: nn.Module) -> tuple[float, float]:
 
 @torch.no_grad()
 def _encode(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    device, was_training = _model_device(model), model.training
-    model.eval()
-    try:
+    device = model_device(model)
+    with training_modes(model):
+        model.eval()
         return torch.cat([model.encode(x[s:s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 @dataclass
@@ -379,9 +358,6 @@ def autoencoder_study(make_model: Callable[..., nn.Module], settings: dict[str, 
     encoder whose first ``nn.Linear`` holds the filters. ``config.task`` must be
     "reconstruction". See :class:`AutoencoderStudy` for what is returned.
     """
-    import pandas as pd
-
-    from ..experiments import run_settings
 
     if config.task != "reconstruction":
         raise ValueError(f"autoencoder_study: config.task must be 'reconstruction', got {config.task!r}")
@@ -395,7 +371,7 @@ def autoencoder_study(make_model: Callable[..., nn.Module], settings: dict[str, 
         hidden, output = readout_inputs(model, test.x, readout)
         code = _encode(model, test.x)
         _, train_scale = _rate_feeding(model, readout)
-        mse, _ = _loss_and_error(output, _targets(test, "reconstruction"), "reconstruction")
+        mse, _ = loss_and_error_rate(output, task_targets(test, "reconstruction"), "reconstruction")
         corr, active = mean_abs_correlation(hidden)
         stats = activation_statistics(code, threshold)
         rows.append({"setting": label, "seed": seed, "test_mse": mse, **stats,
@@ -437,9 +413,6 @@ def classifier_study(make_model: Callable[..., nn.Module], settings: dict[str, d
     Measured on ``data["test"]`` in eval mode; the ablation orders are drawn from the run's seed,
     so the settings are ablated in the same unit orders.
     """
-    import pandas as pd
-
-    from ..experiments import run_settings
 
     if config.task != "classification":
         raise ValueError(f"classifier_study: config.task must be 'classification', got {config.task!r}")
@@ -449,7 +422,7 @@ def classifier_study(make_model: Callable[..., nn.Module], settings: dict[str, d
     for (label, seed), model in models.items():
         readout = find_readout(model)
         hidden, output = readout_inputs(model, test.x, readout)
-        _, error = _loss_and_error(output, test.y, "classification")
+        _, error = loss_and_error_rate(output, test.y, "classification")
         curve = ablation_curve(model, test, fractions, draws, seed=seed, readout=readout)
         corr, active = mean_abs_correlation(hidden)
         rows.append({"setting": label, "seed": seed, "test_error": error, "mean_abs_correlation": corr,

@@ -31,10 +31,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import integrate, optimize, special, stats
 from torch import Tensor, nn
 
+from ..checks import integer, integers, positive, probability, seed_list
 from ..data import stratified_indices
 from ..inference import predict_mc
 from ..models import MLP
@@ -76,36 +78,6 @@ __all__ = [
 EPS = 1e-7  # ε of the relaxation, as in the official notebooks
 
 
-def _check_probability(p: float, name: str, what: str = "p") -> float:
-    value = float(p)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name}: {what} must be a drop probability in (0, 1), got {p!r}")
-    return value
-
-
-def _check_positive_int(value: Any, name: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name}: {what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_sizes(values: Iterable[Any], name: str, what: str) -> list[int]:
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name}: {what} must not be empty")
-    return [_check_positive_int(v, name, f"every entry of {what}") for v in values]
-
-
-def _check_seeds(seeds: Iterable[Any], name: str) -> list[int]:
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError(f"{name}: seeds must not be empty")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0:
-            raise ValueError(f"{name}: seeds must be non-negative integers, got {s!r}")
-    return [int(s) for s in seeds]
-
-
 # ----------------------------------------------------------------------------- CD-RX
 
 
@@ -115,7 +87,7 @@ def relaxed_keep_mean(p: float, temperature: float, eps: float = EPS) -> float:
     ``z̃(u) = σ((log(p+ε) − log(1−p+ε) + log(u+ε) − log(1−u+ε))/t)`` switches from ≈ 0 to ≈ 1
     near ``u = 1 − p``, which is passed to the integrator as a break point.
     """
-    p = _check_probability(p, "relaxed_keep_mean")
+    p = probability(p, "relaxed_keep_mean: p", zero=False)
     if not temperature > 0:
         raise ValueError(f"relaxed_keep_mean: temperature must be > 0, got {temperature!r}")
     shift = math.log(p + eps) - math.log(1.0 - p + eps)
@@ -151,16 +123,14 @@ def relaxation_study(p: float = 0.1, temperature: float = 0.1, n_samples: int = 
                      bias_temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 2 / 3, 1.0),
                      keep_sample: int = 20_000) -> RelaxationStudy:
     """CD-RX: draw ``n_samples`` relaxed masks per seed (float64) and compare their mean with theory."""
-    import pandas as pd
-
     name = "relaxation_study"
-    p = _check_probability(p, name)
+    p = probability(p, f"{name}: p", zero=False)
     if not temperature > 0:
         raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
-    n_samples = _check_positive_int(n_samples, name, "n_samples")
+    n_samples = integer(n_samples, f"{name}: n_samples")
     if n_samples < 2:
         raise ValueError(f"{name}: n_samples must be >= 2 for a standard error, got {n_samples}")
-    seeds = _check_seeds(seeds, name)
+    seeds = seed_list(seeds, f"{name}: seeds")
     exact = relaxed_keep_mean(p, temperature)
     like = torch.empty(0, dtype=torch.float64)
     rows, sample = [], None
@@ -193,11 +163,10 @@ def _probe_module(input_dim: int, sum_sq: float, weight_regularizer: float,
 
 def _check_reg_args(name: str, input_dim: int, sum_sq: float, weight_regularizer: float,
                     dropout_regularizer: float) -> None:
-    _check_positive_int(input_dim, name, "input_dim")
+    integer(input_dim, f"{name}: input_dim")
     for what, value in (("sum_sq", sum_sq), ("weight_regularizer", weight_regularizer),
                         ("dropout_regularizer", dropout_regularizer)):
-        if not (math.isfinite(float(value)) and float(value) >= 0):
-            raise ValueError(f"{name}: {what} must be a finite number >= 0, got {value!r}")
+        positive(value, f"{name}: {what}", zero=True)
 
 
 def regularizer_gradients(input_dim: int, sum_sq: float, weight_regularizer: float, dropout_regularizer: float,
@@ -208,15 +177,13 @@ def regularizer_gradients(input_dim: int, sum_sq: float, weight_regularizer: flo
     Dropout term ``dr·K·(p log p + (1−p) log(1−p))``: dR/dp = dr·K·log(p/(1−p)) (< 0 below 1/2,
     > 0 above: descent moves p to 1/2). Returns a frame with ``p``, ``term``, ``autograd``, ``formula``.
     """
-    import pandas as pd
-
     name = "regularizer_gradients"
     _check_reg_args(name, input_dim, sum_sq, weight_regularizer, dropout_regularizer)
     rows = []
     for term, wr, dr in (("weight", weight_regularizer, 0.0), ("dropout", 0.0, dropout_regularizer)):
         module = _probe_module(input_dim, sum_sq, wr, dr)
         for p in ps:
-            module.set_p(_check_probability(p, name, "every entry of ps"))
+            module.set_p(probability(p, f"{name}: every entry of ps", zero=False))
             module.p_logit.grad = None
             module.regularizer().backward()
             p_now = float(module.p.detach())
@@ -278,17 +245,15 @@ def regularizer_study(input_dim: int, sum_sq: float, weight_regularizer: float, 
     ``descent`` runs ``steps`` Adam updates on ``p_logit`` (weights frozen) for each term alone
     (the other factor set to 0) and for both, from each start in ``starts``.
     """
-    import pandas as pd
-
     name = "regularizer_study"
     gradients = regularizer_gradients(input_dim, sum_sq, weight_regularizer, dropout_regularizer, ps)
-    steps = _check_positive_int(steps, name, "steps")
+    steps = integer(steps, f"{name}: steps")
     rows = []
     for term, wr, dr in (("weight", weight_regularizer, 0.0), ("dropout", 0.0, dropout_regularizer),
                          ("both", weight_regularizer, dropout_regularizer)):
         for start in starts:
             module = _probe_module(input_dim, sum_sq, wr, dr)
-            module.set_p(_check_probability(start, name, "every entry of starts"))
+            module.set_p(probability(start, f"{name}: every entry of starts", zero=False))
             optimizer = torch.optim.Adam([module.p_logit], lr=lr)
             rows.append({"term": term, "start": start, "step": 0, "p": module.rate})
             for step in range(1, steps + 1):
@@ -378,8 +343,6 @@ class RateSweep:
 def _train_on_subset(make_model: Callable[[int], nn.Module], train, n: int, seed: int, config: TrainConfig,
                      updates: int, name: str):
     """Train ``make_model(n)`` on the (n, seed) subset for ``updates`` updates; history with a step-0 row."""
-    import pandas as pd
-
     subset = _subset(train, n, seed, name)
     run_config = replace(config, seed=seed, epochs=updates_to_epochs(updates, n, config.batch_size),
                          max_steps=updates, eval_splits=())
@@ -399,12 +362,10 @@ def concrete_rate_sweep(train, test, sizes: Sequence[int], seeds: Iterable[int],
     time); the subset for (N, seed) is ``stratified_indices(train.y, N, seed)``, nested in N.
     The regulariser factors scale with 1/N. Test error and loss are measured in eval mode.
     """
-    import pandas as pd
-
     name = "concrete_rate_sweep"
-    sizes = _check_sizes(sizes, name, "sizes")
-    seeds = _check_seeds(seeds, name)
-    updates = _check_positive_int(updates, name, "updates")
+    sizes = integers(sizes, f"{name}: sizes")
+    seeds = seed_list(seeds, f"{name}: seeds")
+    updates = integer(updates, f"{name}: updates")
     in_features = int(train.x[0].numel())
     out_features = int(train.y.max()) + 1
     trajectories, finals, errors = [], [], []
@@ -437,12 +398,10 @@ def fixed_rate_grid(train, val, test, n: int, rates: Sequence[float], seeds: Ite
     Same subsets (``stratified_indices(train.y, n, seed)``), seeds and update budget as
     :func:`concrete_rate_sweep`. Returns ``p, seed, val_error, test_error, updates``.
     """
-    import pandas as pd
-
     name = "fixed_rate_grid"
-    n = _check_positive_int(n, name, "n")
-    seeds = _check_seeds(seeds, name)
-    updates = _check_positive_int(updates, name, "updates")
+    n = integer(n, f"{name}: n")
+    seeds = seed_list(seeds, f"{name}: seeds")
+    updates = integer(updates, f"{name}: updates")
     rates = list(rates)
     if not rates:
         raise ValueError(f"{name}: rates must not be empty")
@@ -472,8 +431,6 @@ def grid_vs_concrete(grid, concrete_errors, n: int, concrete_updates: int):
     concrete_test_error, difference`` (concrete − grid, in the error's units); cost has one row
     per method with the number of training ``runs`` and ``updates`` behind one final model.
     """
-    import pandas as pd
-
     concrete = concrete_errors[concrete_errors["N"] == n].set_index("seed")["test_error"]
     if concrete.empty:
         raise ValueError(f"grid_vs_concrete: no concrete run at N={n}; sizes run: {sorted(set(concrete_errors['N']))}")
@@ -505,8 +462,6 @@ def trend_scores(frame, x: str, y: str, seed: str = "seed", direction: str = "de
     training-set size), ρ is computed per (seed, within) and averaged over ``within`` for each seed.
     The seeds are the independent runs: one score each.
     """
-    import pandas as pd
-
     if direction not in ("decreasing", "increasing"):
         raise ValueError(f"trend_scores: direction must be 'decreasing' or 'increasing', got {direction!r}")
     missing = [c for c in (x, y, seed, within) if c is not None and c not in frame.columns]
@@ -531,8 +486,6 @@ def layer_trend_scores(rates, x: str = "N", y: str = "rate", direction: str = "d
 
     ``.min(axis=1)`` is the per-seed score of the weakest layer ("every layer's p falls with N").
     """
-    import pandas as pd
-
     if "layer" not in rates.columns:
         raise ValueError("layer_trend_scores: rates has no 'layer' column")
     return pd.DataFrame({layer: trend_scores(rows, x, y, direction=direction)
@@ -551,12 +504,9 @@ def adam_drift_range(p_init: float, lr: float, updates: int) -> tuple[float, flo
     Returns ``(low, high)``.
     """
     name = "adam_drift_range"
-    p = _check_probability(p_init, name, "p_init")
-    if not (math.isfinite(float(lr)) and float(lr) > 0):
-        raise ValueError(f"{name}: lr must be a finite number > 0, got {lr!r}")
-    if isinstance(updates, bool) or not isinstance(updates, int | np.integer) or updates < 0:
-        raise ValueError(f"{name}: updates must be a non-negative integer, got {updates!r}")
-    logit, reach = float(special.logit(p)), float(lr) * int(updates)
+    p = probability(p_init, f"{name}: p_init", zero=False)
+    lr, updates = positive(lr, f"{name}: lr"), integer(updates, f"{name}: updates", 0)
+    logit, reach = float(special.logit(p)), lr * updates
     return float(special.expit(logit - reach)), float(special.expit(logit + reach))
 
 
@@ -595,14 +545,10 @@ def rate_plateau(trajectories, tolerance: float, window: float = 0.2, *, lr: flo
     logit unit, i.e. p changing by a factor of about e). Without that guard a short run looks
     "flat" simply because p has had no time to move (60 updates change p by ~1 % per fifth).
     """
-    import pandas as pd
-
     name = "rate_plateau"
-    if not 0.0 < float(window) < 1.0:
-        raise ValueError(f"{name}: window must be a fraction in (0, 1), got {window!r}")
+    window = probability(window, f"{name}: window", zero=False, what="a fraction")
     for what, value in (("tolerance", tolerance), ("lr", lr), ("min_reach", min_reach)):
-        if isinstance(value, bool) or not (math.isfinite(float(value)) and float(value) > 0):
-            raise ValueError(f"{name}: {what} must be a finite number > 0, got {value!r}")
+        positive(value, f"{name}: {what}")
     keys = list(keys)
     missing = [c for c in (*keys, "step", "rate") if c not in trajectories.columns]
     if missing:
@@ -648,7 +594,7 @@ class HeteroscedasticConcreteMLP(nn.Module):
         name = "HeteroscedasticConcreteMLP"
         for what, value in (("in_features", in_features), ("width", width), ("depth", depth),
                             ("out_features", out_features)):
-            _check_positive_int(value, name, what)
+            integer(value, f"{name}: {what}")
         kwargs = dict(p=p_init, temperature=temperature, weight_regularizer=weight_regularizer,
                       dropout_regularizer=dropout_regularizer)
         layers: list[nn.Module] = []
@@ -686,7 +632,7 @@ def heteroscedastic_loss(y: Tensor, output: Tensor) -> Tensor:
 def toy_data(n: int, seed: int, slope: float = 2.0, intercept: float = 8.0,
              noise_sd: float = 1.0) -> tuple[Tensor, Tensor]:
     """``x ~ N(0, 1)``, ``y = slope·x + intercept + noise_sd·N(0, 1)`` as float32 ``(n, 1)`` tensors."""
-    n = _check_positive_int(n, "toy_data", "n")
+    n = integer(n, "toy_data: n")
     if not noise_sd > 0:
         raise ValueError(f"toy_data: noise_sd must be > 0, got {noise_sd!r}")
     generator = torch.Generator().manual_seed(seed)
@@ -704,8 +650,8 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
     (:func:`dropoutlab.paths.dry_run`) it stops after the dry run's ``steps`` updates.
     """
     name = "fit_heteroscedastic"
-    epochs = _check_positive_int(epochs, name, "epochs")
-    batch_size = _check_positive_int(batch_size, name, "batch_size")
+    epochs = integer(epochs, f"{name}: epochs")
+    batch_size = integer(batch_size, f"{name}: batch_size")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}: x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
     device = resolve_device(device)
@@ -757,8 +703,7 @@ def toy_uncertainty(model: nn.Module, x: Tensor, y: Tensor, samples: int = 20) -
     exp(mean_t s_t). Returns their square roots, the RMSE of mean_t μ_t and the average
     predictive log-likelihood log (1/T) Σ_t N(y | μ_t, e^{s_t}).
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ValueError(f"toy_uncertainty: samples must be an integer >= 2, got {samples!r}")
+    samples = integer(samples, "toy_uncertainty: samples", 2)
     device = next(model.parameters()).device
     out = predict_mc(model, x.to(device), samples).double().cpu()
     d = out.shape[-1] // 2
@@ -800,14 +745,12 @@ def toy_study(sizes: Sequence[int], epochs: Sequence[int], seeds: Iterable[int],
     ``wr = l²/(τN)``, ``dr = 2/(τN)`` as in the official notebook. Returns one row per (N, seed)
     with the :func:`toy_uncertainty` values, ``epochs``, ``updates`` and ``p/<layer>``.
     """
-    import pandas as pd
-
     name = "toy_study"
-    sizes = _check_sizes(sizes, name, "sizes")
-    epochs = _check_sizes(epochs, name, "epochs")
+    sizes = integers(sizes, f"{name}: sizes")
+    epochs = integers(epochs, f"{name}: epochs")
     if len(epochs) != len(sizes):
         raise ValueError(f"{name}: epochs must give one value per size ({len(sizes)}), got {len(epochs)}")
-    seeds = _check_seeds(seeds, name)
+    seeds = seed_list(seeds, f"{name}: seeds")
     rows = []
     for n, n_epochs in zip(sizes, epochs):
         for seed in seeds:

@@ -40,15 +40,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..inference import enumerate_subnetworks, predict_mc, predict_weight_scaling
+from ..checks import integer, integers, probabilities, probability, seed_list
+from ..inference import MAX_ENUMERATED_UNITS, enumerate_subnetworks, predict_mc, predict_weight_scaling
 from ..models import MLP
-from ..schedules import is_dropout_module
-from ..train import TrainConfig, fit, seed_everything
+from ..train import TrainConfig, fit, seed_everything, training_modes
 from ..variants import drop_to_keep, make_dropout
+from ..variants.base import is_dropout_module
 from ..variants.bernoulli import InvertedDropout
 
 __all__ = [
@@ -75,7 +77,7 @@ __all__ = [
 ]
 
 #: Most droppable units an exact average accepts (2^20 masks).
-MAX_UNITS = 20
+MAX_UNITS = MAX_ENUMERATED_UNITS  # one limit for both exact averages
 #: Rows (masks × examples) per forward pass of the exact average.
 CHUNK_ROWS = 2**17
 
@@ -92,23 +94,6 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _positive_ints(values: Sequence[int], name: str) -> list[int]:
-    values = list(values)
-    if not values or not all(_is_int(v) and v >= 1 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {values!r}")
-    return [int(v) for v in values]
-
-
-def _check_rate(p: float, name: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{name} must be a drop probability in [0, 1), got {p!r}")
-    return float(p)
 
 
 # ----------------------------------------------------------------------------- exact averages
@@ -166,8 +151,7 @@ def exact_mask_average(head: nn.Sequential, features: Tensor, chunk_rows: int = 
         raise ValueError(f"exact_mask_average: head must be an nn.Sequential, got {type(head).__name__}")
     if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] == 0:
         raise ValueError("exact_mask_average: features must be a non-empty (B, d) tensor")
-    if not _is_int(chunk_rows) or chunk_rows < 1:
-        raise ValueError(f"exact_mask_average: chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+    integer(chunk_rows, "exact_mask_average: chunk_rows")
     layers = list(head)
     dropouts = [layer for layer in layers if is_dropout_module(layer)]
     if not dropouts:
@@ -181,49 +165,44 @@ def exact_mask_average(head: nn.Sequential, features: Tensor, chunk_rows: int = 
     if any(not 0.0 <= p < 1.0 for p in rates):
         raise ValueError(f"exact_mask_average: drop probabilities must be in [0, 1), got {rates}")
 
-    was_training = [m.training for m in head.modules()]
-    head.eval()
-    try:
-        with torch.no_grad():
-            widths, z = [], features[:1]
+    with training_modes(head), torch.no_grad():
+        head.eval()
+        widths, z = [], features[:1]
+        for layer in layers:
+            if is_dropout_module(layer):
+                widths.append(z.shape[-1])
+            z = layer(z)
+        n_units = sum(widths)
+        if n_units > MAX_UNITS:
+            raise ValueError(f"exact_mask_average: {n_units} droppable units {widths} give 2^{n_units} masks; "
+                             f"at most {MAX_UNITS} units are supported")
+        device, dtype = features.device, torch.float64
+        per_unit = [(p, w) for p, w in zip(rates, widths, strict=True) for _ in range(w)]
+        log_keep = torch.tensor([math.log1p(-p) for p, _ in per_unit], dtype=dtype, device=device)
+        log_drop = torch.tensor([math.log(p) if p > 0 else -math.inf for p, _ in per_unit], dtype=dtype,
+                                device=device)
+        bits = torch.arange(n_units, device=device)
+        batch = features.shape[0]
+        masks_per_pass = max(1, chunk_rows // batch)
+        expected_log_prob = arithmetic = None
+        for start in range(0, 2**n_units, masks_per_pass):
+            index = torch.arange(start, min(start + masks_per_pass, 2**n_units), device=device)
+            keep = ((index.unsqueeze(1) >> bits) & 1).bool()  # (M, n_units)
+            weight = torch.where(keep, log_keep, log_drop).sum(1).exp()  # P(m)
+            z, offset = features.unsqueeze(0), 0
             for layer in layers:
                 if is_dropout_module(layer):
-                    widths.append(z.shape[-1])
-                z = layer(z)
-            n_units = sum(widths)
-            if n_units > MAX_UNITS:
-                raise ValueError(f"exact_mask_average: {n_units} droppable units {widths} give 2^{n_units} masks; "
-                                 f"at most {MAX_UNITS} units are supported")
-            device, dtype = features.device, torch.float64
-            per_unit = [(p, w) for p, w in zip(rates, widths, strict=True) for _ in range(w)]
-            log_keep = torch.tensor([math.log1p(-p) for p, _ in per_unit], dtype=dtype, device=device)
-            log_drop = torch.tensor([math.log(p) if p > 0 else -math.inf for p, _ in per_unit], dtype=dtype,
-                                    device=device)
-            bits = torch.arange(n_units, device=device)
-            batch = features.shape[0]
-            masks_per_pass = max(1, chunk_rows // batch)
-            expected_log_prob = arithmetic = None
-            for start in range(0, 2**n_units, masks_per_pass):
-                index = torch.arange(start, min(start + masks_per_pass, 2**n_units), device=device)
-                keep = ((index.unsqueeze(1) >> bits) & 1).bool()  # (M, n_units)
-                weight = torch.where(keep, log_keep, log_drop).sum(1).exp()  # P(m)
-                z, offset = features.unsqueeze(0), 0
-                for layer in layers:
-                    if is_dropout_module(layer):
-                        width, p = z.shape[-1], float(layer.p)
-                        mask = keep[:, offset:offset + width].to(z.dtype) / (1.0 - p)
-                        z = z * mask.unsqueeze(1)  # (M, B, width)
-                        offset += width
-                    else:
-                        z = layer(z)
-                log_prob = torch.log_softmax(z.to(dtype), dim=-1)  # (M, B, C)
-                part_log = torch.einsum("m,mbc->bc", weight, log_prob)
-                part_arith = torch.einsum("m,mbc->bc", weight, log_prob.exp())
-                expected_log_prob = part_log if expected_log_prob is None else expected_log_prob + part_log
-                arithmetic = part_arith if arithmetic is None else arithmetic + part_arith
-    finally:
-        for module, flag in zip(head.modules(), was_training, strict=True):
-            module.training = flag
+                    width, p = z.shape[-1], float(layer.p)
+                    mask = keep[:, offset:offset + width].to(z.dtype) / (1.0 - p)
+                    z = z * mask.unsqueeze(1)  # (M, B, width)
+                    offset += width
+                else:
+                    z = layer(z)
+            log_prob = torch.log_softmax(z.to(dtype), dim=-1)  # (M, B, C)
+            part_log = torch.einsum("m,mbc->bc", weight, log_prob)
+            part_arith = torch.einsum("m,mbc->bc", weight, log_prob.exp())
+            expected_log_prob = part_log if expected_log_prob is None else expected_log_prob + part_log
+            arithmetic = part_arith if arithmetic is None else arithmetic + part_arith
     return MaskAverage(expected_log_prob=expected_log_prob, arithmetic_mean=arithmetic, n_units=n_units)
 
 
@@ -284,10 +263,7 @@ def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, cross_check: b
 
 def hidden_widths(n_units: int, depth: int) -> list[int]:
     """Split ``n_units`` hidden units over ``depth`` layers as evenly as possible (wider first)."""
-    if not _is_int(depth) or depth < 1:
-        raise ValueError(f"hidden_widths: depth must be an integer >= 1, got {depth!r}")
-    if not _is_int(n_units) or n_units < depth:
-        raise ValueError(f"hidden_widths: n_units must be an integer >= depth ({depth}), got {n_units!r}")
+    integer(n_units, "hidden_widths: n_units (at least one per layer)", integer(depth, "hidden_widths: depth"))
     base, extra = divmod(int(n_units), int(depth))
     return [base + (i < extra) for i in range(depth)]
 
@@ -305,17 +281,13 @@ def exact_average_study(data: Mapping[str, Any], evaluation: Any, n_units: Seque
     most ``cross_check_units`` units are also checked against ``enumerate_subnetworks``.
     Returns a tidy DataFrame: ``depth, n_units, widths, seed`` and the distances.
     """
-    import pandas as pd
-
-    n_units = _positive_ints(n_units, "exact_average_study: n_units")
-    depths = _positive_ints(depths, "exact_average_study: depths")
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("exact_average_study: seeds must be a non-empty list")
+    n_units = integers(n_units, "exact_average_study: n_units")
+    depths = integers(depths, "exact_average_study: depths")
+    seeds = seed_list(seeds, "exact_average_study: seeds")
     too_large = [n for n in n_units if n > MAX_UNITS]
     if too_large:
         raise ValueError(f"exact_average_study: n_units must be <= {MAX_UNITS}, got {too_large}")
-    p_hidden = _check_rate(p_hidden, "exact_average_study: p_hidden")
+    p_hidden = probability(p_hidden, "exact_average_study: p_hidden")
     if p_hidden == 0.0:
         raise ValueError("exact_average_study: p_hidden must be > 0 (there is nothing to average without dropout)")
     in_features = data["train"].x[0].numel()
@@ -348,11 +320,8 @@ def mc_error_curve(model: nn.Module, x: Tensor, y: Tensor, ks: Sequence[int], re
     (nested prefixes, as one would stop sampling early). Returns a DataFrame with columns
     ``repeat, k, error_mc, error_ws``, errors as fractions.
     """
-    import pandas as pd
-
-    ks = sorted(set(_positive_ints(ks, "mc_error_curve: ks")))
-    if not _is_int(repeats) or repeats < 1:
-        raise ValueError(f"mc_error_curve: repeats must be an integer >= 1, got {repeats!r}")
+    ks = sorted(set(integers(ks, "mc_error_curve: ks")))
+    integer(repeats, "mc_error_curve: repeats")
     if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != len(x):
         raise ValueError("mc_error_curve: y must be a 1-d label tensor with one label per example of x")
     device = next(model.parameters()).device
@@ -375,8 +344,6 @@ def mc_averaging_study(models: Mapping[Any, nn.Module], dataset: Any, ks: Sequen
 
     Model i's repeats are seeded from (``seed``, i), so each model gets its own masks.
     """
-    import pandas as pd
-
     if not models:
         raise ValueError("mc_averaging_study: models must be a non-empty mapping {key: model}")
     frames = []
@@ -445,9 +412,8 @@ def noise_moments(variant: str, p: float, n_samples: int = 1_000_000, seed: int 
     in. Returns a dict ``variant, p, n, mean, var, expected_var, se_mean, se_var``
     (:func:`max_deviation` turns several of them into one deviation and a tolerance).
     """
-    p = _check_rate(p, "noise_moments: p")
-    if not _is_int(n_samples) or n_samples < 2:
-        raise ValueError(f"noise_moments: n_samples must be an integer >= 2, got {n_samples!r}")
+    p = probability(p, "noise_moments: p")
+    integer(n_samples, "noise_moments: n_samples", 2)
     module = make_dropout(variant, p=p).train()
     with _seeded(seed, torch.device("cpu")), torch.no_grad():
         noise = module(torch.ones(int(n_samples), dtype=torch.float64)).double()
@@ -507,7 +473,7 @@ def dropout_ridge_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: floa
     E_R‖y − (R∗X)w‖² = ‖y − qXw‖² + q(1−q)‖Γw‖², Γ = diag(XᵀX)^½.
     """
     X, y, w = _regression_inputs(X, y, w)
-    q = drop_to_keep(_check_rate(p, "dropout_ridge_objective: p"))
+    q = drop_to_keep(probability(p, "dropout_ridge_objective: p"))
     gamma_sq = (X**2).sum(0)  # diag(XᵀX)
     return float(((y - q * X @ w) ** 2).sum() + q * (1.0 - q) * (gamma_sq * w**2).sum())
 
@@ -516,9 +482,8 @@ def dropout_ridge_monte_carlo(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: fl
                               seed: int = 0, chunk: int = 1_000) -> tuple[float, float]:
     """Monte-Carlo estimate of E_R‖y − (R∗X)w‖² over ``n_masks`` masks: ``(mean, standard error)``."""
     X, y, w = _regression_inputs(X, y, w)
-    q = drop_to_keep(_check_rate(p, "dropout_ridge_monte_carlo: p"))
-    if not _is_int(n_masks) or n_masks < 2:
-        raise ValueError(f"dropout_ridge_monte_carlo: n_masks must be an integer >= 2, got {n_masks!r}")
+    q = drop_to_keep(probability(p, "dropout_ridge_monte_carlo: p"))
+    integer(n_masks, "dropout_ridge_monte_carlo: n_masks", 2)
     rng = np.random.default_rng(seed)
     values = []
     for start in range(0, n_masks, chunk):
@@ -537,7 +502,7 @@ def dropout_ridge_solution(X: np.ndarray, y: np.ndarray, p: float) -> np.ndarray
     (Srivastava et al. 2014, §9.1).
     """
     X, y = _regression_inputs(X, y)
-    q = drop_to_keep(_check_rate(p, "dropout_ridge_solution: p"))
+    q = drop_to_keep(probability(p, "dropout_ridge_solution: p"))
     if q == 0.0:
         raise ValueError("dropout_ridge_solution: p must be < 1")
     gram = X.T @ X
@@ -554,9 +519,8 @@ def masked_sgd(X: np.ndarray, y: np.ndarray, p: float, steps: int = 20_000, lr: 
     (Bach & Moulines, NeurIPS 2013).
     """
     X, y = _regression_inputs(X, y)
-    q = drop_to_keep(_check_rate(p, "masked_sgd: p"))
-    if not _is_int(steps) or steps < 2:
-        raise ValueError(f"masked_sgd: steps must be an integer >= 2, got {steps!r}")
+    q = drop_to_keep(probability(p, "masked_sgd: p"))
+    integer(steps, "masked_sgd: steps", 2)
     if not lr > 0:
         raise ValueError(f"masked_sgd: lr must be > 0, got {lr!r}")
     if not 0.0 <= average_from < 1.0:
@@ -597,14 +561,9 @@ def dropout_ridge_study(p_values: Sequence[float], n_rows: int = 200, n_features
     ``alpha``), and the closed-form minimiser against :func:`masked_sgd` and against ridge
     regression with λ = (1−q)/q (rescaled by 1/q).
     """
-    import pandas as pd
-
-    p_values = [_check_rate(p, "dropout_ridge_study: p_values") for p in p_values]
-    if not p_values:
-        raise ValueError("dropout_ridge_study: p_values must be non-empty")
-    for name, value in (("n_rows", n_rows), ("n_features", n_features)):
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"dropout_ridge_study: {name} must be an integer >= 1, got {value!r}")
+    p_values = probabilities(p_values, "dropout_ridge_study: p_values")
+    integer(n_rows, "dropout_ridge_study: n_rows")
+    integer(n_features, "dropout_ridge_study: n_features")
     rng = np.random.default_rng(_child_seed(seed, 0))
     X = rng.standard_normal((n_rows, n_features)) * np.linspace(0.5, 2.0, n_features)
     w = rng.standard_normal(n_features)

@@ -29,10 +29,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from torch import nn
 
+from ..checks import integer, integers
+from ..models import ConvNet, parse_order
+from ..train import evaluate, fit, resolve_device, seed_everything
 from .stats import diff_ci, holm, mean_ci
+from .variance_shift import measure_bn_input_variance
 
 __all__ = [
     "ORDERINGS",
@@ -94,8 +99,6 @@ _TOKEN_NAMES = {"conv": "Conv", "bn": "BN", "act": "Act", "drop": "Dropout", "po
 
 def ordering_label(order: str) -> str:
     """``"conv-bn-act-drop-pool"`` → ``"Conv → BN → Act → Dropout → Pool"``."""
-    from ..models import parse_order
-
     return " → ".join(_TOKEN_NAMES[t] for t in parse_order(order))
 
 
@@ -114,8 +117,6 @@ def _check_ids(orderings: Iterable[str] | None, name: str = "orderings") -> list
 
 def ordering_table():
     """The answer's table as a DataFrame: ``ordering``, ``order``, ``layers``, ``seed_test_loss``, ``seed_rank``."""
-    import pandas as pd
-
     frame = pd.DataFrame([{"ordering": o.id, "order": o.order, "layers": o.label, "seed_test_loss": o.seed_test_loss}
                           for o in ORDERINGS.values()])
     frame["seed_rank"] = frame["seed_test_loss"].rank(method="min").astype(int)
@@ -128,8 +129,6 @@ def make_ordering_net(ordering: str, **overrides: Any) -> nn.Module:
     ``overrides`` replace entries of :data:`TABLE_NET` (e.g. ``input_shape``, ``channels``,
     ``padding`` for small images); ``order`` itself cannot be overridden.
     """
-    from ..models import ConvNet
-
     (ordering,) = _check_ids([ordering], "ordering")
     if "order" in overrides:
         raise ValueError("make_ordering_net: 'order' is fixed by the ordering id; pass another id instead")
@@ -173,10 +172,7 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     ``running_ratio_bn<k>`` = var_eval/running_var, ``variance_shift`` = max over BN layers of
     max(Δ, 1/Δ) and ``running_shift`` the same for the running-variance ratio.
     """
-    import pandas as pd
 
-    from ..train import evaluate, fit, resolve_device, seed_everything
-    from .variance_shift import measure_bn_input_variance
 
     ids = _check_ids(orderings)
     seeds = list(seeds)
@@ -185,8 +181,7 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     missing = [s for s in ("train", test_split) if s not in data]
     if missing:
         raise ValueError(f"data has no split(s) {missing}; it has {sorted(data)}")
-    if not isinstance(n_measure, int) or n_measure < 2:
-        raise ValueError(f"n_measure must be an int ≥ 2, got {n_measure!r}")
+    integer(n_measure, "n_measure", 2)
     net = dict(net or {})
     x_measure = data["train"].x[:n_measure]
     rows = []
@@ -227,15 +222,9 @@ def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int]
     are taken from it instead of being trained again. Returns the rows of every
     (batch size, ordering, seed), sorted by batch size.
     """
-    import pandas as pd
-
-    sizes = list(batch_sizes)
-    bad = [b for b in sizes if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1]
-    if not sizes or bad:
-        raise ValueError(f"batch_sizes must be a non-empty list of ints ≥ 1, got {sizes!r}")
-    if updates is not None and (not isinstance(updates, (int, np.integer)) or isinstance(updates, bool)
-                                or updates < 1):
-        raise ValueError(f"updates must be an int ≥ 1 or None (fixed epochs), got {updates!r}")
+    sizes = integers(batch_sizes, "batch_sizes")
+    if updates is not None:  # None: fixed epochs
+        integer(updates, "updates")
     ids, seeds = _check_ids(orderings), list(seeds)
     n_train = len(data["train"])
     frames = []
@@ -365,8 +354,6 @@ def group_statistics(values: Mapping[str, Sequence[float]], reference: Mapping[s
     cannot go below p = 2/252 ≈ 0.008, which no longer rejects after Holm over 9 comparisons,
     so its U only gives the effect size. See :class:`OrderingStatistics` for the fields.
     """
-    import pandas as pd
-
     groups = _groups(values)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
@@ -444,8 +431,6 @@ def batch_size_gap(runs, high: str, low: str, metric: str = "test_loss"):
     ``n`` (seeds), ``mean_high``, ``mean_low``, ``diff`` (mean of the per-seed differences) and
     its 95 % t-interval ``diff_low``/``diff_high`` (NaN with one seed).
     """
-    import pandas as pd
-
     ids = _check_ids([high, low], "high and low")
     for name in ("batch_size", "ordering", "seed", metric):
         if name not in runs:
@@ -494,8 +479,6 @@ def per_seed_association(runs, x: str, y: str, group: str = "ordering", seed: st
     replicates of the association. Returns a DataFrame with ``seed``, ``n`` (groups with finite
     values) and ``spearman_rho`` (NaN with fewer than 3 groups or a constant column).
     """
-    import pandas as pd
-
     for name in (group, seed, x, y):
         if name not in runs:
             raise ValueError(f"runs has no column {name!r}; it has {list(runs.columns)}")

@@ -66,7 +66,7 @@ from scipy import optimize, stats
 from torch import Tensor, nn
 from tqdm import TqdmWarning
 
-from ..checks import integer
+from ..checks import integer, probabilities, probability, seed_list
 from ..models import MLP, ConvNet
 from ..schedules import DropoutScheduler, LinearSchedule
 from ..train import TrainConfig, evaluate, seed_everything
@@ -141,32 +141,6 @@ PLACEMENTS = {"act→drop→BN (guide)": "conv-act-drop-bn-pool", "act→BN→dr
 # ----------------------------------------------------------------------------- validation
 
 
-def _rate(value: Any, name: str, *, allow_zero: bool = True) -> float:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= float(value) < 1.0) or (not allow_zero and float(value) == 0.0):
-        allowed = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must be a drop probability in {allowed}, got {value!r}")
-    return float(value)
-
-
-def _rates(values: Any, name: str, *, allow_zero: bool = True) -> list[float]:
-    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if not values:
-        raise ValueError(f"{name} must be a non-empty list of drop probabilities, got {values!r}")
-    out = [_rate(v, f"{name} entries", allow_zero=allow_zero) for v in values]
-    if len(set(out)) != len(out):
-        raise ValueError(f"{name} must not repeat a value, got {values!r}")
-    return out
-
-
-def _seeds(seeds: Any) -> list[int]:
-    seeds = list(seeds) if isinstance(seeds, (list, tuple, range, np.ndarray)) else [seeds]
-    if not seeds or len(set(seeds)) != len(seeds) or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers ≥ 0, got {seeds!r}")
-    return [int(s) for s in seeds]
-
-
 def _splits(data: Any, needed: Sequence[str]) -> None:
     if not isinstance(data, Mapping):
         raise ValueError(f"data must map split names to datasets, got {type(data).__name__}")
@@ -205,8 +179,8 @@ def guide_mlp(input_shape: Sequence[int], widths: Sequence[int], num_classes: in
     (dropout modules draw nothing at construction), so every rate assignment starts from the same
     weights for a given seed. Input ``(N, *input_shape)``, flattened; output ``(N, num_classes)`` logits.
     """
-    p_input, p_hidden = _rate(p_input, "p_input"), _rate(p_hidden, "p_hidden")
-    p_output = _rate(p_output, "p_output")
+    p_input, p_hidden = probability(p_input, "p_input"), probability(p_hidden, "p_hidden")
+    p_output = probability(p_output, "p_output")
     widths = [integer(w, "widths entries") for w in widths]
     if not widths:
         raise ValueError("widths must list at least one hidden layer width")
@@ -255,7 +229,7 @@ def test_time_rule(model: nn.Module, rule: str, p: float) -> Iterator[nn.Module]
     """
     if rule not in INFERENCE_RULES:
         raise ValueError(f"rule must be one of {INFERENCE_RULES}, got {rule!r}")
-    p = _rate(p, "p", allow_zero=False)
+    p = probability(p, "p", zero=False)
     drops = [m for m in model.modules() if isinstance(m, InvertedDropout)]
     if not drops:
         raise ValueError(f"{type(model).__name__} has no InvertedDropout module")
@@ -313,8 +287,8 @@ def inference_study(make_model: Callable[[float], nn.Module], data: Mapping[str,
     seed's initial weights and data order. ``passes`` stochastic passes (seeded by the seed) give the
     accuracy with dropout left on. ``data[test_split].x``: ``(N, ...)`` images, ``y``: ``(N,)`` labels.
     """
-    config, seeds = _config(config), _seeds(seeds)
-    p_values = _rates(p_values, "p_values", allow_zero=False)
+    config, seeds = _config(config), seed_list(seeds)
+    p_values = probabilities(p_values, "p_values", zero=False, distinct=True)
     passes = integer(passes, "passes")
     _splits(data, ["train", test_split, *config.eval_splits])
     test = data[test_split]
@@ -351,7 +325,7 @@ def keras_spatial_dropout1d(x: Tensor, p: float, *, generator: torch.Generator |
     the time steps T; kept entries scaled by 1/(1 − p). Compare PyTorch's ``Dropout1d`` (and the
     package's ``spatial_dropout``), which expects ``(N, C, L)`` and shares the coin over L.
     """
-    p = _rate(p, "p")
+    p = probability(p, "p")
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError(f"x must be a (N, T, C) tensor, got {getattr(x, 'shape', type(x))}")
     keep = torch.rand((x.shape[0], 1, x.shape[2]), generator=generator) >= p
@@ -364,7 +338,7 @@ def torchvision_dropblock_gamma(p: float, block_size: int, height: int, width: i
     γ = p·H·W / (k²·(H − k + 1)·(W − k + 1)) (Ghiasi et al. 2018, Eq. 1, as ``torchvision.ops.drop_block2d``
     documents and computes it).
     """
-    p = _rate(p, "p")
+    p = probability(p, "p")
     k = min(integer(block_size, "block_size"), integer(height, "height"), integer(width, "width"))
     return p * height * width / (k * k * (height - k + 1) * (width - k + 1))
 
@@ -375,7 +349,7 @@ def per_dimension_dropblock_gamma(p: float, block_size: int, height: int, width:
     γ = p·H·W / (kh·kw·(H − kh + 1)·(W − kw + 1)): timm's convention (and the package's). It agrees with
     :func:`torchvision_dropblock_gamma` whenever no side is smaller than the block.
     """
-    p = _rate(p, "p")
+    p = probability(p, "p")
     bs = integer(block_size, "block_size")
     height, width = integer(height, "height"), integer(width, "width")
     kh, kw = min(bs, height), min(bs, width)
@@ -389,7 +363,7 @@ def timm_drop_path(x: Tensor, p: float, *, training: bool, scale_by_keep: bool =
     ``scale_by_keep=False`` the training expectation is (1 − p)·x but the test output is x.
     Shape: ``(B, *)``.
     """
-    p = _rate(p, "p")
+    p = probability(p, "p")
     if not training or p == 0.0:
         return x
     keep = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator) >= p).to(x.dtype)
@@ -420,7 +394,7 @@ def alpha_dropout_reference(p: float, lam: float, alpha: float) -> tuple[float, 
     """Alpha dropout's affine (a, b) from its derivation (Klambauer et al. 2017): dropped units are set
     to α' = −λα; for x with mean 0 and variance 1, x·m + α'(1 − m) has mean α'p and variance
     (1 − p)(1 + pα'²), so a = ((1 − p)(1 + pα'²))^(−½) and b = −a·α'·p restore mean 0 and variance 1."""
-    p = _rate(p, "p")
+    p = probability(p, "p")
     prime = -lam * alpha
     a = ((1.0 - p) * (1.0 + p * prime**2)) ** -0.5
     return a, -a * prime * p
@@ -432,7 +406,7 @@ def concrete_regulariser_reference(weight: Tensor, bias: Tensor | None, p: float
     wr·(‖W‖² [+ ‖b‖²])/(1 − p) + dr·K·(p log p + (1 − p) log(1 − p)).
     The official PyTorch notebook sums over all the layer's parameters (biases included); the
     Keras notebook regularises the kernel only — ``include_bias`` picks the convention."""
-    p = _rate(p, "p", allow_zero=False)
+    p = probability(p, "p", zero=False)
     sq = float(weight.detach().double().square().sum())
     if include_bias and bias is not None:
         sq += float(bias.detach().double().square().sum())
@@ -479,7 +453,7 @@ def framework_checks(*, seed: int = 0, n_draws: int = 200, p: float = 0.3) -> Fr
     * ``concrete_regulariser`` — ``ConcreteDropout.regularizer()`` with and without biases against
       :func:`concrete_regulariser_reference`; largest relative difference.
     """
-    p = _rate(p, "p", allow_zero=False)
+    p = probability(p, "p", zero=False)
     n_draws = integer(n_draws, "n_draws")
     gen = torch.Generator().manual_seed(int(seed))
     checks, table = [], []
@@ -673,7 +647,7 @@ def noise_study(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping
     the training and for the perturbation. Because dropout may also change the clean accuracy,
     ``retained`` (accuracy / clean accuracy of the same net) separates robustness from the clean gap.
     """
-    config, seeds = _config(config), _seeds(seeds)
+    config, seeds = _config(config), seed_list(seeds)
     if not isinstance(arms, Mapping) or len(arms) < 2:
         raise ValueError("arms must name at least two arms: {label: model keyword arguments}")
     levels = {"gaussian": [0.0, *_levels(noise_levels, "noise_levels")],
@@ -736,8 +710,8 @@ def placement_study(input_shape: Sequence[int], num_classes: int, data: Mapping[
     relative to dropout; they share each seed's initial weights (the layers are built in the same
     order) and data order. Input ``(N, *input_shape)``; arms named by :data:`PLACEMENTS`.
     """
-    config, seeds = _config(config), _seeds(seeds)
-    p = _rate(p, "p", allow_zero=False)
+    config, seeds = _config(config), seed_list(seeds)
+    p = probability(p, "p", zero=False)
     channels = [integer(c, "channels entries") for c in channels]
     hidden = integer(hidden, "hidden")
 
@@ -758,8 +732,8 @@ def schedule_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any]
     written after every update (:class:`~dropoutlab.schedules.LinearSchedule` over T − 1 steps for T
     updates, so the updates see p_start … p_end and their mean rate is exactly (p_start + p_end)/2).
     """
-    config, seeds = _config(config), _seeds(seeds)
-    p_start, p_end = _rate(p_start, "p_start"), _rate(p_end, "p_end")
+    config, seeds = _config(config), seed_list(seeds)
+    p_start, p_end = probability(p_start, "p_start"), probability(p_end, "p_end")
     if not p_start > p_end:
         raise ValueError(f"p_start must be > p_end (a falling schedule), got {p_start} and {p_end}")
     _splits(data, ["train", test_split])
@@ -811,13 +785,14 @@ def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
     then compared on, so the comparison is not biased by selecting on the same numbers. Every cell
     shares each seed's initial weights and data order.
     """
-    config, seeds = _config(config), _seeds(seeds)
-    grid = (_rates(input_rates, "input_rates"), _rates(hidden_rates, "hidden_rates"),
-            _rates(output_rates, "output_rates"))
+    config, seeds = _config(config), seed_list(seeds)
+    grid = (probabilities(input_rates, "input_rates", distinct=True),
+            probabilities(hidden_rates, "hidden_rates", distinct=True),
+            probabilities(output_rates, "output_rates", distinct=True))
     guide = tuple(guide) if isinstance(guide, (list, tuple)) else (guide,)
     if len(guide) != 3:
         raise ValueError(f"guide must be (p_input, p_hidden, p_output), got {guide!r}")
-    guide = tuple(_rate(g, "guide entries") for g in guide)
+    guide = tuple(probability(g, "guide entries") for g in guide)
     if any(not any(math.isclose(g, v) for v in axis) for g, axis in zip(guide, grid, strict=True)):
         raise ValueError(f"guide {guide} must be a cell of the grid {grid}")
     if math.prod(len(a) for a in grid) < 2:
@@ -851,7 +826,7 @@ def _arm_rates(value: Any, name: str) -> dict[str, float]:
     """``{"p_input": …, "p_hidden": …}``: the dropout arm's rates, at least one of them > 0."""
     if not isinstance(value, Mapping) or not value or set(value) - {"p_input", "p_hidden"}:
         raise ValueError(f"{name} must map p_input and/or p_hidden to drop probabilities, got {value!r}")
-    rates = {k: _rate(v, f"{name}[{k!r}]") for k, v in value.items()}
+    rates = {k: probability(v, f"{name}[{k!r}]") for k, v in value.items()}
     if not any(rates.values()):
         raise ValueError(f"{name} must drop something: at least one rate > 0, got {value!r}")
     return rates
@@ -939,7 +914,7 @@ def convergence_study(
     reaches the target is censored at the budget — it counts as reaching it at the last update, which can
     only shrink the ratio dropout / none when the dropout arm is the censored one.
     """
-    config, seeds = _config(config), _seeds(seeds)
+    config, seeds = _config(config), seed_list(seeds)
     dropout = _arm_rates(dropout, "dropout")
     (target,) = _levels([target], "target")
     if target == 0.0:
@@ -1032,7 +1007,7 @@ def batch_study(
     is further into the overfitting regime where dropout pays; the study measures what the guide states,
     not a mechanism. Both arms share each seed's initial weights and data order at every batch size.
     """
-    config, seeds = _config(config), _seeds(seeds)
+    config, seeds = _config(config), seed_list(seeds)
     dropout = _arm_rates(dropout, "dropout")
     sizes, updates = _batch_sizes(batch_sizes), integer(updates, "updates")
     _splits(data, ["train", test_split])
@@ -1113,7 +1088,7 @@ def deep_mlp(
         integer(width, "width"),
         integer(depth, "depth"),
         integer(num_classes, "num_classes"),
-        p=_rate(p, "p"),
+        p=probability(p, "p"),
         residual=architecture == "residual",
     )
 
@@ -1200,11 +1175,11 @@ def depth_study(
     multiplied by about (1 − p)^(−depth/2) and carries as many independent mask factors, while a residual
     net's identity path carries a part of the gradient no mask touches.
     """
-    config, seeds = _config(config), _seeds(seeds)
+    config, seeds = _config(config), seed_list(seeds)
     width, depth = integer(width, "width"), integer(depth, "depth")
     depths = sorted({integer(d, "depths entries") for d in (depths if isinstance(depths, (list, tuple)) else [depths])})
-    p = _rate(p, "p", allow_zero=False)
-    p_values = sorted(set(_rates(p_values, "p_values", allow_zero=False)) | {p})
+    p = probability(p, "p", zero=False)
+    p_values = sorted(set(probabilities(p_values, "p_values", zero=False, distinct=True)) | {p})
     passes, grad_batch = integer(passes, "passes"), integer(grad_batch, "grad_batch")
     _splits(data, ["train", test_split])
     x, y = data["train"].x[:grad_batch], data["train"].y[:grad_batch]
@@ -1355,7 +1330,7 @@ def stability_study(
     Linear layer, recorded during training by a :class:`GradientRecorder` — the norms the optimiser actually
     sees, so dropout's own mask noise is part of them.
     """
-    config, seeds = _config(config), _seeds(seeds)
+    config, seeds = _config(config), seed_list(seeds)
     dropout = _arm_rates(dropout, "dropout")
     (top_fraction,) = _levels([top_fraction], "top_fraction", upper=1.0)
     if top_fraction == 0.0:
@@ -1432,7 +1407,7 @@ def tpe_search(objective: Callable[[float, float], float], bounds: Mapping[str, 
         raise ValueError(f"bounds must map p_input and p_hidden to (low, high), got {bounds!r}")
     box = {}
     for name, pair in bounds.items():
-        low, high = (_rate(v, f"bounds[{name!r}] entries") for v in pair)
+        low, high = (probability(v, f"bounds[{name!r}] entries") for v in pair)
         if not high > low:
             raise ValueError(f"bounds[{name!r}] must be (low, high) with high > low, got {pair!r}")
         box[name] = (low, high)
@@ -1501,8 +1476,9 @@ def search_study(
     the grid or earlier by TPE) is reused, not retrained: the same seed would give the same net. TPE with
     fewer trials n < G is the first n trials of its G-trial run (the same proposals; see :func:`tpe_search`).
     """
-    config, seeds = _config(config), _seeds(seeds)
-    grid_in, grid_hid = _rates(input_rates, "input_rates"), _rates(hidden_rates, "hidden_rates")
+    config, seeds = _config(config), seed_list(seeds)
+    grid_in = probabilities(input_rates, "input_rates", distinct=True)
+    grid_hid = probabilities(hidden_rates, "hidden_rates", distinct=True)
     if len(grid_in) < 2 or len(grid_hid) < 2:
         raise ValueError(f"input_rates and hidden_rates must list at least two rates each, got {grid_in} and {grid_hid}")
     startup = integer(startup, "startup")
@@ -1683,7 +1659,7 @@ def cv_study(
     """
     from sklearn.model_selection import StratifiedKFold
 
-    config, seeds = _config(config), _seeds(seeds)
+    config, seeds = _config(config), seed_list(seeds)
     dropout = _arm_rates(dropout, "dropout")
     k = integer(k, "k", minimum=2)
     (level,) = _levels([level], "level", upper=1.0)

@@ -55,10 +55,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..checks import integer
+from ..checks import integer, integers, probability, seed_list
 from ..corpus import Corpus
 from ..inference import predict_mc
-from ..train import TrainConfig, evaluate, fit, seed_everything
+from ..train import TrainConfig, evaluate, fit, seed_everything, training_modes
 from ..variants import make_dropout
 from ..variants.concrete import ConcreteDropout
 from ..variants.recurrent import EmbeddingDropout, LockedDropout, WeightDrop, embedding_dropout
@@ -88,23 +88,6 @@ ARMS = ("none", "naive", "variational", "weight-drop")
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _seeds(seeds: Any) -> list[int]:
-    values = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
-    if (
-        not values
-        or len(set(values)) != len(values)
-        or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in values)
-    ):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers ≥ 0, got {seeds!r}")
-    return [int(s) for s in values]
-
-
-def _prob(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a drop probability in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _arms(arms: Any) -> list[str]:
@@ -194,8 +177,8 @@ class DropoutLSTM(nn.Module):
             raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
         self.arm = arm
         self.lstm = nn.LSTM(integer(input_size, "input_size"), integer(hidden, "hidden"), batch_first=True)
-        p_input, p_hidden = _prob(p_input, "p_input"), _prob(p_hidden, "p_hidden")
-        p_output, p_weight = _prob(p_output, "p_output"), _prob(p_weight, "p_weight")
+        p_input, p_hidden = probability(p_input, "p_input"), probability(p_hidden, "p_hidden")
+        p_output, p_weight = probability(p_output, "p_output"), probability(p_weight, "p_weight")
         self.drop_input: nn.Module = nn.Identity()
         self.drop_output: nn.Module = nn.Identity()
         self.drop_hidden: LockedDropout | None = None
@@ -253,7 +236,7 @@ class CharLM(nn.Module):
             embed_dim, hidden, arm, p_input=p_input, p_hidden=p_hidden, p_output=p_output, p_weight=p_weight
         )
         self.decoder = nn.Linear(hidden, vocab_size)
-        p_embed = _prob(p_embed, "p_embed")
+        p_embed = probability(p_embed, "p_embed")
         self.embed: nn.Module = (
             EmbeddingDropout(embedding, p_embed) if arm in ("variational", "weight-drop") else embedding
         )
@@ -418,15 +401,15 @@ def language_model_study(
         raise ValueError("train, val and test must be Corpus objects (dropoutlab.corpus.load_corpus)")
     if not train.vocab == val.vocab == test.vocab:
         raise ValueError("train, val and test must share one vocabulary")
-    config, seeds, arms = _config(config), _seeds(seeds), _arms(arms)
+    config, seeds, arms = _config(config), seed_list(seeds), _arms(arms)
     embed_dim, hidden = integer(embed_dim, "embed_dim"), integer(hidden, "hidden")
     mc_samples = integer(mc_samples, "mc_samples")
     rates = dict(
-        p_input=_prob(p_input, "p_input"),
-        p_hidden=_prob(p_hidden, "p_hidden"),
-        p_output=_prob(p_output, "p_output"),
-        p_weight=_prob(p_weight, "p_weight"),
-        p_embed=_prob(p_embed, "p_embed"),
+        p_input=probability(p_input, "p_input"),
+        p_hidden=probability(p_hidden, "p_hidden"),
+        p_output=probability(p_output, "p_output"),
+        p_weight=probability(p_weight, "p_weight"),
+        p_embed=probability(p_embed, "p_embed"),
     )
     data = {
         "train": char_windows(train, integer(bptt, "bptt")),
@@ -524,10 +507,11 @@ def sequence_digits_study(
     shape = tuple(data["train"].x.shape[1:])
     if len(shape) != 3 or shape[0] != 1:
         raise ValueError(f"data must hold images (N, 1, steps, features), got input shape {shape}")
-    config, seeds, arms = _config(config), _seeds(seeds), _arms(arms)
+    config, seeds, arms = _config(config), seed_list(seeds), _arms(arms)
     hidden = integer(hidden, "hidden")
     rates = dict(
-        p_input=_prob(p_input, "p_input"), p_hidden=_prob(p_hidden, "p_hidden"), p_output=_prob(p_output, "p_output")
+        p_input=probability(p_input, "p_input"), p_hidden=probability(p_hidden, "p_hidden"),
+        p_output=probability(p_output, "p_output"),
     )
     config = replace(config, eval_splits=("test",))
     rows, frames = [], []
@@ -578,11 +562,10 @@ def locked_mask_check(model: nn.Module, batch: int = 32, steps: int = 50, seed: 
     try:
         for name, module in modules.items():
             features = _features_of(model, name)
-            was = module.training
-            module.train()
             ones = torch.ones(batch, steps, features) if module.batch_first else torch.ones(steps, batch, features)
-            mask = module(ones)
-            module.train(was)
+            with training_modes(module):
+                module.train()
+                mask = module(ones)
             if not module.batch_first:
                 mask = mask.transpose(0, 1)
             if example is None:
@@ -635,11 +618,8 @@ def concrete_k_comparison(
     """The dropout (entropy) term ``dr·K·(p log p + (1 − p) log(1 − p))`` of a ``ConcreteDropout(Linear(K, ·))``
     on inputs ``(B, T, K)``, with the package's K and with the notebook's ``x[0].numel() = T·K``."""
     features = integer(features, "features")
-    steps = [integer(t, "steps entries") for t in steps] if isinstance(steps, (list, tuple)) and steps else None
-    if steps is None:
-        raise ValueError("steps must be a non-empty list of integers ≥ 1")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
-        raise ValueError(f"p must be a drop probability in (0, 1), got {p!r}")
+    steps = integers(steps, "steps")
+    p = probability(p, "p", zero=False)
     layer = ConcreteDropout(
         nn.Linear(features, 4), p=float(p), weight_regularizer=0.0, dropout_regularizer=dropout_regularizer
     )
@@ -686,7 +666,7 @@ def embedding_max_norm_comparison(
     up with ``max_norm`` (the renormalisation acts on the scaled copy; the raw weight is untouched).
     """
     vocab, dim = integer(vocab, "vocab", 2), integer(dim, "dim")
-    p = _prob(p, "p")
+    p = probability(p, "p")
     if not (isinstance(max_norm, (int, float)) and max_norm > 0):
         raise ValueError(f"max_norm must be a number > 0, got {max_norm!r}")
     gen = torch.Generator().manual_seed(seed)

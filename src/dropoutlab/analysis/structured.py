@@ -34,8 +34,9 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from ..checks import integer, integers, probabilities, probability, seed_list
 from ..schedules import DropoutScheduler, keep_ramp_from_keep
-from ..train import TrainConfig, evaluate, fit, seed_everything
+from ..train import TrainConfig, evaluate, fit, seed_everything, training_modes
 from ..variants import make_dropout
 from ..variants.structured import (
     DropBlock2d,
@@ -65,29 +66,6 @@ MASK_KINDS = ("element-wise", "spatial", "DropBlock")
 Z_CHECK = float(stats.norm.isf(0.0005))  # two-sided 1e-3: 3.29 standard errors
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-    return int(value)
-
-
-def _int_list(values: Any, name: str) -> list[int]:
-    values = list(values) if isinstance(values, (list, tuple, range, np.ndarray)) else [values]
-    if not values:
-        raise ValueError(f"{name} must be a non-empty list of integers ≥ 1, got {values!r}")
-    return [_positive_int(v, f"{name} entries") for v in values]
-
-
-def _keep_list(values: Any, name: str) -> list[float]:
-    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of keep probabilities in (0, 1), got {values!r}")
-    return [float(v) for v in values]
-
-
 # ----------------------------------------------------------------------------- DropBlock: drop fraction
 
 
@@ -107,13 +85,13 @@ def dropblock_drop_fractions(feature_sizes: Sequence[int], block_sizes: Sequence
     and ``z`` ((realised − expected)/se).
     """
 
-    feats = _int_list(feature_sizes, "feature_sizes")
-    blocks = _int_list(block_sizes, "block_sizes")
-    keeps = _keep_list(keep_probs, "keep_probs")
-    n_trials = _positive_int(n_trials, "n_trials")
+    feats = integers(feature_sizes, "feature_sizes")
+    blocks = integers(block_sizes, "block_sizes")
+    keeps = probabilities(keep_probs, "keep_probs", zero=False, what="keep probabilities")
+    n_trials = integer(n_trials, "n_trials")
     if n_trials < 2:
         raise ValueError(f"n_trials must be ≥ 2 (the standard error needs two trials), got {n_trials}")
-    batch, channels = _positive_int(batch, "batch"), _positive_int(channels, "channels")
+    batch, channels = integer(batch, "batch"), integer(channels, "channels")
     gen = torch.Generator().manual_seed(int(seed))
     rows = []
     for feat in feats:
@@ -142,9 +120,9 @@ def dropblock_check(frame, feature_size: int, block_sizes: Sequence[int], keep_p
     maximum for the exact expectation with overlaps) and ``max_abs_z`` (largest |realised −
     expected| in standard errors: the Monte-Carlo agreement with the exact formula).
     """
-    feature_size = _positive_int(feature_size, "feature_size")
-    blocks = _int_list(block_sizes, "block_sizes")
-    (keep_prob,) = _keep_list([keep_prob], "keep_prob")
+    feature_size = integer(feature_size, "feature_size")
+    blocks = integers(block_sizes, "block_sizes")
+    keep_prob = probability(keep_prob, "keep_prob", zero=False, what="a keep probability")
     cells = frame[(frame["feature_size"] == feature_size) & np.isclose(frame["keep_prob"], keep_prob)
                   & frame["block_size"].isin(blocks)]
     missing = sorted(set(blocks) - set(cells["block_size"]))
@@ -163,8 +141,8 @@ def example_masks(p: float, block_size: int, size: int = 14, channels: int = 4, 
     al.); ``"DropBlock"``: ``block_size`` blocks (Ghiasi et al.); all at drop probability ``p`` and
     drawn by the package's own modules from a seeded global RNG.
     """
-    block_size = _positive_int(block_size, "block_size")
-    size, channels = _positive_int(size, "size"), _positive_int(channels, "channels")
+    block_size = integer(block_size, "block_size")
+    size, channels = integer(size, "size"), integer(channels, "channels")
     if block_size > size:
         raise ValueError(f"block_size must be ≤ size ({size}), got {block_size}")
     modules = {"element-wise": make_dropout("inverted", p=p), "spatial": make_dropout("spatial", p=p),
@@ -182,18 +160,17 @@ def feature_maps(model: nn.Module, x: Tensor, layer: str, batch_size: int = 500)
     named = dict(model.named_modules())
     if layer not in named:
         raise ValueError(f"layer must name a submodule, got {layer!r}; known: {[n for n in named if n]}")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = integer(batch_size, "batch_size")
     outputs: list[Tensor] = []
     handle = named[layer].register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                model(x[start:start + batch_size])
-    finally:
-        handle.remove()
-        model.train(was_training)
+    with training_modes(model):
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(x), batch_size):
+                    model(x[start:start + batch_size])
+        finally:
+            handle.remove()
     return torch.cat(outputs)
 
 
@@ -208,7 +185,7 @@ def spatial_correlation(maps: Tensor, max_lag: int = 4) -> np.ndarray:
     """
     if not isinstance(maps, Tensor) or maps.dim() != 4:
         raise ValueError(f"maps must be a (N, C, H, W) tensor, got {getattr(maps, 'shape', type(maps))}")
-    max_lag = _positive_int(max_lag, "max_lag")
+    max_lag = integer(max_lag, "max_lag")
     if max_lag >= min(maps.shape[-2:]):
         raise ValueError(f"max_lag must be < the map's smallest side ({min(maps.shape[-2:])}), got {max_lag}")
     x = maps.double()
@@ -232,7 +209,7 @@ def spatial_correlation(maps: Tensor, max_lag: int = 4) -> np.ndarray:
 
 def updates_per_epoch(n_train: int, batch_size: int) -> int:
     """Optimizer steps per epoch of :func:`dropoutlab.train.fit` (the last batch may be smaller)."""
-    return math.ceil(_positive_int(n_train, "n_train") / _positive_int(batch_size, "batch_size"))
+    return math.ceil(integer(n_train, "n_train") / integer(batch_size, "batch_size"))
 
 
 def keep_ramp_scheduler(model: nn.Module, keep_prob: float, steps: int) -> DropoutScheduler:
@@ -241,8 +218,8 @@ def keep_ramp_scheduler(model: nn.Module, keep_prob: float, steps: int) -> Dropo
     ``kp(t) = 1 − (min(t, T)/T)(1 − keep_prob)`` written after every optimizer step into every
     :class:`DropBlock2d` of ``model`` (:func:`~dropoutlab.schedules.keep_ramp_from_keep`).
     """
-    (keep_prob,) = _keep_list([keep_prob], "keep_prob")
-    return DropoutScheduler(model, keep_ramp_from_keep(keep_prob, _positive_int(steps, "steps")), unit="step",
+    keep_prob = probability(keep_prob, "keep_prob", zero=False, what="a keep probability")
+    return DropoutScheduler(model, keep_ramp_from_keep(keep_prob, integer(steps, "steps")), unit="step",
                             select=DropBlock2d)
 
 
@@ -294,9 +271,7 @@ def train_arms(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[
 
     if not arms:
         raise ValueError("arms must name at least one arm: {label: model keyword arguments}")
-    seeds = list(seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    seeds = seed_list(seeds)
     if test_split not in data:
         raise ValueError(f"data has no split {test_split!r}; it has {sorted(data)}")
     unknown = sorted(set(schedulers or {}) - set(arms))
@@ -369,7 +344,7 @@ def active_block_count(model: nn.Module, x: Tensor, n_passes: int = 1000, seed: 
     Huang et al. (ECCV 2016): with ``p_l = (l/L)·p_last`` the expected number of active blocks is
     ``Σ (1 − p_l) = L − p_last(L + 1)/2``, ``(3L − 1)/4`` at ``p_last = 0.5``.
     """
-    n_passes = _positive_int(n_passes, "n_passes")
+    n_passes = integer(n_passes, "n_passes")
     paths = [m for m in model.modules() if isinstance(m, DropPath)]
     if not paths:
         raise ValueError(f"{type(model).__name__} has no DropPath module")
@@ -381,7 +356,6 @@ def active_block_count(model: nn.Module, x: Tensor, n_passes: int = 1000, seed: 
     per_pass = len(x) if modes == {"row"} else 1
     counts = torch.zeros(len(paths), dtype=torch.float64)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    was_training = model.training
 
     def hook(index: int):
         def record(_module, _inputs, out: Tensor) -> None:
@@ -391,16 +365,16 @@ def active_block_count(model: nn.Module, x: Tensor, n_passes: int = 1000, seed: 
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(paths)]
     torch.manual_seed(int(seed))
-    model.train()
-    try:
-        with torch.no_grad():
-            for _ in range(n_passes):
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.load_state_dict(state)
-        model.train(was_training)
+    with training_modes(model):
+        model.train()
+        try:
+            with torch.no_grad():
+                for _ in range(n_passes):
+                    model(x)
+        finally:
+            for h in handles:
+                h.remove()
+            model.load_state_dict(state)
     n_draws = n_passes * per_pass
     frequency = (counts / n_draws).numpy()
     rates = np.array([float(m.p) for m in paths])

@@ -26,7 +26,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from ..data import stratified_indices
+from ..models import MLP
 from ..train import TrainConfig, evaluate, fit, seed_everything
 
 KEEP_FIXED = ("n", "pn")
@@ -104,15 +107,11 @@ def train_and_score(make_model, train, score: Mapping[str, Any], config: TrainCo
 
 
 def _subset(dataset, n: int, seed: int) -> Split:
-    from ..data import stratified_indices
-
     idx = np.asarray(stratified_indices(np.asarray(dataset.y), int(n), seed))
     return Split(dataset.x[idx], dataset.y[idx])
 
 
 def _frame(rows: list[dict[str, Any]]):
-    import pandas as pd
-
     return pd.DataFrame(rows)
 
 
@@ -123,8 +122,6 @@ def _score_sets(train, test, train_score_size: int | None) -> dict[str, Any]:
 
 
 def _mlp_factory(in_features: int, widths: Sequence[int], out_features: int, **kwargs: Any):
-    from ..models import MLP
-
     return lambda: MLP(in_features, widths, out_features, **kwargs)
 
 

@@ -39,6 +39,7 @@ from sklearn.datasets import load_diabetes, make_friedman1
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
+from ..checks import integer, integers, probability, seed_list
 from ..data import load_dataset
 from ..inference import (
     mutual_information,
@@ -47,7 +48,7 @@ from ..inference import (
     predictive_entropy,
 )
 from ..models import ACTIVATIONS, MLP, ConvNet
-from ..train import TrainConfig, evaluate, fit, resolve_device, seed_everything
+from ..train import TrainConfig, evaluate, fit, resolve_device, seed_everything, training_modes
 
 __all__ = [
     "ACTIVATIONS_COMPARED",
@@ -82,38 +83,6 @@ OOD_SETS = ("fashion-mnist", "rotated", "noise")
 ACTIVATIONS_COMPARED = ("relu", "tanh")
 #: Gal's prior length-scale for the weight decay l²(1 − p)/(2Nτ) (net.py).
 DEFAULT_LENGTHSCALE = 1e-2
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _probability(value: Any, name: str, *, allow_zero: bool = True) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not ((0.0 <= value < 1.0) if allow_zero else (0.0 < value < 1.0)):
-        bracket = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must lie in {bracket}, got {value!r}")
-    return float(value)
-
-
-def _t_values(values: Sequence[int], name: str = "T_values") -> list[int]:
-    if isinstance(values, (int, np.integer)) or not len(values):
-        raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {values!r}")
-    checked = sorted({_positive_int(v, name) for v in values})
-    return checked
-
-
-def _seeds(seeds: Sequence[int]) -> list[int]:
-    if isinstance(seeds, (int, np.integer)) or not len(seeds):
-        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
-    return [int(s) for s in seeds]
 
 
 def converged_at(T_values: Sequence[int], values: Sequence[float], tolerance: float, *,
@@ -164,7 +133,7 @@ def load_regression(name: str, seed: int = 0, n_samples: int = 500) -> tuple[np.
     if name == "diabetes":
         X, y = load_diabetes(return_X_y=True)
     elif name == "friedman":
-        X, y = make_friedman1(n_samples=_positive_int(n_samples, "n_samples"), n_features=10, noise=1.0,
+        X, y = make_friedman1(n_samples=integer(n_samples, "n_samples"), n_features=10, noise=1.0,
                               random_state=seed)
     else:
         raise ValueError(f"load_regression: name must be one of {REGRESSION_DATASETS}, got {name!r}")
@@ -173,8 +142,8 @@ def load_regression(name: str, seed: int = 0, n_samples: int = 500) -> tuple[np.
 
 def train_test_split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A random split of ``range(n)`` (sorted index arrays), as Hernández-Lobato's 90/10 splits."""
-    n = _positive_int(n, "n")
-    test_fraction = _probability(test_fraction, "test_fraction", allow_zero=False)
+    n = integer(n, "n")
+    test_fraction = probability(test_fraction, "test_fraction", zero=False, what="a fraction")
     n_test = max(1, int(round(n * test_fraction)))
     if n_test >= n:
         raise ValueError(f"test_fraction={test_fraction} leaves no training data out of n={n}")
@@ -210,7 +179,7 @@ def regression_mc_metrics(samples: np.ndarray | Tensor, y: np.ndarray | Tensor, 
     s = np.asarray(samples, dtype=np.float64)
     s = s.reshape(s.shape[0], -1)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
-    Ts = _t_values(T_values)
+    Ts = sorted(set(integers(T_values, "T_values")))
     if Ts[-1] > s.shape[0]:
         raise ValueError(f"regression_mc_metrics: T_values go up to {Ts[-1]} but only {s.shape[0]} samples were given")
     rows = []
@@ -292,11 +261,11 @@ def regression_study(datasets: Sequence[str] = REGRESSION_DATASETS, n_splits: in
     if unknown or not datasets:
         raise ValueError(f"regression_study: datasets must be a non-empty subset of {REGRESSION_DATASETS}, "
                          f"got {datasets!r}")
-    n_splits = _positive_int(n_splits, "n_splits")
-    Ts = _t_values(T_values)
-    T_select = _positive_int(T_select, "T_select")
-    p = _probability(p, "p")
-    val_fraction = _probability(val_fraction, "val_fraction", allow_zero=False)
+    n_splits = integer(n_splits, "n_splits")
+    Ts = sorted(set(integers(T_values, "T_values")))
+    T_select = integer(T_select, "T_select")
+    p = probability(p, "p")
+    val_fraction = probability(val_fraction, "val_fraction", zero=False, what="a fraction")
     grid = [float(t) for t in tau_grid]
     if not grid or any(not (t > 0 and math.isfinite(t)) for t in grid):
         raise ValueError(f"regression_study: tau_grid must be a non-empty list of numbers > 0, got {tau_grid!r}")
@@ -374,11 +343,11 @@ def extrapolation_study(activations: Sequence[str] = ACTIVATIONS_COMPARED, seeds
     bad = [a for a in activations if a not in ACTIVATIONS]
     if bad or not activations:
         raise ValueError(f"extrapolation_study: activations must be names from {sorted(ACTIVATIONS)}, got {activations!r}")
-    seeds = _seeds(seeds)
-    T = _positive_int(T, "T")
-    n_train = _positive_int(n_train, "n_train")
-    n_grid = _positive_int(n_grid, "n_grid")
-    p = _probability(p, "p")
+    seeds = seed_list(seeds)
+    T = integer(T, "T")
+    n_train = integer(n_train, "n_train")
+    n_grid = integer(n_grid, "n_grid")
+    p = probability(p, "p")
     if not (extent > 0 and math.isfinite(extent)):
         raise ValueError(f"extrapolation_study: extent must be > 0, got {extent!r}")
     dev = resolve_device(device)
@@ -464,7 +433,7 @@ def reliability_bins(probs: np.ndarray | Tensor, labels: np.ndarray | Tensor, n_
     Returns a DataFrame with ``bin``, ``low``, ``high``, ``count``, ``confidence``, ``accuracy``
     (NaN for empty bins).
     """
-    n_bins = _positive_int(n_bins, "n_bins")
+    n_bins = integer(n_bins, "n_bins")
     confidence, correct = _confidence_and_correct(probs, labels, "reliability_bins")
     index = _bin_index(confidence, n_bins)
     count = np.bincount(index, minlength=n_bins)
@@ -567,9 +536,9 @@ def classification_study(dataset: str = "digits", ood_sets: Sequence[str] = ("ro
     bad = [s for s in ood_sets if s not in OOD_SETS]
     if bad or not ood_sets:
         raise ValueError(f"classification_study: ood_sets must be a non-empty list of {OOD_SETS}, got {ood_sets!r}")
-    seeds = _seeds(seeds)
-    T = _positive_int(T, "T")
-    n_rotation = _positive_int(n_rotation, "n_rotation")
+    seeds = seed_list(seeds)
+    T = integer(T, "T")
+    n_rotation = integer(n_rotation, "n_rotation")
     dev = resolve_device(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, eval_splits=())
 
@@ -660,18 +629,15 @@ def naive_train_mode_mc(model: nn.Module, x: Tensor, T: int, batch_size: int) ->
     test batch and updates its running statistics — ``model`` is modified. Returns the
     softmax probabilities (T, N, C). Restores the previous mode (not the buffers).
     """
-    T = _positive_int(T, "T")
-    batch_size = _positive_int(batch_size, "batch_size")
-    was_training = model.training
-    model.train()
-    try:
+    T = integer(T, "T")
+    batch_size = integer(batch_size, "batch_size")
+    with training_modes(model):
+        model.train()
         with torch.no_grad():
             samples = []
             for _ in range(T):
                 parts = [torch.softmax(model(x[i:i + batch_size]), -1) for i in range(0, len(x), batch_size)]
                 samples.append(torch.cat(parts))
-    finally:
-        model.train(was_training)
     return torch.stack(samples)
 
 
@@ -708,11 +674,9 @@ def bn_pitfall_study(dataset: str = "digits", seeds: Sequence[int] = (0, 1, 2), 
     statistics are measured per run; the deterministic accuracy of that copy afterwards shows
     what the mistake leaves behind.
     """
-    seeds = _seeds(seeds)
-    T = _positive_int(T, "T")
-    sizes = sorted({_positive_int(b, "batch_sizes") for b in batch_sizes}) if not isinstance(batch_sizes, int) else []
-    if not sizes:
-        raise ValueError(f"bn_pitfall_study: batch_sizes must be a non-empty list of integers >= 1, got {batch_sizes!r}")
+    seeds = seed_list(seeds)
+    T = integer(T, "T")
+    sizes = sorted(set(integers(batch_sizes, "bn_pitfall_study: batch_sizes")))
     dev = resolve_device(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, eval_splits=())
     accuracy_rows, stats_rows = [], []

@@ -28,10 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from ..checks import integer
+from ..experiments import run_settings
+from ..train import evaluate, model_device, training_modes
 from ..variants import DropoutBase, make_dropout
 from ..variants.bernoulli import InvertedDropout
 from ..variants.noise import GaussianDropout, Uout
@@ -204,8 +208,6 @@ def variance_shift_grid(p_values: Iterable[float], c_values: Iterable[float], be
     ``numpy.random.SeedSequence`` (well-separated streams, not neighbouring small seeds), so the
     rows are independent. Returns a DataFrame with the columns of :func:`monte_carlo_variance_shift`.
     """
-    import pandas as pd
-
     c_values = list(c_values)
     points = [("dropout", p, c) for p in p_values for c in c_values]
     points += [("uout", beta, c) for beta in beta_values for c in c_values]
@@ -248,24 +250,12 @@ def _batchnorms(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._Batch
     return found
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
 def _as_input(x: Any, name: str = "x") -> Tensor:
     x = getattr(x, "x", x)
     if not isinstance(x, Tensor) or x.dim() < 2 or len(x) == 0:
         raise ValueError(f"{name} must be a non-empty tensor (N, ...) or a dataset with such an .x, "
                          f"got {type(x).__name__}")
     return x
-
-
-def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be an int ≥ 1 or None (one pass), got {batch_size!r}")
 
 
 class _ChannelMoments:
@@ -299,13 +289,11 @@ class _ChannelMoments:
 @contextmanager
 def _restored(model: nn.Module, batchnorms: Sequence[nn.Module]):
     """Restore every module's train/eval flag and the BN buffers when the block ends."""
-    modes = [(m, m.training) for m in model.modules()]
     buffers = [(bn, {k: b.clone() for k, b in bn.named_buffers(recurse=False)}) for bn in batchnorms]
     try:
-        yield
+        with training_modes(model):
+            yield
     finally:
-        for module, training in modes:
-            module.training = training
         for bn, saved in buffers:
             for key, value in saved.items():
                 getattr(bn, key).copy_(value)
@@ -342,7 +330,7 @@ def _collect(model: nn.Module, x: Tensor, batchnorms, batch_size: int | None) ->
     moments = {name: _ChannelMoments() for name, _ in batchnorms}
     handles = [bn.register_forward_pre_hook(lambda _m, inputs, key=name: moments[key].add(inputs[0]))
                for name, bn in batchnorms]
-    device = _model_device(model)
+    device = model_device(model)
     step = len(x) if batch_size is None else batch_size
     try:
         with torch.no_grad():
@@ -384,13 +372,12 @@ def measure_bn_input_variance(model: nn.Module, x: Tensor, batch_size: int | Non
     ``per_channel=True`` returns one row per (layer, channel) with the per-channel values instead
     (``channel``, ``mean_eval`` added; ``shift_*`` then hold max(r, 1/r) of that channel).
     """
-    import pandas as pd
-
-    _check_batch_size(batch_size)
+    if batch_size is not None:  # None: one pass
+        integer(batch_size, "batch_size")
     x = _as_input(x)
     batchnorms = _batchnorms(model)
     noise_before = _preceding_noise(model)
-    device = _model_device(model)
+    device = model_device(model)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with _restored(model, [bn for _, bn in batchnorms]), torch.random.fork_rng(devices=fork_devices):
         # eval pass first: the train-mode pass moves the running statistics (restored afterwards)
@@ -437,20 +424,17 @@ def recalibrate_bn(model: nn.Module, data: Any, batch_size: int | None = 256) ->
     ``batch_size`` only sets the chunk size of the passes. The train/eval flags are restored.
     Returns ``model``.
     """
-    _check_batch_size(batch_size)
+    if batch_size is not None:  # None: one pass
+        integer(batch_size, "batch_size")
     x = _as_input(data, "data")
     batchnorms = _batchnorms(model)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
+    with training_modes(model):
         model.eval()
         for name, bn in batchnorms:
             moments = _collect(model, x, [(name, bn)], batch_size)[name]
             if bn.running_mean is not None:
                 bn.running_mean.copy_(torch.as_tensor(moments.mean, dtype=bn.running_mean.dtype))
                 bn.running_var.copy_(torch.as_tensor(moments.var, dtype=bn.running_var.dtype))
-    finally:
-        for module, training in modes:
-            module.training = training
     return model
 
 
@@ -544,8 +528,7 @@ def block_orders(order: str, n_blocks: int, pool_blocks: Iterable[int]) -> list[
     Blocks are numbered from 0. A pooling block whose ``order`` has no ``pool`` token gets it
     appended, e.g. ``block_orders("conv-drop-bn-act", 4, [1, 3])`` pools after blocks 1 and 3.
     """
-    if not isinstance(n_blocks, int) or n_blocks < 1:
-        raise ValueError(f"n_blocks must be an int ≥ 1, got {n_blocks!r}")
+    integer(n_blocks, "n_blocks")
     pool_blocks = set(pool_blocks)
     bad = sorted(b for b in pool_blocks if not (isinstance(b, int) and 0 <= b < n_blocks))
     if bad:
@@ -606,17 +589,12 @@ def bn_dropout_study(make_model: Callable[..., nn.Module], settings: dict[str, d
     after :func:`recalibrate_bn` on the first ``n_recalibrate`` training images (None: all of them;
     on a copy, the trained network is kept).
     """
-    import pandas as pd
-
-    from ..experiments import run_settings
-    from ..train import evaluate
 
     if test_split not in data:
         raise ValueError(f"data has no split {test_split!r}; it has {sorted(data)}")
-    if not isinstance(n_measure, int) or n_measure < 2:
-        raise ValueError(f"n_measure must be an int ≥ 2, got {n_measure!r}")
-    if n_recalibrate is not None and (not isinstance(n_recalibrate, int) or n_recalibrate < 2):
-        raise ValueError(f"n_recalibrate must be an int ≥ 2 or None (the whole training set), got {n_recalibrate!r}")
+    integer(n_measure, "n_measure", 2)
+    if n_recalibrate is not None:  # None: the whole training set
+        integer(n_recalibrate, "n_recalibrate", 2)
     seeds = list(seeds)
     history, models = run_settings(make_model, settings, data, config, seeds, keep_models=True)
     measure_bs = measure_batch_size or config.batch_size
@@ -630,7 +608,7 @@ def bn_dropout_study(make_model: Callable[..., nn.Module], settings: dict[str, d
             stages["recalibrated"] = recalibrate_bn(copy.deepcopy(model), x_recalibrate, batch_size=recal_bs)
         for stage, net in stages.items():
             metrics = evaluate(net, data[test_split], config.task, batch_size=eval_batch_size,
-                               device=_model_device(net))
+                               device=model_device(net))
             errors.append({"setting": label, "seed": seed, "stage": stage, "error": 100 * metrics["error"],
                            "loss": metrics["loss"]})
             if _has_batchnorm(net):

@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from scipy import integrate
 from torch import Tensor, nn
 
+from ..checks import choice, integer, seed_list
 from ..models import MLP, KingmaMLP, LeNet5Caffe, LeNet300100
 from ..schedules import KLWarmup
-from ..train import TrainConfig, evaluate, fit, regularization, seed_everything
+from ..train import TrainConfig, evaluate, fit, regularization, seed_everything, training_modes
 from ..variants.bayesian import (
     SparseVariationalConv2d,
     VariationalDropoutLinear,
@@ -88,34 +89,12 @@ SPARSE_NETS = ("lenet300", "lenet5")
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_positive_int(value: Any, name: str, what: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: {what} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_seeds(seeds: Iterable[Any], name: str) -> list[int]:
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError(f"{name}: seeds must not be empty")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0:
-            raise ValueError(f"{name}: seeds must be non-negative integers, got {s!r}")
-    return [int(s) for s in seeds]
-
-
 def _check_log_alpha(log_alpha: Any, name: str) -> np.ndarray:
     values = np.atleast_1d(np.asarray(log_alpha, dtype=float))
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)) or np.any(np.abs(values) > 30):
         raise ValueError(f"{name}: log_alpha must be finite numbers in [−30, 30] (one value or a 1-d list), "
                          f"got {log_alpha!r}")
     return values
-
-
-def _check_choice(value: Any, allowed: Sequence[str], name: str, what: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}: {what} must be one of {tuple(allowed)}, got {value!r}")
-    return value
 
 
 def _check_range(bounds: Any, name: str, what: str, *, positive: bool = False) -> tuple[float, float]:
@@ -163,7 +142,7 @@ def neg_kl_reference(log_alpha: Any, constant: str = "zero-at-infinity") -> np.n
     Returns one value per entry of ``log_alpha`` (float64).
     """
     values = _check_log_alpha(log_alpha, "neg_kl_reference")
-    _check_choice(constant, CONSTANTS, "neg_kl_reference", "constant")
+    choice(constant, CONSTANTS, "neg_kl_reference: constant")
     shift = E_LOG_ABS_NORMAL if constant == "zero-at-infinity" else 0.0
     return np.array([0.5 * la - expected_log_abs(math.exp(la)) + shift for la in values])
 
@@ -177,10 +156,10 @@ def neg_kl_monte_carlo(log_alpha: Any, n_samples: int = 1_000_000, seed: int = 0
     """
     name = "neg_kl_monte_carlo"
     values = _check_log_alpha(log_alpha, name)
-    n = _check_positive_int(n_samples, name, "n_samples", minimum=2)
-    _check_choice(constant, CONSTANTS, name, "constant")
+    n = integer(n_samples, f"{name}: n_samples", 2)
+    choice(constant, CONSTANTS, f"{name}: constant")
     shift = E_LOG_ABS_NORMAL if constant == "zero-at-infinity" else 0.0
-    eps = np.random.default_rng(_check_seeds([seed], name)[0]).standard_normal(n)
+    eps = np.random.default_rng(integer(seed, f"{name}: seed", 0)).standard_normal(n)
     means, ses = [], []
     for la in values:
         terms = np.log(np.abs(1.0 + math.exp(0.5 * la) * eps))
@@ -232,12 +211,12 @@ def kl_study(n_points: int = 200, *, kingma_range: Sequence[float] = (0.05, 1.0)
     """
 
     name = "kl_study"
-    n = _check_positive_int(n_points, name, "n_points", minimum=3)
+    n = integer(n_points, f"{name}: n_points", 3)
     k_low, k_high = _check_range(kingma_range, name, "kingma_range (α)", positive=True)
     w_low, w_high = _check_range(wide_range, name, "wide_range (log α)")
     m_low, m_high = _check_range(molchanov_range, name, "molchanov_range (log α)")
-    points = _check_positive_int(mc_points, name, "mc_points")
-    samples = _check_positive_int(mc_samples, name, "mc_samples", minimum=2)
+    points = integer(mc_points, f"{name}: mc_points")
+    samples = integer(mc_samples, f"{name}: mc_samples", 2)
 
     def kingma_table(log_alpha: np.ndarray):
         reference = neg_kl_reference(log_alpha, constant="none")
@@ -318,7 +297,7 @@ def vi_mlp(in_features: int, widths: Sequence[int], out_features: int, n_train: 
     :class:`~dropoutlab.variants.bayesian.VariationalDropoutLinear` (``granularity="weight"``,
     trained with the LRT), initial α = p/(1−p), KL (Kingma's fit) weighted 1/``n_train``.
     """
-    _check_positive_int(n_train, "vi_mlp", "n_train")
+    integer(n_train, "vi_mlp: n_train")
     return MLP(in_features, widths, out_features, dropout="variational", p_input=p, p_hidden=p,
                dropout_kwargs=dict(granularity="weight", kl_weight=1.0 / n_train))
 
@@ -355,22 +334,21 @@ def gradient_variance(model: nn.Module, data, *, n_batches: int = 50, batch_size
     """
 
     name = "gradient_variance"
-    n_batches = _check_positive_int(n_batches, name, "n_batches", minimum=2)
-    batch_size = _check_positive_int(batch_size, name, "batch_size")
+    n_batches = integer(n_batches, f"{name}: n_batches", 2)
+    batch_size = integer(batch_size, f"{name}: batch_size")
     estimators = list(estimators)
     for e in estimators:
-        _check_choice(e, ESTIMATORS, name, "every estimator")
+        choice(e, ESTIMATORS, f"{name}: every estimator")
     if n_batches * batch_size > len(data.x):
         raise ValueError(f"{name}: n_batches × batch_size = {n_batches * batch_size} exceeds the "
                          f"{len(data.x)} examples of the data")
-    seed = _check_seeds([seed], name)[0]
+    seed = integer(seed, f"{name}: seed", 0)
     device = next(model.parameters()).device
     order = torch.randperm(len(data.x), generator=torch.Generator().manual_seed(seed))[:n_batches * batch_size]
     batches = order.view(n_batches, batch_size)
-    was_training = model.training
-    model.train()
     rows = []
-    try:
+    with training_modes(model):
+        model.train()
         for estimator in estimators:
             generator = torch.Generator(device=device).manual_seed(seed)
             grads: dict[str, list[Tensor]] = {"bottom": [], "top": []}
@@ -383,8 +361,6 @@ def gradient_variance(model: nn.Module, data, *, n_batches: int = 50, batch_size
                 variance = float(torch.stack(values).var(dim=0, unbiased=True).mean())
                 rows.append({"estimator": estimator, "layer": layer, "variance": variance,
                              "log_variance": math.log(variance)})
-    finally:
-        model.train(was_training)
     return pd.DataFrame(rows)
 
 
@@ -407,7 +383,7 @@ def variance_study(train, test, seeds: Iterable[int], widths: Sequence[int], con
     """
 
     name = "variance_study"
-    seeds = _check_seeds(seeds, name)
+    seeds = seed_list(seeds, f"{name}: seeds")
     in_features, out_features = int(train.x[0].numel()), int(train.y.max()) + 1
     variances, errors = [], []
     for seed in seeds:
@@ -433,8 +409,8 @@ def kingma_arm(arm: str, in_features: int, widths: Sequence[int], out_features: 
     ``"bernoulli"``: inverted dropout with drop probability ``p``. Built under the same seed, the
     three share the Linear layers' initial weights.
     """
-    _check_choice(arm, ARMS, "kingma_arm", "arm")
-    _check_positive_int(n_train, "kingma_arm", "n_train")
+    choice(arm, ARMS, "kingma_arm: arm")
+    integer(n_train, "kingma_arm: n_train")
     if arm == "variational":
         return KingmaMLP(in_features, widths, out_features, p=p, granularity=granularity, kl_weight=1.0 / n_train)
     return MLP(in_features, widths, out_features, dropout="gaussian" if arm == "gaussian" else "inverted",
@@ -461,12 +437,12 @@ def dropout_comparison(train, test, seeds: Iterable[int], widths: Sequence[int],
     """
 
     name = "dropout_comparison"
-    seeds = _check_seeds(seeds, name)
+    seeds = seed_list(seeds, f"{name}: seeds")
     arms = list(arms)
     if not arms:
         raise ValueError(f"{name}: arms must not be empty")
     for arm in arms:
-        _check_choice(arm, ARMS, name, "every arm")
+        choice(arm, ARMS, f"{name}: every arm")
     in_features, out_features = int(train.x[0].numel()), int(train.y.max()) + 1
     errors, rates, curves = [], [], []
     for seed in seeds:
@@ -500,7 +476,7 @@ class KLWeightScheduler:
     def __init__(self, model: nn.Module, warmup: KLWarmup, n_train: int) -> None:
         if not isinstance(warmup, KLWarmup):
             raise ValueError(f"KLWeightScheduler: warmup must be a KLWarmup, got {type(warmup).__name__}")
-        self.n_train = _check_positive_int(n_train, "KLWeightScheduler", "n_train")
+        self.n_train = integer(n_train, "KLWeightScheduler: n_train")
         self.warmup = warmup
         self.buffers = [m.kl_weight for m in model.modules() if isinstance(getattr(m, "kl_weight", None), Tensor)]
         if not self.buffers:
@@ -533,7 +509,7 @@ class KLWeightScheduler:
 
 def sparse_net(net: str, input_shape: Sequence[int], num_classes: int, *, padding: int = 0) -> nn.Module:
     """``"lenet300"``: :class:`~dropoutlab.models.LeNet300100`; ``"lenet5"``: :class:`~dropoutlab.models.LeNet5Caffe`."""
-    _check_choice(net, SPARSE_NETS, "sparse_net", "net")
+    choice(net, SPARSE_NETS, "sparse_net: net")
     if net == "lenet300":
         return LeNet300100(int(np.prod(input_shape)), num_classes)
     return LeNet5Caffe(tuple(input_shape), num_classes, padding=padding)
@@ -580,8 +556,8 @@ def sparse_vd_study(net: str, train, test, seeds: Iterable[int], config: TrainCo
     """
 
     name = "sparse_vd_study"
-    _check_choice(net, SPARSE_NETS, name, "net")
-    seeds = _check_seeds(seeds, name)
+    choice(net, SPARSE_NETS, f"{name}: net")
+    seeds = seed_list(seeds, f"{name}: seeds")
     try:
         start, end = (int(w) for w in warmup)
     except (TypeError, ValueError):
@@ -591,7 +567,7 @@ def sparse_vd_study(net: str, train, test, seeds: Iterable[int], config: TrainCo
     thresholds = [float(t) for t in thresholds]
     if not thresholds or not all(math.isfinite(t) for t in thresholds):
         raise ValueError(f"{name}: thresholds must be a non-empty list of finite numbers, got {thresholds!r}")
-    bins = _check_positive_int(bins, name, "bins")
+    bins = integer(bins, f"{name}: bins")
     input_shape, num_classes = tuple(train.x.shape[1:]), int(train.y.max()) + 1
     edges = np.linspace(-8.0, 8.0, bins + 1)
     summary, layers, hist, tradeoff, seconds = [], [], [], [], []
