@@ -57,6 +57,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -520,6 +521,7 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 def _route_download(info: DatasetInfo, base_url: str, target: Path, missing: list[str]) -> RouteResult:
     """The official ``.gz`` files from ``base_url`` via pooch (md5-checked, cached in ``target``)."""
+    # loaded only to download: reading data already on disk does not need them
     import pooch
     import requests
 
@@ -649,8 +651,6 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """
     info = dataset_info(name)
     if info.name == "digits":
-        from importlib.resources import files
-
         return Path(str(files("sklearn.datasets") / "data" / "digits.csv.gz"))
     target = _resolve_root(root) / info.name
     missing: list[str] = []
@@ -742,7 +742,7 @@ def _load_idx_raw(name: str, root: str) -> _Raw:
 
 @functools.lru_cache(maxsize=1)
 def _load_digits_raw() -> _Raw:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # loaded for the digits only (slow to import; no other route needs it)
 
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64)

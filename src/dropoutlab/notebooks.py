@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import papermill as pm
 import yaml
 from papermill.engines import NBClientEngine, papermill_engines
@@ -363,8 +364,7 @@ def export_html(nb_path: Path) -> Path:
     nbconvert's ``basic`` template in a small page: no external scripts or fonts, so it reads the same
     offline; ``<h2 id="Claim-check">`` anchors let the claims report link to a notebook's section.
     """
-    import nbconvert
-    import nbformat
+    import nbconvert  # heavy (templates, bleach, ...): loaded only when a page is written
 
     body, _ = nbconvert.HTMLExporter(template_name="basic").from_notebook_node(nbformat.read(nb_path, as_version=4))
     return atomic_write_text(nb_path.with_suffix(".html"), _HTML_PAGE.format(title=html.escape(nb_path.stem), body=body))
@@ -396,8 +396,6 @@ def run_notebook(name: str, profile: str = "quick", overrides: dict[str, Any] | 
     outputs go to ``forecast/`` and the forecast itself to ``forecast/<profile>/<name>.json``
     (:func:`summarise_forecast`). It says what a profile costs before hours are spent on it.
     """
-    import nbformat
-
     root = root or repo_root()
     dry = None
     forecast_log = None
@@ -506,8 +504,7 @@ def script_to_notebook(script: Path, notebook: Path) -> Path:
 
     Authoring route for new notebooks: ``python -m dropoutlab.notebooks --from-script X.py notebooks/NN_x.ipynb``.
     """
-    import jupytext
-    import nbformat
+    import jupytext  # an authoring tool, loaded only for this conversion
 
     nb = jupytext.read(script)
     for index, cell in enumerate(nb.cells):
@@ -522,8 +519,6 @@ def script_to_notebook(script: Path, notebook: Path) -> Path:
 
 def check_clean(paths: list[Path]) -> list[str]:
     """Problems with source notebooks: outputs, execution counts, no 'parameters' cell."""
-    import nbformat
-
     problems = []
     for path in paths:
         try:
@@ -544,8 +539,6 @@ def main(argv: list[str] | None = None) -> int:
 
     ``python -m dropoutlab.notebooks --from-script SCRIPT.py NOTEBOOK.ipynb`` converts instead.
     """
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--from-script"]:
         if len(args) != 3:
