@@ -168,8 +168,8 @@ def test_inference_study_is_paired_deterministic_and_the_correct_rule_is_plain_e
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
-    (dict(p_values=[0.0, 0.5]), "p_values entries must be a drop probability in \\(0, 1\\)"),
-    (dict(p_values=[0.5, 0.5]), "p_values must not repeat"),
+    (dict(p_values=[0.0, 0.5]), "p_values must be a non-empty list of distinct drop probabilities in \\(0, 1\\)"),
+    (dict(p_values=[0.5, 0.5]), "p_values must be a non-empty list of distinct"),
     (dict(seeds=[0, 0]), "seeds must be"),
     (dict(passes=0), "passes must be an integer"),
     (dict(test_split="holdout"), "no split"),
@@ -354,7 +354,7 @@ def test_rates_study_picks_the_competitor_on_validation_not_on_test(data):
 @pytest.mark.parametrize(("kwargs", "words"), [(dict(guide=[0.1, 0.5, 0.0]), "must be a cell of the grid"),
                                                (dict(guide=[0.2, 0.5]), "guide must be"),
                                                (dict(input_rates=[0.2], hidden_rates=[0.5]), "at least two cells"),
-                                               (dict(output_rates=[1.0]), "output_rates entries"),
+                                               (dict(output_rates=[1.0]), "output_rates must be a non-empty list of distinct drop probabilities"),
                                                (dict(val_split="dev"), "no split")])
 def test_rates_study_validates_its_arguments(data, kwargs, words):
     args = {**dict(input_rates=[0.0, 0.2], hidden_rates=[0.5], output_rates=[0.0], guide=[0.2, 0.5, 0.0]), **kwargs}
@@ -536,7 +536,7 @@ def test_depth_study_tables(data):
         (dict(depth=True), "depth must be an integer"),
         (dict(depths=[2, 0]), "depths entries"),
         (dict(p=0.0), "p must be a drop probability in \\(0, 1\\)"),
-        (dict(p_values=[1.0]), "p_values entries"),
+        (dict(p_values=[1.0]), "p_values must be a non-empty list"),
         (dict(passes=0), "passes must be an integer"),
         (dict(grad_batch=-1), "grad_batch must be an integer"),
     ],
@@ -699,7 +699,7 @@ def test_search_study_covers_the_grid_reuses_only_identical_nets_and_chooses_on_
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
-    (dict(input_rates=[0.2]), "at least two rates"), (dict(hidden_rates=[0.5, 1.0]), "hidden_rates entries"),
+    (dict(input_rates=[0.2]), "at least two rates"), (dict(hidden_rates=[0.5, 1.0]), "hidden_rates must be a non-empty list"),
     (dict(startup=5), "startup must not exceed"), (dict(startup=0), "startup"), (dict(seeds=[]), "seeds"),
 ])
 def test_search_study_validates_its_arguments(data, kwargs, words):
