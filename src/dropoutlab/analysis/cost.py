@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._io import atomic_write_text
-from ..checks import integer
+from ..checks import integer, integers, probability
 from ..models import MLP, ConvNet, RowLSTM
 from ..paths import dry_run
 from ..train import (
@@ -119,18 +119,6 @@ def baseline_label(arch: str) -> str:
     return f"none ({ARCHITECTURES[arch]})"
 
 
-def _rate(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a drop probability in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _positive_ints(values: Any, name: str) -> list[int]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-    return [integer(v, f"{name} entries") for v in values]
-
-
 @dataclass(frozen=True)
 class CostNets:
     """The shared task's nets: ``build(arch, variant)`` → a fresh model (seed it first).
@@ -159,12 +147,12 @@ class CostNets:
             raise ValueError(f"input_shape must be (C, H, W) of positive integers, got {self.input_shape!r}")
         object.__setattr__(self, "input_shape", shape)
         integer(self.num_classes, "num_classes")
-        object.__setattr__(self, "widths", tuple(_positive_ints(self.widths, "widths")))
-        object.__setattr__(self, "channels", tuple(_positive_ints(self.channels, "channels")))
+        object.__setattr__(self, "widths", tuple(integers(self.widths, "widths")))
+        object.__setattr__(self, "channels", tuple(integers(self.channels, "channels")))
         integer(self.hidden, "hidden")
         integer(self.rnn_hidden, "rnn_hidden")
         for name in ("p_input", "p_hidden", "p_conv", "p_rnn"):
-            _rate(getattr(self, name), name)
+            probability(getattr(self, name), name)
 
     def build(self, arch: str, variant: str = "none", **kwargs: Any) -> nn.Module:
         if arch not in ARCHITECTURES:
@@ -488,9 +476,7 @@ def table_checks(*, seed: int = 0, p: float = 0.3) -> TableChecks:
     {0, 1/(1 − p)} for training-time) and the evaluation output ((1 − p)·x, x, or the wrapped layer);
     Gaussian's "implicit": a multiplier of mean 1 within 0.01 and x at evaluation.
     """
-    p = _rate(p, "p")
-    if p == 0.0:
-        raise ValueError("p must be in (0, 1) for the table's checks, got 0")
+    p = probability(p, "p", zero=False)
     seed = integer(seed, "seed", minimum=0)
     g = torch.Generator().manual_seed(seed)
 
