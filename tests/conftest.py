@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
 import torch
 
+from dropoutlab.data import Dataset
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-@dataclass(frozen=True)
-class TensorData:
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-def blobs(n: int, seed: int, features: int = 12, classes: int = 3) -> TensorData:
+def blobs(n: int, seed: int, features: int = 12, classes: int = 3) -> Dataset:
     """Gaussian class blobs: learnable in a few epochs, different for every seed."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, classes, (n,), generator=g)
     centers = torch.randn(classes, features, generator=torch.Generator().manual_seed(1234)) * 2
-    return TensorData(centers[y] + torch.randn(n, features, generator=g), y)
+    return Dataset(centers[y] + torch.randn(n, features, generator=g), y)
 
 
 @pytest.fixture
@@ -38,5 +30,5 @@ def one_thread():
 
 
 @pytest.fixture
-def toy_data() -> dict[str, TensorData]:
+def toy_data() -> dict[str, Dataset]:
     return {"train": blobs(256, 0), "val": blobs(128, 1)}

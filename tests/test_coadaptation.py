@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TensorData, blobs
+from conftest import blobs
 from scipy.special import beta
 from torch import nn
 
@@ -24,6 +24,7 @@ from dropoutlab.analysis.coadaptation import (
     mean_abs_correlation,
     readout_inputs,
 )
+from dropoutlab.data import Dataset
 from dropoutlab.models import MLP, Autoencoder
 from dropoutlab.train import TrainConfig, evaluate
 from dropoutlab.variants import make_dropout
@@ -140,7 +141,7 @@ def test_dropout_regularizer_rejects_bad_arguments(args, match):
 # ------------------------------------------------------------------------------ ablation
 
 
-def _trained_mlp(seed: int = 0) -> tuple[nn.Module, TensorData]:
+def _trained_mlp(seed: int = 0) -> tuple[nn.Module, Dataset]:
     torch.manual_seed(seed)
     model = MLP(12, [16], 3, p_hidden=0.5)
     data = blobs(200, 3)
@@ -189,7 +190,7 @@ def test_ablation_zeroes_the_units_of_the_seeded_random_order():
 def test_ablation_on_an_autoencoder_matches_the_reconstruction_loss():
     torch.manual_seed(0)
     model = Autoencoder(16, 8, p=0.5)
-    data = TensorData(torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(40))
+    data = Dataset(torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(40))
     curve = ablation_curve(model, data, fractions=(0.0, 1.0), draws=2, task="reconstruction")
     plain = evaluate(model, data, "reconstruction", device="cpu")["loss"]
     np.testing.assert_allclose(curve[curve["fraction"] == 0]["loss"], plain, rtol=1e-5)
@@ -276,8 +277,8 @@ def test_classifier_study_measures_every_run():
 
 def test_autoencoder_study_measures_every_run():
     g = torch.Generator().manual_seed(0)
-    data = {"train": TensorData(torch.rand(64, 1, 4, 4, generator=g), torch.zeros(64)),
-            "test": TensorData(torch.rand(32, 1, 4, 4, generator=g), torch.zeros(32))}
+    data = {"train": Dataset(torch.rand(64, 1, 4, 4, generator=g), torch.zeros(64)),
+            "test": Dataset(torch.rand(32, 1, 4, 4, generator=g), torch.zeros(32))}
     config = TrainConfig(epochs=2, batch_size=16, task="reconstruction", eval_splits=(), device="cpu")
     settings = {"no dropout": dict(p=0.0), "dropout": dict(p=0.5)}
     study = autoencoder_study(lambda **kw: Autoencoder(16, 8, **kw), settings, data, config, [0, 1],

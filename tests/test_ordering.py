@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TensorData
 from scipy import stats
 from torch import nn
 
@@ -28,6 +27,7 @@ from dropoutlab.analysis.ordering import (
     updates_per_epoch,
 )
 from dropoutlab.analysis.stats import holm
+from dropoutlab.data import Dataset
 from dropoutlab.train import TrainConfig
 
 ALPHA = 0.05
@@ -39,12 +39,12 @@ MODULE_TOKENS = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ELU: "act", nn.MaxP
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_images(n: int, seed: int) -> TensorData:
+def tiny_images(n: int, seed: int) -> Dataset:
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 10, (n,), generator=g)
     x = torch.rand(n, 1, 8, 8, generator=g) * 0.5
     x[torch.arange(n), 0, y % 8, :] += 0.5  # a class-dependent bright row: learnable
-    return TensorData(x, y)
+    return Dataset(x, y)
 
 
 # ---- the table ------------------------------------------------------------------------------

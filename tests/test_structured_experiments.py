@@ -21,6 +21,7 @@ from dropoutlab.analysis.structured import (
     train_arms,
     updates_per_epoch,
 )
+from dropoutlab.data import Dataset
 from dropoutlab.models import ConvNet, DropConnectMLP, ResNetSD
 from dropoutlab.schedules import depth_linear_rates
 from dropoutlab.train import TrainConfig
@@ -164,15 +165,7 @@ def _tiny_data(n=96, classes=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 6, 6, generator=gen)
     y = torch.randint(0, classes, (n,), generator=gen)
-    return {"train": _Split(x, y), "test": _Split(x[:48], y[:48])}
-
-
-class _Split:
-    def __init__(self, x, y):
-        self.x, self.y, self.num_classes = x, y, int(y.max()) + 1
-
-    def __len__(self):
-        return len(self.x)
+    return {"train": Dataset(x, y, num_classes=classes), "test": Dataset(x[:48], y[:48], num_classes=classes)}
 
 
 def _conv(**kw):

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TensorData
 from scipy import stats
 from torch import nn
 
@@ -28,6 +27,7 @@ from dropoutlab.analysis.variance_shift import (
     variance_shift_grid,
     variance_train,
 )
+from dropoutlab.data import Dataset
 from dropoutlab.models import ConvNet
 from dropoutlab.train import TrainConfig
 from dropoutlab.variants import make_dropout
@@ -251,7 +251,7 @@ def test_recalibration_of_a_deep_net_removes_every_layers_shift():
     for _ in range(5):
         model(x)
     assert measure_bn_input_variance(model, x)["shift_running_max"].min() > 1.05
-    recalibrate_bn(model, TensorData(x, torch.zeros(96, dtype=torch.long)), batch_size=32)
+    recalibrate_bn(model, Dataset(x, torch.zeros(96, dtype=torch.long)), batch_size=32)
     np.testing.assert_allclose(measure_bn_input_variance(model, x)["shift_running_max"], 1.0, rtol=1e-4)
 
 
@@ -331,7 +331,7 @@ def test_study_records_errors_and_shift_before_and_after_recalibration():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 3, (60,), generator=g)
     x = torch.rand(60, 1, 6, 6, generator=g) + y.view(-1, 1, 1, 1) * 0.3
-    data = {"train": TensorData(x[:40], y[:40]), "test": TensorData(x[40:], y[40:])}
+    data = {"train": Dataset(x[:40], y[:40]), "test": Dataset(x[40:], y[40:])}
     settings = {"drop→BN": dict(order=block_orders("conv-drop-bn-act", 2, [1]), p=0.5),
                 "dropout only": dict(order=block_orders("conv-act-drop", 2, [1]), p=0.5)}
     config = TrainConfig(epochs=1, batch_size=20, eval_splits=(), device="cpu")

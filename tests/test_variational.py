@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from dropoutlab.analysis.concrete_experiments import TensorSplit
 from dropoutlab.analysis.variational import (
     E_LOG_ABS_NORMAL,
     ESTIMATORS,
@@ -29,6 +28,7 @@ from dropoutlab.analysis.variational import (
     variance_study,
     vi_mlp,
 )
+from dropoutlab.data import Dataset
 from dropoutlab.models import MLP, KingmaMLP, LeNet5Caffe, LeNet300100, VariationalGaussianDropout
 from dropoutlab.schedules import KLWarmup
 from dropoutlab.train import TrainConfig
@@ -142,7 +142,7 @@ def test_single_sample_shares_the_weights_and_separate_does_not():
 
 def test_gradient_variance_uses_the_same_batches_for_every_estimator():
     model, x, y = _tiny_problem()
-    data = TensorSplit(x.repeat(10, 1), y.repeat(10))
+    data = Dataset(x.repeat(10, 1), y.repeat(10))
     frame = gradient_variance(model, data, n_batches=4, batch_size=12, seed=3)
     assert list(frame.columns) == ["estimator", "layer", "variance", "log_variance"]
     assert len(frame) == 6 and (frame["variance"] > 0).all()
@@ -173,11 +173,11 @@ def test_gradient_variance_uses_the_same_batches_for_every_estimator():
     (lambda: elbo_gradients(nn.Sequential(nn.Linear(2, 2)), torch.ones(1, 2), torch.zeros(1, dtype=torch.long), "lrt"),
      "no VariationalDropoutLinear"),
     (lambda: vi_mlp(4, [3], 2, n_train=0), "n_train must be an integer ≥ 1"),
-    (lambda: gradient_variance(_tiny_problem()[0], TensorSplit(torch.ones(10, 12), torch.zeros(10, dtype=torch.long)),
+    (lambda: gradient_variance(_tiny_problem()[0], Dataset(torch.ones(10, 12), torch.zeros(10, dtype=torch.long)),
                                n_batches=1), "n_batches must be an integer ≥ 2"),
-    (lambda: gradient_variance(_tiny_problem()[0], TensorSplit(torch.ones(10, 12), torch.zeros(10, dtype=torch.long)),
+    (lambda: gradient_variance(_tiny_problem()[0], Dataset(torch.ones(10, 12), torch.zeros(10, dtype=torch.long)),
                                n_batches=2, batch_size=6), "exceeds the 10 examples"),
-    (lambda: gradient_variance(_tiny_problem()[0], TensorSplit(torch.ones(10, 12), torch.zeros(10, dtype=torch.long)),
+    (lambda: gradient_variance(_tiny_problem()[0], Dataset(torch.ones(10, 12), torch.zeros(10, dtype=torch.long)),
                                n_batches=2, batch_size=2, estimators=["lrt", "many"]), "every estimator must be one of"),
     (lambda: kingma_arm("dropconnect", 4, [3], 2, 10), "arm must be one of"),
     (lambda: kingma_arm("gaussian", 4, [3], 2, 0), "n_train must be an integer ≥ 1"),
@@ -298,7 +298,7 @@ def _digits_like(n, seed):
     y = torch.arange(n) % 3
     x = torch.rand(n, 1, 8, 8, generator=generator) * 0.3
     x[torch.arange(n), 0, 2 * y, 2 * y] += 1.0  # a class-dependent bright pixel: learnable
-    return TensorSplit(x, y)
+    return Dataset(x, y)
 
 
 @pytest.mark.parametrize("net, padding", [("lenet300", 0), ("lenet5", 2)])

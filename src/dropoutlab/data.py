@@ -56,7 +56,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_bytes
-from .paths import dry_run
+from .paths import dry_run, find_repo_root
 
 __all__ = [
     "DataError",
@@ -246,29 +246,20 @@ def dataset_info(name: str) -> DatasetInfo:
 # Where data lives
 # --------------------------------------------------------------------------------------------
 
-_ROOT_MARKERS = ("dvc.yaml", "pyproject.toml")
-
-
-def _find_repo_root(start: Path) -> Path | None:
-    for directory in (start, *start.parents):
-        if any((directory / marker).is_file() for marker in _ROOT_MARKERS):
-            return directory
-    return None
-
-
 def default_root() -> Path:
     """Directory holding one sub-directory per dataset.
 
-    ``$DROPOUTLAB_DATA`` if set; otherwise ``<repo>/data/raw`` where ``<repo>`` is the nearest
-    parent of the working directory that contains ``dvc.yaml`` or ``pyproject.toml`` (so notebooks
-    running in ``notebooks/`` find it), falling back to the one above the package's own location,
-    and finally to the working directory.
+    ``$DROPOUTLAB_DATA`` if set (a data directory, not a repository: a scratch run's outputs go
+    elsewhere, see ``DROPOUTLAB_ROOT`` in :func:`dropoutlab.paths.repo_root`); otherwise
+    ``<repo>/data/raw`` with ``<repo>`` from :func:`dropoutlab.paths.find_repo_root`, searched
+    from the working directory (so notebooks running in ``notebooks/`` find it), then from the
+    package's own location, and finally the working directory itself.
     """
     env = os.environ.get(ENV_DATA)
     if env:
         return Path(env).expanduser().resolve()
     cwd = Path.cwd().resolve()
-    repo = _find_repo_root(cwd) or _find_repo_root(Path(__file__).resolve().parent) or cwd
+    repo = find_repo_root(cwd) or find_repo_root(Path(__file__).parent) or cwd
     return repo / "data" / "raw"
 
 
@@ -840,19 +831,23 @@ def stratified_indices(labels: np.ndarray | torch.Tensor, n: int, seed: int = 0)
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """One split of a dataset, in memory.
+    """Inputs ``x`` and targets ``y`` of one split, in memory: the package's one (x, y) type.
 
-    ``x``: float32 ``(N, 1, H, W)`` in ``[0, 1]``; ``y``: int64 ``(N,)``; ``indices``: int64 ``(N,)``,
-    the position of each example in its source (the official training set for train/val/train+val
-    and the official test set for test; for digits, scikit-learn's 1,797 images).
+    What :func:`load_dataset` returns, what :func:`dropoutlab.train.fit` and
+    :func:`~dropoutlab.train.evaluate` read (only ``x`` and ``y``), and what an experiment builds
+    for synthetic data (``Dataset(x, y)``, the other fields left empty; ``num_classes`` 0: not known). From
+    :func:`load_dataset`: ``x`` float32 ``(N, 1, H, W)`` in ``[0, 1]``, ``y`` int64 ``(N,)``,
+    ``indices`` int64 ``(N,)``, the position of each example in its source (the official training
+    set for train/val/train+val and the official test set for test; for digits, scikit-learn's
+    1,797 images).
     """
 
     x: torch.Tensor
     y: torch.Tensor
-    name: str
-    split: str
-    num_classes: int
-    indices: torch.Tensor
+    name: str = ""
+    split: str = ""
+    num_classes: int = 0
+    indices: torch.Tensor | None = None
     class_names: tuple[str, ...] = ()
 
     @property
@@ -862,6 +857,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def subset(self, n: int, seed: int = 0) -> Dataset:
+        """The class-stratified subset of ``n`` examples drawn with ``seed`` (:func:`stratified_indices`)."""
+        idx = torch.from_numpy(stratified_indices(self.y.numpy(), n, seed))
+        return replace(self, x=self.x[idx], y=self.y[idx],
+                       indices=None if self.indices is None else self.indices[idx])
 
     def __repr__(self) -> str:
         return (

@@ -81,8 +81,21 @@ def forecast() -> Forecast | None:
     return Forecast(count, Path(log))
 
 
+def find_repo_root(start: Path | str) -> Path | None:
+    """The nearest parent of ``start`` (itself included) holding ``dvc.yaml`` or ``params.yaml``, else None.
+
+    The one walk up to the repository: :func:`repo_root` (where outputs go) and
+    :func:`dropoutlab.data.default_root` (where the data are) both use it.
+    """
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).is_file() for marker in MARKERS):
+            return folder
+    return None
+
+
 def repo_root(start: Path | str | None = None) -> Path:
-    """The nearest parent of ``start`` (default: cwd) holding ``dvc.yaml`` or ``params.yaml``.
+    """Where outputs go: the repository above ``start`` (default: cwd), see :func:`find_repo_root`.
 
     ``DROPOUTLAB_ROOT`` overrides; without a marker the working directory itself is used, so
     a notebook executed in a scratch folder writes its outputs there. JupyterLab runs a kernel in
@@ -91,10 +104,7 @@ def repo_root(start: Path | str | None = None) -> Path:
     if os.environ.get("DROPOUTLAB_ROOT"):
         return Path(os.environ["DROPOUTLAB_ROOT"]).resolve()
     here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if any((folder / marker).is_file() for marker in MARKERS):
-            return folder
-    return here
+    return find_repo_root(here) or here
 
 
 def check_profile(profile: str) -> str:

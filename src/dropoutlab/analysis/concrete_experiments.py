@@ -37,7 +37,7 @@ from scipy import integrate, optimize, special, stats
 from torch import Tensor, nn
 
 from ..checks import integer, integers, positive, probability, seed_list
-from ..data import stratified_indices
+from ..data import Dataset
 from ..inference import predict_mc
 from ..models import MLP
 from ..paths import dry_run
@@ -50,7 +50,6 @@ __all__ = [
     "RateSweep",
     "RegularizerStudy",
     "RelaxationStudy",
-    "TensorSplit",
     "adam_drift_range",
     "concrete_layers",
     "concrete_mlp",
@@ -269,24 +268,10 @@ def regularizer_study(input_dim: int, sum_sq: float, weight_regularizer: float, 
 # ----------------------------------------------------------------------------- CD-MN, CD-GRID
 
 
-@dataclass(frozen=True, eq=False)
-class TensorSplit:
-    """A subset of a dataset: ``x``, ``y`` tensors (what :func:`fit` and :func:`evaluate` need)."""
-
-    x: Tensor
-    y: Tensor
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-
-def _subset(data, n: int, seed: int, name: str) -> TensorSplit:
+def _subset(data: Dataset, n: int, seed: int, name: str) -> Dataset:
     if n > len(data):
         raise ValueError(f"{name}: size {n} exceeds the training split ({len(data)} examples)")
-    if n == len(data):
-        return TensorSplit(data.x, data.y)
-    idx = torch.from_numpy(stratified_indices(data.y.numpy(), n, seed))
-    return TensorSplit(data.x[idx], data.y[idx])
+    return data if n == len(data) else data.subset(n, seed)
 
 
 def updates_to_epochs(updates: int, n: int, batch_size: int) -> int:

@@ -22,29 +22,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..data import stratified_indices
 from ..models import MLP
 from ..train import TrainConfig, evaluate, fit, seed_everything
 
 KEEP_FIXED = ("n", "pn")
 SCORE_SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class Split:
-    """Tensors ``x`` and ``y`` of one training subset (what :func:`fit` and :func:`evaluate` need)."""
-
-    x: Any
-    y: Any
-
-    def __len__(self) -> int:
-        return len(self.x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,11 +94,6 @@ def train_and_score(make_model, train, score: Mapping[str, Any], config: TrainCo
     return rows
 
 
-def _subset(dataset, n: int, seed: int) -> Split:
-    idx = np.asarray(stratified_indices(np.asarray(dataset.y), int(n), seed))
-    return Split(dataset.x[idx], dataset.y[idx])
-
-
 def _frame(rows: list[dict[str, Any]]):
     return pd.DataFrame(rows)
 
@@ -118,7 +101,7 @@ def _frame(rows: list[dict[str, Any]]):
 def _score_sets(train, test, train_score_size: int | None) -> dict[str, Any]:
     if train_score_size is None or train_score_size >= len(train):
         return {"train": train, "test": test}
-    return {"train": _subset(train, train_score_size, 0), "test": test}
+    return {"train": train.subset(train_score_size, 0), "test": test}
 
 
 def _mlp_factory(in_features: int, widths: Sequence[int], out_features: int, **kwargs: Any):
@@ -127,7 +110,7 @@ def _mlp_factory(in_features: int, widths: Sequence[int], out_features: int, **k
 
 def _shape(dataset) -> tuple[int, int]:
     features = int(np.prod(tuple(dataset.x.shape[1:])))
-    classes = int(getattr(dataset, "num_classes", 0) or int(dataset.y.max()) + 1)
+    classes = dataset.num_classes or int(dataset.y.max()) + 1
     return features, classes
 
 
@@ -213,7 +196,7 @@ def data_size_sweep(train, test, sizes: Iterable[int], settings: Mapping[str, Ma
     rows: list[dict[str, Any]] = []
     for n in sizes:
         for seed in seeds_for[n]:
-            subset = _subset(train, n, int(seed))
+            subset = train.subset(int(n), int(seed))
             for label, kwargs in settings.items():
                 make_model = _mlp_factory(features, widths, classes, activation=activation, dropout=dropout,
                                           **kwargs)

@@ -42,11 +42,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from ..checks import integer
+from ..data import Dataset
 from ..inference import enumerate_subnetworks
 from ..train import TrainConfig, fit, seed_everything
 from ..variants.base import validate_p
 from ..variants.bernoulli import InvertedDropout, StandardDropout, inverted_dropout
-from .concrete_experiments import TensorSplit
 
 __all__ = [
     "deep_linear_regulariser",
@@ -231,7 +231,7 @@ def equalisation_study(m: Tensor, r: int, p: float, seeds: list[int], config: Tr
     for seed in seeds:
         g = torch.Generator().manual_seed(10_000 + seed)
         x = isotropic_inputs(n, d, g).float()
-        data = {"train": TensorSplit(x, x @ m.float().T)}
+        data = {"train": Dataset(x, x @ m.float().T)}
         for arm, rate in (("dropout", p), ("no dropout", 0.0)):
             seed_everything(seed)
             model = nn.Sequential(nn.Linear(d, r, bias=False), InvertedDropout(rate), nn.Linear(r, k, bias=False))

@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from ..checks import integer, integers, probability, seed_list
-from ..data import load_dataset
+from ..data import Dataset, load_dataset
 from ..inference import (
     mutual_information,
     predict_mc,
@@ -57,7 +57,6 @@ __all__ = [
     "BNPitfallStudy",
     "ClassificationStudy",
     "ExtrapolationStudy",
-    "RegressionData",
     "bn_max_abs_change",
     "bn_pitfall_study",
     "bn_running_stats",
@@ -110,17 +109,6 @@ def converged_at(T_values: Sequence[int], values: Sequence[float], tolerance: fl
 # --------------------------------------------------------------------------------------------
 # Regression (Gal & Ghahramani 2016, Sec. 5.3; net.py)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegressionData:
-    """Features ``x`` (N, D) and targets ``y`` (N,), float32 — what :func:`~dropoutlab.train.fit` needs."""
-
-    x: Tensor
-    y: Tensor
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
 
 
 def load_regression(name: str, seed: int = 0, n_samples: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -203,9 +191,9 @@ class _Standardiser:
         std[std == 0] = 1.0
         return cls(X.mean(0), std, float(y.mean()), float(y.std()))
 
-    def data(self, X: np.ndarray, y: np.ndarray) -> RegressionData:
+    def data(self, X: np.ndarray, y: np.ndarray) -> Dataset:
         x = torch.from_numpy(((X - self.x_mean) / self.x_std).astype(np.float32))
-        return RegressionData(x, torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)))
+        return Dataset(x, torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)))
 
 
 def _train_regressor(X: np.ndarray, y: np.ndarray, widths: Sequence[int], p: float, tau: float, lengthscale: float,
@@ -360,7 +348,7 @@ def extrapolation_study(activations: Sequence[str] = ACTIVATIONS_COMPARED, seeds
         x_train = np.sort(rng.uniform(0.0, 1.0, n_train))
         y_train = synthetic_series(x_train) + noise * rng.standard_normal(n_train)
         y_mean, y_std = float(y_train.mean()), float(y_train.std())
-        data = RegressionData(torch.from_numpy(x_train[:, None].astype(np.float32)),
+        data = Dataset(torch.from_numpy(x_train[:, None].astype(np.float32)),
                               torch.from_numpy(((y_train - y_mean) / y_std).astype(np.float32)))
         if train_frame is None:
             train_frame = pd.DataFrame({"x": x_train, "y": data.y.double().numpy()})
