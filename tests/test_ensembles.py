@@ -13,14 +13,12 @@ from scipy import stats
 from torch import nn
 
 from dropoutlab.analysis.ensembles import (
-    MAX_UNITS,
     dropout_ridge_monte_carlo,
     dropout_ridge_objective,
     dropout_ridge_solution,
     dropout_ridge_study,
     ensemble_distances,
     exact_average_study,
-    exact_mask_average,
     first_k_reaching,
     hidden_widths,
     masked_sgd,
@@ -32,7 +30,7 @@ from dropoutlab.analysis.ensembles import (
     split_at_first_dropout,
     summarize_mc_curve,
 )
-from dropoutlab.inference import enumerate_subnetworks, predict_mc
+from dropoutlab.inference import MAX_ENUMERATED_UNITS, enumerate_subnetworks, predict_mc
 from dropoutlab.models import MLP
 from dropoutlab.train import TrainConfig
 from dropoutlab.variants import make_dropout
@@ -67,30 +65,29 @@ def brute_force(head, features):
 # ----------------------------------------------------------------------------- exact averages
 
 
-@pytest.mark.parametrize("chunk_rows", [7, 2**17])
-def test_exact_mask_average_matches_brute_force_two_layers(chunk_rows):
+@pytest.mark.parametrize("chunk", [1, None])
+def test_exact_averages_of_a_head_match_brute_force(chunk):
+    """The averages ensemble_distances reads (expected log-probability, AM) against a hand loop."""
     torch.manual_seed(0)
     head = nn.Sequential(make_dropout("inverted", p=0.3), nn.Linear(3, 2), nn.ReLU(), nn.Dropout(0.5),
                          nn.Linear(2, 3)).double()
     features = torch.randn(4, 3, dtype=torch.float64)
-    average = exact_mask_average(head, features, chunk_rows=chunk_rows)
+    average = enumerate_subnetworks(head, features, chunk=chunk)
     with torch.no_grad():
         expected_log, arithmetic = brute_force(head, features)
     assert average.n_units == 5
     torch.testing.assert_close(average.expected_log_prob, expected_log, rtol=0, atol=1e-12)
     torch.testing.assert_close(average.arithmetic_mean, arithmetic, rtol=0, atol=1e-12)
-    reference = enumerate_subnetworks(head, features)
-    torch.testing.assert_close(average.geometric_mean, reference.geometric_mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(average.geometric_mean, torch.softmax(expected_log, -1), rtol=0, atol=1e-12)
     assert all(m.training for m in head.modules())  # modes restored
 
 
 def test_one_hidden_layer_weight_scaling_is_the_geometric_mean():
     model = small_mlp([10])
     x, y = torch.randn(20, 6), torch.randint(0, 4, (20,))
-    distances = ensemble_distances(model, x, y, cross_check=True)
+    distances = ensemble_distances(model, x, y)
     assert distances["n_units"] == 10
-    assert distances["max_abs_ws_gm"] < 1e-12 and distances["max_abs_ws_gm_inference"] < 1e-12
-    assert distances["max_abs_am_inference"] < 1e-12
+    assert distances["max_abs_ws_gm"] < 1e-12
     assert abs(distances["kl_gm_ws"]) < 1e-12 and distances["kl_am_ws"] > 0
     assert distances["error_ws"] == distances["error_gm"]
     # Hinton's second statement is Hölder's inequality: never negative
@@ -114,19 +111,15 @@ def test_split_at_first_dropout():
         split_at_first_dropout(small_mlp([3], p=0.0))
 
 
-def test_exact_mask_average_rejects_bad_input():
-    head = nn.Sequential(make_dropout("gaussian", p=0.5), nn.Linear(3, 2))
-    with pytest.raises(ValueError, match="only InvertedDropout and nn.Dropout.*GaussianDropout"):
-        exact_mask_average(head, torch.randn(2, 3))
-    with pytest.raises(ValueError, match="no dropout"):
-        exact_mask_average(nn.Sequential(nn.Linear(3, 2)), torch.randn(2, 3))
-    with pytest.raises(ValueError, match="features must be a non-empty"):
-        exact_mask_average(nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2)), torch.randn(3))
-    wide = nn.Sequential(nn.Dropout(0.5), nn.Linear(MAX_UNITS + 1, 2))
-    with pytest.raises(ValueError, match=f"at most {MAX_UNITS} units"):
-        exact_mask_average(wide, torch.randn(2, MAX_UNITS + 1))
+def test_ensemble_distances_rejects_bad_input():
+    with pytest.raises(ValueError, match="only InvertedDropout, StandardDropout and nn.Dropout"):
+        ensemble_distances(nn.Sequential(nn.Linear(6, 3), make_dropout("gaussian", p=0.5), nn.Linear(3, 2)),
+                           torch.randn(2, 6), torch.zeros(2, dtype=torch.long))
+    wide = small_mlp([MAX_ENUMERATED_UNITS + 1])
+    with pytest.raises(ValueError, match=f"at most {MAX_ENUMERATED_UNITS} units"):
+        ensemble_distances(wide, torch.randn(2, 6), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="chunk_rows"):
-        exact_mask_average(nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2)), torch.randn(2, 3), chunk_rows=0)
+        ensemble_distances(small_mlp([3]), torch.randn(2, 6), torch.zeros(2, dtype=torch.long), chunk_rows=0)
     with pytest.raises(ValueError, match="y must be a 1-d label tensor"):
         ensemble_distances(small_mlp([3]), torch.randn(4, 6), torch.zeros(3, dtype=torch.long))
 
@@ -143,15 +136,14 @@ def test_hidden_widths():
 
 def test_exact_average_study_is_tidy_and_reproducible(toy_data):
     config = TrainConfig(epochs=1, batch_size=64, lr=1e-2, eval_splits=(), device="cpu")
-    run = lambda: exact_average_study(toy_data, toy_data["val"], [2, 4], [1, 2], [0], config,  # noqa: E731
-                                      cross_check_units=4)
+    run = lambda: exact_average_study(toy_data, toy_data["val"], [2, 4], [1, 2], [0], config)  # noqa: E731
     frame = run()
     assert list(frame[["depth", "n_units"]].itertuples(index=False, name=None)) == [(1, 2), (1, 4), (2, 2), (2, 4)]
     assert frame["widths"].tolist() == ["2", "4", "1-1", "2-2"]
-    assert (frame.loc[frame["depth"] == 1, "max_abs_ws_gm_inference"] < 1e-12).all()
+    assert (frame.loc[frame["depth"] == 1, "max_abs_ws_gm"] < 1e-12).all()
     pd.testing.assert_frame_equal(frame, run())
-    with pytest.raises(ValueError, match=f"n_units must be <= {MAX_UNITS}"):
-        exact_average_study(toy_data, toy_data["val"], [MAX_UNITS + 1], [1], [0], config)
+    with pytest.raises(ValueError, match=f"n_units must be <= {MAX_ENUMERATED_UNITS}"):
+        exact_average_study(toy_data, toy_data["val"], [MAX_ENUMERATED_UNITS + 1], [1], [0], config)
     with pytest.raises(ValueError, match="p_hidden must be > 0"):
         exact_average_study(toy_data, toy_data["val"], [2], [1], [0], config, p_hidden=0.0)
     with pytest.raises(ValueError, match="depths must be a non-empty list of integers"):
@@ -167,7 +159,7 @@ def test_mc_average_converges_to_the_arithmetic_mean():
     x = torch.randn(5, 6, dtype=torch.float64)
     trunk, head = split_at_first_dropout(model)
     with torch.no_grad():
-        exact = exact_mask_average(head, trunk(x)).arithmetic_mean
+        exact = enumerate_subnetworks(head, trunk(x)).arithmetic_mean
     torch.manual_seed(3)
     samples = torch.softmax(predict_mc(model, x, 4000), -1)
     se = samples.std(0) / math.sqrt(samples.shape[0])

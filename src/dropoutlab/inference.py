@@ -199,11 +199,15 @@ class SubnetworkAverage:
     """Exact averages over all 2^n thinned networks (see :func:`enumerate_subnetworks`).
 
     ``arithmetic_mean``: Σ_m P(m)·softmax(f_m(x)), shape ``(B, C)``.
-    ``geometric_mean``: normalised weighted geometric mean ∝ Π_m softmax(f_m(x))^P(m).
-    ``units``: droppable units per dropout layer, in execution order.
+    ``expected_log_prob``: Σ_m P(m)·log softmax(f_m(x)), shape ``(B, C)`` (the thinned nets'
+    average log-probability of each class).
+    ``geometric_mean``: normalised weighted geometric mean ∝ Π_m softmax(f_m(x))^P(m), the
+    softmax of ``expected_log_prob``.
+    ``units``: droppable units per dropout layer, in execution order. All float64.
     """
 
     arithmetic_mean: Tensor
+    expected_log_prob: Tensor
     geometric_mean: Tensor
     n_units: int
     n_subnetworks: int
@@ -355,5 +359,5 @@ def enumerate_subnetworks(model: nn.Module, x: Tensor, chunk: int | None = None)
             inputs.clear()
 
     geo = torch.softmax(log_geo, dim=-1)
-    return SubnetworkAverage(arithmetic_mean=arith, geometric_mean=geo, n_units=n_units, n_subnetworks=n_sub,
-                             units=units)
+    return SubnetworkAverage(arithmetic_mean=arith, expected_log_prob=log_geo, geometric_mean=geo, n_units=n_units,
+                             n_subnetworks=n_sub, units=units)

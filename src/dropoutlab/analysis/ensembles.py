@@ -11,9 +11,9 @@ because the logits are linear in the mask and E_m[m/(1−p)] = 1. The log-normal
 E_m[log p_m(y)], the mean over the thinned networks. With two hidden layers the identity is only
 approximate; the arithmetic mean (AM) Σ_m P(m)·p_m is the ensemble MC dropout estimates.
 
-* :func:`exact_mask_average`, :func:`ensemble_distances`, :func:`exact_average_study`: exact
-  averages over every mask of a small MLP, KL divergence and accuracy of weight scaling
-  against the GM and the AM.
+* :func:`ensemble_distances`, :func:`exact_average_study`: exact averages over every mask of a
+  small MLP (:func:`dropoutlab.inference.enumerate_subnetworks`), KL divergence and accuracy of
+  weight scaling against the GM and the AM.
 * :func:`mc_error_curve`, :func:`mc_averaging_study`, :func:`mc_per_net`,
   :func:`summarize_mc_curve`, :func:`first_k_reaching`: Monte-Carlo model averaging with k
   samples against weight scaling (Srivastava et al., JMLR 15, 2014, §7.5, Fig. 11). The
@@ -48,14 +48,11 @@ from torch import Tensor, nn
 from ..checks import integer, integers, probabilities, probability, seed_list
 from ..inference import MAX_ENUMERATED_UNITS, enumerate_subnetworks, predict_mc, predict_weight_scaling
 from ..models import MLP
-from ..train import TrainConfig, fit, seed_everything, training_modes
+from ..train import TrainConfig, fit, seed_everything
 from ..variants import drop_to_keep, make_dropout
 from ..variants.base import is_dropout_module
-from ..variants.bernoulli import InvertedDropout
 
 __all__ = [
-    "MAX_UNITS",
-    "MaskAverage",
     "RidgeStudy",
     "dropout_ridge_monte_carlo",
     "dropout_ridge_objective",
@@ -63,7 +60,6 @@ __all__ = [
     "dropout_ridge_study",
     "ensemble_distances",
     "exact_average_study",
-    "exact_mask_average",
     "first_k_reaching",
     "hidden_widths",
     "masked_sgd",
@@ -76,8 +72,6 @@ __all__ = [
     "summarize_mc_curve",
 ]
 
-#: Most droppable units an exact average accepts (2^20 masks).
-MAX_UNITS = MAX_ENUMERATED_UNITS  # one limit for both exact averages
 #: Rows (masks × examples) per forward pass of the exact average.
 CHUNK_ROWS = 2**17
 
@@ -115,113 +109,23 @@ def split_at_first_dropout(model: nn.Module) -> tuple[nn.Sequential, nn.Sequenti
     raise ValueError("split_at_first_dropout: the model has no dropout layer")
 
 
-@dataclass
-class MaskAverage:
-    """Exact averages over all 2^n dropout masks (see :func:`exact_mask_average`).
-
-    ``expected_log_prob``: Σ_m P(m)·log p_m(c), shape ``(B, C)``, float64.
-    ``arithmetic_mean``: Σ_m P(m)·p_m(c), shape ``(B, C)``, float64.
-    """
-
-    expected_log_prob: Tensor
-    arithmetic_mean: Tensor
-    n_units: int
-
-    @property
-    def log_geometric_mean(self) -> Tensor:
-        """Log of the normalised geometric mean: log-softmax of ``expected_log_prob``."""
-        return torch.log_softmax(self.expected_log_prob, dim=-1)
-
-    @property
-    def geometric_mean(self) -> Tensor:
-        return self.log_geometric_mean.exp()
-
-
-def exact_mask_average(head: nn.Sequential, features: Tensor, chunk_rows: int = CHUNK_ROWS) -> MaskAverage:
-    """Average the softmax outputs of ``head`` over every mask of its dropout layers, exactly.
-
-    ``head`` is a sequence of layers that act on the last dimension (Linear, activations) and
-    inverted dropout layers (``InvertedDropout`` or ``nn.Dropout``, drop probability p < 1;
-    every feature of a dropout layer's input is one unit, at most :data:`MAX_UNITS` in all);
-    ``features``: its input ``(B, d)``. A mask m has probability Π p^(dropped)·(1 − p)^(kept);
-    the thinned network multiplies each dropout input by m/(1 − p). The other layers run in
-    eval mode, without grad, in ``features``' dtype (use float64 for 1e-10 identities).
-    """
-    if not isinstance(head, nn.Sequential):
-        raise ValueError(f"exact_mask_average: head must be an nn.Sequential, got {type(head).__name__}")
-    if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] == 0:
-        raise ValueError("exact_mask_average: features must be a non-empty (B, d) tensor")
-    integer(chunk_rows, "exact_mask_average: chunk_rows")
-    layers = list(head)
-    dropouts = [layer for layer in layers if is_dropout_module(layer)]
-    if not dropouts:
-        raise ValueError("exact_mask_average: head has no dropout layer")
-    unsupported = sorted({type(layer).__name__ for layer in dropouts
-                          if type(layer) not in (InvertedDropout, nn.Dropout)})
-    if unsupported:
-        raise ValueError(f"exact_mask_average: only InvertedDropout and nn.Dropout can be averaged, "
-                         f"found {unsupported}")
-    rates = [float(layer.p) for layer in dropouts]
-    if any(not 0.0 <= p < 1.0 for p in rates):
-        raise ValueError(f"exact_mask_average: drop probabilities must be in [0, 1), got {rates}")
-
-    with training_modes(head), torch.no_grad():
-        head.eval()
-        widths, z = [], features[:1]
-        for layer in layers:
-            if is_dropout_module(layer):
-                widths.append(z.shape[-1])
-            z = layer(z)
-        n_units = sum(widths)
-        if n_units > MAX_UNITS:
-            raise ValueError(f"exact_mask_average: {n_units} droppable units {widths} give 2^{n_units} masks; "
-                             f"at most {MAX_UNITS} units are supported")
-        device, dtype = features.device, torch.float64
-        per_unit = [(p, w) for p, w in zip(rates, widths, strict=True) for _ in range(w)]
-        log_keep = torch.tensor([math.log1p(-p) for p, _ in per_unit], dtype=dtype, device=device)
-        log_drop = torch.tensor([math.log(p) if p > 0 else -math.inf for p, _ in per_unit], dtype=dtype,
-                                device=device)
-        bits = torch.arange(n_units, device=device)
-        batch = features.shape[0]
-        masks_per_pass = max(1, chunk_rows // batch)
-        expected_log_prob = arithmetic = None
-        for start in range(0, 2**n_units, masks_per_pass):
-            index = torch.arange(start, min(start + masks_per_pass, 2**n_units), device=device)
-            keep = ((index.unsqueeze(1) >> bits) & 1).bool()  # (M, n_units)
-            weight = torch.where(keep, log_keep, log_drop).sum(1).exp()  # P(m)
-            z, offset = features.unsqueeze(0), 0
-            for layer in layers:
-                if is_dropout_module(layer):
-                    width, p = z.shape[-1], float(layer.p)
-                    mask = keep[:, offset:offset + width].to(z.dtype) / (1.0 - p)
-                    z = z * mask.unsqueeze(1)  # (M, B, width)
-                    offset += width
-                else:
-                    z = layer(z)
-            log_prob = torch.log_softmax(z.to(dtype), dim=-1)  # (M, B, C)
-            part_log = torch.einsum("m,mbc->bc", weight, log_prob)
-            part_arith = torch.einsum("m,mbc->bc", weight, log_prob.exp())
-            expected_log_prob = part_log if expected_log_prob is None else expected_log_prob + part_log
-            arithmetic = part_arith if arithmetic is None else arithmetic + part_arith
-    return MaskAverage(expected_log_prob=expected_log_prob, arithmetic_mean=arithmetic, n_units=n_units)
-
-
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     """KL(P‖Q) = Σ_c P(c)(log P(c) − log Q(c)) per row, in nats."""
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, cross_check: bool = False,
-                       chunk_rows: int = CHUNK_ROWS) -> dict[str, float]:
+def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, chunk_rows: int = CHUNK_ROWS) -> dict[str, float]:
     """How far weight scaling (WS) is from the exact GM and AM of all thinned networks.
 
     ``model``: a sequential MLP with inverted dropout on its hidden layers only (the input is
-    not dropped, so the number of units stays small); it is copied to float64. ``x``, ``y``:
-    evaluation examples and labels. Returns, averaged over the examples (nats, error rates):
+    not dropped, so the number of units stays small); it is copied to float64, and the part
+    before its first dropout layer runs once. The averages over every mask come from
+    :func:`dropoutlab.inference.enumerate_subnetworks` (at most ``MAX_ENUMERATED_UNITS`` units),
+    ``chunk_rows`` rows (masks × examples) per forward pass. ``x``, ``y``: evaluation examples
+    and labels. Returns, averaged over the examples (nats, error rates):
 
     * ``max_abs_ws_gm``: max |WS − GM| over examples and classes (0 up to rounding for one
-      hidden layer); with ``cross_check`` also ``max_abs_ws_gm_inference`` and
-      ``max_abs_am_inference``, the same with :func:`dropoutlab.inference.enumerate_subnetworks`;
+      hidden layer);
     * ``kl_gm_ws`` = KL(GM‖WS), ``kl_am_ws`` = KL(AM‖WS);
     * ``error_ws``, ``error_gm``, ``error_am`` and ``nll_ws``, ``nll_gm``, ``nll_am``;
     * ``ll_gap_mean``, ``ll_gap_min``, ``ll_gap_positive``: the gap
@@ -230,6 +134,7 @@ def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, cross_check: b
     """
     if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != len(x):
         raise ValueError("ensemble_distances: y must be a 1-d label tensor with one label per example of x")
+    integer(chunk_rows, "ensemble_distances: chunk_rows")
     model64 = copy.deepcopy(model).double()
     trunk, head = split_at_first_dropout(model64)
     device = next(model64.parameters()).device
@@ -238,8 +143,8 @@ def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, cross_check: b
     with torch.no_grad():
         trunk.eval()
         features = trunk(x64).flatten(1)
-    average = exact_mask_average(head, features, chunk_rows)
-    log_gm = average.log_geometric_mean
+    average = enumerate_subnetworks(head, features, chunk=max(1, chunk_rows // len(features)))
+    log_gm = torch.log_softmax(average.expected_log_prob, dim=-1)
     log_am = average.arithmetic_mean.clamp_min(torch.finfo(torch.float64).tiny).log()
     rows = torch.arange(len(y), device=device)
     gap = log_ws[rows, y] - average.expected_log_prob[rows, y]
@@ -254,10 +159,6 @@ def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, cross_check: b
         result[f"nll_{name}"] = float(-log_prob[rows, y].mean())
     result.update(ll_gap_mean=float(gap.mean()), ll_gap_min=float(gap.min()),
                   ll_gap_positive=float((gap > 0).double().mean()))
-    if cross_check:
-        reference = enumerate_subnetworks(head, features, chunk=max(1, chunk_rows // len(features)))
-        result["max_abs_ws_gm_inference"] = float((log_ws.exp() - reference.geometric_mean).abs().max())
-        result["max_abs_am_inference"] = float((average.arithmetic_mean - reference.arithmetic_mean).abs().max())
     return result
 
 
@@ -270,28 +171,26 @@ def hidden_widths(n_units: int, depth: int) -> list[int]:
 
 def exact_average_study(data: Mapping[str, Any], evaluation: Any, n_units: Sequence[int], depths: Sequence[int],
                         seeds: Sequence[int], config: TrainConfig, *, p_hidden: float = 0.5,
-                        activation: str = "relu", cross_check_units: int = 12,
-                        chunk_rows: int = CHUNK_ROWS):
+                        activation: str = "relu", chunk_rows: int = CHUNK_ROWS):
     """Train small dropout MLPs and compare weight scaling with the exact averages of their sub-networks.
 
     For every depth (hidden layers), total number of hidden units (split by
     :func:`hidden_widths`) and seed: train ``MLP(in, widths, classes, p_hidden=p_hidden)``
     (no input dropout) on ``data`` with ``config`` (its seed replaced), then measure
-    :func:`ensemble_distances` on ``evaluation`` (a dataset with ``x``, ``y``). Nets with at
-    most ``cross_check_units`` units are also checked against ``enumerate_subnetworks``.
+    :func:`ensemble_distances` on ``evaluation`` (a dataset with ``x``, ``y``).
     Returns a tidy DataFrame: ``depth, n_units, widths, seed`` and the distances.
     """
     n_units = integers(n_units, "exact_average_study: n_units")
     depths = integers(depths, "exact_average_study: depths")
     seeds = seed_list(seeds, "exact_average_study: seeds")
-    too_large = [n for n in n_units if n > MAX_UNITS]
+    too_large = [n for n in n_units if n > MAX_ENUMERATED_UNITS]
     if too_large:
-        raise ValueError(f"exact_average_study: n_units must be <= {MAX_UNITS}, got {too_large}")
+        raise ValueError(f"exact_average_study: n_units must be <= {MAX_ENUMERATED_UNITS}, got {too_large}")
     p_hidden = probability(p_hidden, "exact_average_study: p_hidden")
     if p_hidden == 0.0:
         raise ValueError("exact_average_study: p_hidden must be > 0 (there is nothing to average without dropout)")
     in_features = data["train"].x[0].numel()
-    num_classes = int(getattr(data["train"], "num_classes", int(data["train"].y.max()) + 1))
+    num_classes = data["train"].num_classes or int(data["train"].y.max()) + 1
     rows = []
     for depth in depths:
         for units in n_units:
@@ -301,8 +200,7 @@ def exact_average_study(data: Mapping[str, Any], evaluation: Any, n_units: Seque
                 model = MLP(in_features, widths, num_classes, activation=activation, p_input=0.0,
                             p_hidden=p_hidden)
                 fit(model, dict(data), replace(config, seed=seed))
-                distances = ensemble_distances(model, evaluation.x, evaluation.y, chunk_rows=chunk_rows,
-                                               cross_check=units <= cross_check_units)
+                distances = ensemble_distances(model, evaluation.x, evaluation.y, chunk_rows=chunk_rows)
                 rows.append({"depth": depth, "n_units": units, "widths": "-".join(map(str, widths)),
                              "seed": seed, **distances})
     return pd.DataFrame(rows)
