@@ -248,6 +248,40 @@ def test_notebooks_do_no_file_io_of_their_own(name):
     assert not imported & {"os", "pathlib", "shutil", "pickle", "glob"}, f"{name} imports file-system modules"
 
 
+#: seaborn functions that aggregate, with the default interval: a bootstrap ("ci") for errorbar, 95 for ci.
+_AGGREGATING = {"lineplot": "errorbar", "barplot": "errorbar", "pointplot": "errorbar", "relplot": "errorbar",
+                "catplot": "errorbar", "regplot": "ci", "lmplot": "ci"}
+
+
+def _bootstraps(call: ast.Call) -> bool:
+    """Whether a seaborn call draws a bootstrap interval (seaborn seeds it from fresh entropy unless seed= is given)."""
+    keywords = {k.arg: k.value for k in call.keywords if k.arg}
+    if isinstance(keywords.get("estimator"), ast.Constant) and keywords["estimator"].value is None:
+        return False  # nothing is aggregated
+    interval = keywords.get(_AGGREGATING[call.func.attr])
+    if interval is None:
+        return True  # the default: a bootstrap interval
+    if isinstance(interval, ast.Tuple) and interval.elts:
+        interval = interval.elts[0]
+    if isinstance(interval, ast.Constant):
+        return interval.value is not None and (interval.value == "ci" or isinstance(interval.value, int | float))
+    return True  # computed: assume it may be a bootstrap
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_figures_draw_no_unseeded_bootstrap(name):
+    """A seaborn bootstrap interval without seed= is drawn from fresh entropy, so the figure's bytes change on every
+    run (the executed notebooks and figures must be stable on re-run)."""
+    code = "\n".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+                     if c["cell_type"] == "code")
+    unseeded = [f"line {node.lineno}: sns.{node.func.attr}" for node in ast.walk(ast.parse(code))
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "sns"
+                and node.func.attr in _AGGREGATING and _bootstraps(node)
+                and not any(k.arg == "seed" for k in node.keywords)]
+    assert not unseeded, f"{name}: bootstrap intervals without seed=: {unseeded}"
+
+
 @pytest.mark.slow
 def test_notebook_runs_as_jupyterlab_runs_it(runner_outputs, tmp_path, monkeypatch):
     """Kernel in notebooks/, nothing injected: the same files, byte for byte, as the runner's smoke run."""
