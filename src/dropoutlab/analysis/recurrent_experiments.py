@@ -79,7 +79,6 @@ __all__ = [
     "embedding_max_norm_comparison",
     "language_model_study",
     "locked_mask_check",
-    "mc_nll",
     "mc_nll_curve",
     "sequence_digits_study",
 ]
@@ -354,12 +353,6 @@ def mc_nll_curve(model: nn.Module, data: CharWindows, samples: int, batch_size: 
         totals -= (running - counts.view(-1, 1, 1)).sum(dim=(1, 2)).cpu()
         count += yb.numel()
     return (totals / count).numpy()
-
-
-def mc_nll(model: nn.Module, data: CharWindows, samples: int, batch_size: int = 64) -> float:
-    """Negative log of the MC-averaged predictive probability, per target: ``−mean log (1/S Σ_s p_s(y))``
-    (the last point of :func:`mc_nll_curve`)."""
-    return float(mc_nll_curve(model, data, samples, batch_size)[-1])
 
 
 def language_model_study(
