@@ -1,5 +1,6 @@
 """The shared argument checks (dropoutlab.checks)."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -7,14 +8,17 @@ import pytest
 
 from dropoutlab.checks import (
     choice,
+    choices,
     finite,
     integer,
     integers,
     keep_probability,
     positive,
+    positives,
     probabilities,
     probability,
     seed_list,
+    settle,
 )
 
 
@@ -90,3 +94,37 @@ def test_finite_positive_and_choice():
     for bad in ("c", ["a"], None):
         with pytest.raises(ValueError, match=r"^arm must be one of \('a', 'b'\), got "):
             choice(bad, ("a", "b"), "arm")
+
+
+@pytest.mark.parametrize(("values", "expected"), [("relu", ("relu",)), (["tanh", "relu"], ("tanh", "relu")),
+                                                  (("relu",), ("relu",))])
+def test_choices_returns_a_tuple(values, expected):
+    assert choices(values, ("relu", "tanh"), "activations") == expected
+
+
+@pytest.mark.parametrize("values", [[], ["swish"], ["relu", "swish"], [["relu"]], None])
+def test_choices_refuses_by_name(values):
+    with pytest.raises(ValueError, match=r"^activations must be a non-empty list of names from \('relu', 'tanh'\)"):
+        choices(values, ("relu", "tanh"), "activations")
+
+
+def test_positives():
+    assert positives([1, 2.5], "tau_grid") == [1.0, 2.5] and positives(3, "tau_grid") == [3.0]
+    for bad in ([], [1, 0], [float("inf")], [True], "1"):
+        with pytest.raises(ValueError, match=r"^tau_grid must be a non-empty list of finite numbers > 0"):
+            positives(bad, "tau_grid")
+
+
+def test_settle_writes_canonical_values_on_a_frozen_dataclass():
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        sizes: tuple[int, ...] = (1,)
+
+        def __post_init__(self):
+            settle(self, sizes=tuple(sorted(integers(self.sizes, "Config.sizes"))))
+
+    assert Config([3, 1]).sizes == (1, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().sizes = (2,)
+    with pytest.raises(ValueError, match=r"^Config\.sizes"):
+        Config([0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,10 @@ from scipy import stats
 from torch import nn
 
 from dropoutlab.analysis.uncertainty import (
+    BNPitfallConfig,
+    ClassificationConfig,
+    ExtrapolationConfig,
+    RegressionConfig,
     bn_max_abs_change,
     bn_pitfall_study,
     bn_running_stats,
@@ -225,28 +230,58 @@ def test_train_mode_prediction_depends_on_batch_mates():
 
 
 def test_regression_study_is_tidy_and_reproducible():
-    kwargs = dict(n_splits=1, tau_grid=(1.0, 4.0), T_values=(1, 5), T_select=3, epochs=2, friedman_samples=60,
-                  device="cpu")
-    first = regression_study(["friedman"], **kwargs)
+    config = RegressionConfig(datasets=["friedman"], n_splits=1, tau_grid=(1.0, 4.0), T_values=(5, 1), T_select=3,
+                              epochs=2, friedman_samples=60, device="cpu")
+    assert config.datasets == ("friedman",) and config.T_values == (1, 5)  # canonical: tuples, T sorted
+    first = regression_study(config)
     assert list(first["T"]) == [1, 5] and set(first["dataset"]) == {"friedman"}
     assert {"rmse_mc", "ll_mc", "rmse_standard", "ll_standard", "tau"} <= set(first.columns)
-    pd.testing.assert_frame_equal(first, regression_study(["friedman"], **kwargs))
-    with pytest.raises(ValueError, match="datasets"):
-        regression_study(["boston"], **kwargs)
+    pd.testing.assert_frame_equal(first, regression_study(config))
 
 
 def test_extrapolation_study_and_ratios():
-    study = extrapolation_study(["relu"], [0], widths=(8,), T=4, n_train=20, n_grid=11, epochs=2, device="cpu")
+    config = ExtrapolationConfig(activations="relu", seeds=[0], widths=(8,), T=4, n_train=20, n_grid=11, epochs=2,
+                                 device="cpu")
+    study = extrapolation_study(config)
     assert set(study.curves["region"]) == {"interpolation", "extrapolation"}
     ratios = extrapolation_ratios(study.curves)
     row = ratios.iloc[0]
     assert row["ratio"] == pytest.approx(row["extrapolation"] / row["interpolation"])
-    with pytest.raises(ValueError, match="activations"):
-        extrapolation_study(["swish"], [0])
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: RegressionConfig(datasets=["boston"]), r"RegressionConfig\.datasets must be a non-empty list of names"),
+    (lambda: RegressionConfig(datasets=[]), r"RegressionConfig\.datasets"),
+    (lambda: RegressionConfig(tau_grid=(1.0, 0.0)), r"RegressionConfig\.tau_grid must be a non-empty list of finite"),
+    (lambda: RegressionConfig(T_values=(0, 10)), r"RegressionConfig\.T_values"),
+    (lambda: RegressionConfig(val_fraction=0.0), r"RegressionConfig\.val_fraction must be a fraction in \(0, 1\)"),
+    (lambda: RegressionConfig(epochs=0), r"TrainConfig\.epochs"),
+    (lambda: ExtrapolationConfig(activations=["swish"]), r"ExtrapolationConfig\.activations"),
+    (lambda: ExtrapolationConfig(extent=0.0), r"ExtrapolationConfig\.extent must be a finite number > 0"),
+    (lambda: ExtrapolationConfig(seeds=[1, 1]), r"ExtrapolationConfig\.seeds must be a non-empty list of distinct"),
+    (lambda: ClassificationConfig(ood_sets=["svhn"]), r"ClassificationConfig\.ood_sets"),
+    (lambda: ClassificationConfig(n_train=0), r"ClassificationConfig\.n_train must be an integer ≥ 1"),
+    (lambda: ClassificationConfig(p_hidden=1.0), r"ClassificationConfig\.p_hidden must be a drop probability"),
+    (lambda: ClassificationConfig(rotation_angles=(0, float("nan"))), r"ClassificationConfig\.rotation_angles"),
+    (lambda: BNPitfallConfig(batch_sizes=()), r"BNPitfallConfig\.batch_sizes"),
+    (lambda: BNPitfallConfig(T=True), r"BNPitfallConfig\.T must be an integer"),
+])
+def test_study_configs_refuse_bad_settings_when_built(make, message):
+    """Checked once, when the config is built: before any data is loaded or any net trained."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_study_configs_are_frozen():
+    config = BNPitfallConfig(batch_sizes=[64, 1, 8, 1])
+    assert config.batch_sizes == (1, 8, 64)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.T = 3
 
 
 def test_bn_pitfall_study_measures_the_buffers_of_both_methods():
-    study = bn_pitfall_study("digits", [0], n_train=100, n_eval=20, epochs=1, T=2, batch_sizes=(1, 20), device="cpu")
+    study = bn_pitfall_study(BNPitfallConfig(dataset="digits", seeds=[0], n_train=100, n_eval=20, epochs=1, T=2,
+                                             batch_sizes=(1, 20), device="cpu"))
     stats = study.stats.set_index("method")
     assert (stats.loc["mc_dropout", "max_abs_change"] == 0.0).all()
     assert not stats.loc["mc_dropout", "buffers_changed"].any()

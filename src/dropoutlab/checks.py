@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["choice", "finite", "integer", "integers", "is_integer", "is_real", "keep_probability", "positive", "probabilities",
-           "probability", "seed_list"]
+__all__ = ["choice", "choices", "finite", "integer", "integers", "is_integer", "is_real", "keep_probability",
+           "positive", "positives", "probabilities", "probability", "seed_list", "settle"]
 
 _LISTS = (list, tuple, range, np.ndarray)
 
@@ -102,8 +102,34 @@ def positive(value: Any, name: str, *, zero: bool = False) -> float:
     return float(value)
 
 
+def positives(values: Any, name: str) -> list[float]:
+    """``values`` as a non-empty list of finite ``float`` > 0."""
+    items = _items(values)
+    if not items or not all(is_real(v) and math.isfinite(v) and v > 0 for v in items):
+        raise ValueError(f"{name} must be a non-empty list of finite numbers > 0, got {values!r}")
+    return [float(v) for v in items]
+
+
 def choice(value: Any, allowed: Sequence[Any], name: str) -> Any:
     """``value`` if it is one of ``allowed``."""
     if isinstance(value, (list, dict, set)) or value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
     return value
+
+
+def choices(values: Any, allowed: Sequence[Any], name: str) -> tuple[Any, ...]:
+    """``values`` as a non-empty tuple of items of ``allowed`` (a single name stands for a list of one)."""
+    items = [values] if isinstance(values, str) else _items(values)
+    if not items or any(isinstance(v, (list, dict, set)) or v not in allowed for v in items):
+        raise ValueError(f"{name} must be a non-empty list of names from {tuple(allowed)}, got {values!r}")
+    return tuple(items)
+
+
+def settle(config: Any, **values: Any) -> None:
+    """Store checked, canonical field values on a frozen dataclass, from its ``__post_init__``.
+
+    A study's settings are validated once, when its config is built; ``settle`` writes the
+    canonical forms (tuples for lists, floats for numbers) that the checks above return.
+    """
+    for key, value in values.items():
+        object.__setattr__(config, key, value)

@@ -39,7 +39,18 @@ from sklearn.datasets import load_diabetes, make_friedman1
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from ..checks import integer, integers, probability, seed_list
+from ..checks import (
+    choices,
+    finite,
+    integer,
+    integers,
+    is_real,
+    positive,
+    positives,
+    probability,
+    seed_list,
+    settle,
+)
 from ..data import Dataset, load_dataset
 from ..inference import (
     mutual_information,
@@ -54,9 +65,13 @@ __all__ = [
     "ACTIVATIONS_COMPARED",
     "OOD_SETS",
     "REGRESSION_DATASETS",
+    "BNPitfallConfig",
     "BNPitfallStudy",
+    "ClassificationConfig",
     "ClassificationStudy",
+    "ExtrapolationConfig",
     "ExtrapolationStudy",
+    "RegressionConfig",
     "bn_max_abs_change",
     "bn_pitfall_study",
     "bn_running_stats",
@@ -224,12 +239,56 @@ def _regression_samples(model: nn.Module, norm: _Standardiser, X: np.ndarray, T:
     return samples * norm.y_std + norm.y_mean, standard * norm.y_std + norm.y_mean
 
 
-def regression_study(datasets: Sequence[str] = REGRESSION_DATASETS, n_splits: int = 20, *,
-                     widths: Sequence[int] = (50,), p: float = 0.05, tau_grid: Sequence[float] = (0.5, 1, 2, 4, 8),
-                     T_values: Sequence[int] = (1, 10, 100, 1000), T_select: int = 100, epochs: int = 40,
-                     batch_size: int = 128, lr: float = 1e-3, lengthscale: float = DEFAULT_LENGTHSCALE,
-                     test_fraction: float = 0.1, val_fraction: float = 0.2, friedman_samples: int = 500,
-                     seed: int = 0, device: str = "auto"):
+@dataclass(frozen=True)
+class RegressionConfig:
+    """Settings of :func:`regression_study`, checked once when the config is built.
+
+    ``datasets`` from :data:`REGRESSION_DATASETS`; ``n_splits`` random train/test splits
+    (``test_fraction``), each split's training part split again (``val_fraction``) to choose τ
+    from ``tau_grid``; an MLP with hidden ``widths`` and dropout ``p``, trained ``epochs``
+    epochs; ``T_values`` MC sample counts (sorted, distinct), ``T_select`` for the choice of τ;
+    ``lengthscale`` sets the weight decay of the Gal & Ghahramani model; ``friedman_samples`` is
+    the size of the Friedman #1 data set.
+    """
+
+    datasets: tuple[str, ...] = REGRESSION_DATASETS
+    n_splits: int = 20
+    widths: tuple[int, ...] = (50,)
+    p: float = 0.05
+    tau_grid: tuple[float, ...] = (0.5, 1, 2, 4, 8)
+    T_values: tuple[int, ...] = (1, 10, 100, 1000)
+    T_select: int = 100
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 1e-3
+    lengthscale: float = DEFAULT_LENGTHSCALE
+    test_fraction: float = 0.1
+    val_fraction: float = 0.2
+    friedman_samples: int = 500
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = "RegressionConfig"
+        settle(self, datasets=choices(self.datasets, REGRESSION_DATASETS, f"{name}.datasets"),
+               n_splits=integer(self.n_splits, f"{name}.n_splits"),
+               widths=tuple(integers(self.widths, f"{name}.widths")),
+               p=probability(self.p, f"{name}.p"),
+               tau_grid=tuple(positives(self.tau_grid, f"{name}.tau_grid")),
+               T_values=tuple(sorted(set(integers(self.T_values, f"{name}.T_values")))),
+               T_select=integer(self.T_select, f"{name}.T_select"),
+               test_fraction=probability(self.test_fraction, f"{name}.test_fraction", zero=False, what="a fraction"),
+               val_fraction=probability(self.val_fraction, f"{name}.val_fraction", zero=False, what="a fraction"),
+               friedman_samples=integer(self.friedman_samples, f"{name}.friedman_samples", 2),
+               seed=integer(self.seed, f"{name}.seed", 0))
+        self.train_config()  # checks epochs, batch_size and device
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
+                           task="regression", eval_splits=())
+
+
+def regression_study(config: RegressionConfig) -> pd.DataFrame:
     """MC dropout against weight scaling on random train/test splits (Gal & Ghahramani 2016, Table 1 protocol).
 
     For every data set and split ``s`` (seed ``seed + s``): the training part is split again
@@ -244,46 +303,33 @@ def regression_study(datasets: Sequence[str] = REGRESSION_DATASETS, n_splits: in
     ``tau_std`` (standardised), ``rmse_mc``, ``ll_mc``, ``rmse_standard``, ``ll_standard``
     (the weight-scaled prediction as a single Gaussian with precision τ), ``n_train``, ``n_test``.
     """
-    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
-    unknown = [d for d in datasets if d not in REGRESSION_DATASETS]
-    if unknown or not datasets:
-        raise ValueError(f"regression_study: datasets must be a non-empty subset of {REGRESSION_DATASETS}, "
-                         f"got {datasets!r}")
-    n_splits = integer(n_splits, "n_splits")
-    Ts = sorted(set(integers(T_values, "T_values")))
-    T_select = integer(T_select, "T_select")
-    p = probability(p, "p")
-    val_fraction = probability(val_fraction, "val_fraction", zero=False, what="a fraction")
-    grid = [float(t) for t in tau_grid]
-    if not grid or any(not (t > 0 and math.isfinite(t)) for t in grid):
-        raise ValueError(f"regression_study: tau_grid must be a non-empty list of numbers > 0, got {tau_grid!r}")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, task="regression",
-                         eval_splits=())
-    dev = resolve_device(device)
+    training = config.train_config()
+    dev = resolve_device(config.device)
 
     rows = []
-    for name in datasets:
-        X, y = load_regression(name, seed=seed, n_samples=friedman_samples)
-        for split in range(n_splits):
-            split_seed = seed + split
-            train_idx, test_idx = train_test_split_indices(len(X), test_fraction, split_seed)
+    for name in config.datasets:
+        X, y = load_regression(name, seed=config.seed, n_samples=config.friedman_samples)
+        for split in range(config.n_splits):
+            split_seed = config.seed + split
+            train_idx, test_idx = train_test_split_indices(len(X), config.test_fraction, split_seed)
             X_train, y_train = X[train_idx], y[train_idx]
-            inner_idx, val_idx = train_test_split_indices(len(X_train), val_fraction, split_seed + 10_000)
+            inner_idx, val_idx = train_test_split_indices(len(X_train), config.val_fraction, split_seed + 10_000)
             var_inner = float(y_train[inner_idx].var())
             val_ll = []
-            for tau_std in grid:
-                model, norm = _train_regressor(X_train[inner_idx], y_train[inner_idx], widths, p, tau_std,
-                                               lengthscale, config, split_seed)
-                samples, _ = _regression_samples(model, norm, X_train[val_idx], T_select, split_seed, dev)
+            for tau_std in config.tau_grid:
+                model, norm = _train_regressor(X_train[inner_idx], y_train[inner_idx], config.widths, config.p,
+                                               tau_std, config.lengthscale, training, split_seed)
+                samples, _ = _regression_samples(model, norm, X_train[val_idx], config.T_select, split_seed, dev)
                 val_ll.append(gaussian_mixture_log_likelihood(y_train[val_idx], samples, tau_std / var_inner).mean())
-            tau_std = grid[int(np.argmax(val_ll))]
+            tau_std = config.tau_grid[int(np.argmax(val_ll))]
             tau = tau_std / float(y_train.var())
-            model, norm = _train_regressor(X_train, y_train, widths, p, tau_std, lengthscale, config, split_seed)
-            samples, standard = _regression_samples(model, norm, X[test_idx], Ts[-1], split_seed, dev)
+            model, norm = _train_regressor(X_train, y_train, config.widths, config.p, tau_std, config.lengthscale,
+                                           training, split_seed)
+            samples, standard = _regression_samples(model, norm, X[test_idx], config.T_values[-1], split_seed, dev)
             y_test = y[test_idx]
             rmse_standard = float(np.sqrt(np.mean((y_test - standard) ** 2)))
             ll_standard = float(gaussian_mixture_log_likelihood(y_test, standard[None], tau).mean())
-            for metrics in regression_mc_metrics(samples, y_test, tau, Ts):
+            for metrics in regression_mc_metrics(samples, y_test, tau, config.T_values):
                 rows.append({"dataset": name, "split": split, "tau": tau, "tau_std": tau_std, **metrics,
                              "rmse_standard": rmse_standard, "ll_standard": ll_standard,
                              "n_train": len(train_idx), "n_test": len(test_idx)})
@@ -314,11 +360,49 @@ class ExtrapolationStudy:
     train: Any
 
 
-def extrapolation_study(activations: Sequence[str] = ACTIVATIONS_COMPARED, seeds: Sequence[int] = (0, 1, 2), *,
-                        widths: Sequence[int] = (256, 256, 256, 256), p: float = 0.1, T: int = 100,
-                        n_train: int = 200, noise: float = 0.05, extent: float = 0.5, n_grid: int = 151,
-                        epochs: int = 300, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-6,
-                        device: str = "auto") -> ExtrapolationStudy:
+@dataclass(frozen=True)
+class ExtrapolationConfig:
+    """Settings of :func:`extrapolation_study`, checked once when the config is built.
+
+    One MLP 1 → ``widths`` → 1 per (activation, seed) with dropout ``p``, trained ``epochs`` epochs
+    on ``n_train`` noisy (sd ``noise``) points of the series on [0, 1], predicted with ``T`` MC
+    passes on ``n_grid`` points of [0, 1 + ``extent``].
+    """
+
+    activations: tuple[str, ...] = ACTIVATIONS_COMPARED
+    seeds: tuple[int, ...] = (0, 1, 2)
+    widths: tuple[int, ...] = (256, 256, 256, 256)
+    p: float = 0.1
+    T: int = 100
+    n_train: int = 200
+    noise: float = 0.05
+    extent: float = 0.5
+    n_grid: int = 151
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = "ExtrapolationConfig"
+        settle(self, activations=choices(self.activations, sorted(ACTIVATIONS), f"{name}.activations"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               widths=tuple(integers(self.widths, f"{name}.widths")),
+               p=probability(self.p, f"{name}.p"),
+               T=integer(self.T, f"{name}.T"),
+               n_train=integer(self.n_train, f"{name}.n_train"),
+               noise=positive(self.noise, f"{name}.noise", zero=True),
+               extent=positive(self.extent, f"{name}.extent"),
+               n_grid=integer(self.n_grid, f"{name}.n_grid"))
+        self.train_config()  # checks epochs, batch_size and device
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                           device=self.device, task="regression", eval_splits=())
+
+
+def extrapolation_study(config: ExtrapolationConfig) -> ExtrapolationStudy:
     """Fit the series on x ∈ [0, 1] and predict on [0, 1 + extent] with T MC passes.
 
     One MLP per (activation, seed): 1 → widths → 1, dropout ``p`` before every hidden-to-hidden
@@ -327,38 +411,26 @@ def extrapolation_study(activations: Sequence[str] = ACTIVATIONS_COMPARED, seeds
     "extrapolation" beyond. ``mc_sd``: standard deviation of the T outputs (model uncertainty;
     the 1/τ noise term would add the same constant in both regions).
     """
-    activations = [activations] if isinstance(activations, str) else list(activations)
-    bad = [a for a in activations if a not in ACTIVATIONS]
-    if bad or not activations:
-        raise ValueError(f"extrapolation_study: activations must be names from {sorted(ACTIVATIONS)}, got {activations!r}")
-    seeds = seed_list(seeds)
-    T = integer(T, "T")
-    n_train = integer(n_train, "n_train")
-    n_grid = integer(n_grid, "n_grid")
-    p = probability(p, "p")
-    if not (extent > 0 and math.isfinite(extent)):
-        raise ValueError(f"extrapolation_study: extent must be > 0, got {extent!r}")
-    dev = resolve_device(device)
-    x_grid = np.linspace(0.0, 1.0 + extent, n_grid)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
-                         task="regression", eval_splits=())
+    training = config.train_config()
+    dev = resolve_device(config.device)
+    x_grid = np.linspace(0.0, 1.0 + config.extent, config.n_grid)
     curves, train_frame = [], None
-    for seed in seeds:
+    for seed in config.seeds:
         rng = np.random.default_rng(seed)
-        x_train = np.sort(rng.uniform(0.0, 1.0, n_train))
-        y_train = synthetic_series(x_train) + noise * rng.standard_normal(n_train)
+        x_train = np.sort(rng.uniform(0.0, 1.0, config.n_train))
+        y_train = synthetic_series(x_train) + config.noise * rng.standard_normal(config.n_train)
         y_mean, y_std = float(y_train.mean()), float(y_train.std())
         data = Dataset(torch.from_numpy(x_train[:, None].astype(np.float32)),
-                              torch.from_numpy(((y_train - y_mean) / y_std).astype(np.float32)))
+                       torch.from_numpy(((y_train - y_mean) / y_std).astype(np.float32)))
         if train_frame is None:
             train_frame = pd.DataFrame({"x": x_train, "y": data.y.double().numpy()})
         grid = torch.from_numpy(x_grid[:, None].astype(np.float32)).to(dev)
-        for activation in activations:
+        for activation in config.activations:
             seed_everything(seed)
-            model = MLP(1, widths, 1, activation=activation, p_input=0.0, p_hidden=p)
-            fit(model, {"train": data}, replace(config, seed=seed))
+            model = MLP(1, config.widths, 1, activation=activation, p_input=0.0, p_hidden=config.p)
+            fit(model, {"train": data}, replace(training, seed=seed))
             torch.manual_seed(seed)
-            samples = predict_mc(model, grid, T).squeeze(-1).double().cpu().numpy()
+            samples = predict_mc(model, grid, config.T).squeeze(-1).double().cpu().numpy()
             standard = predict_weight_scaling(model, grid).squeeze(-1).double().cpu().numpy()
             curves.append(pd.DataFrame({
                 "activation": activation, "seed": seed, "x": x_grid,
@@ -505,12 +577,62 @@ def _uncertainty(model: nn.Module, x: Tensor, T: int, device: torch.device) -> d
             "mutual_information": mutual_information(probs_mc), "entropy_det": _softmax_entropy(probs_det)}
 
 
-def classification_study(dataset: str = "digits", ood_sets: Sequence[str] = ("rotated", "noise"),
-                         seeds: Sequence[int] = (0, 1, 2), *, n_train: int | None = None, n_eval: int | None = None,
-                         widths: Sequence[int] = (256, 256), p_input: float = 0.2, p_hidden: float = 0.5,
-                         epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, T: int = 50,
-                         rotation_degrees: float = 90.0, rotation_angles: Sequence[float] = (0, 30, 60, 90, 120, 150, 180),
-                         n_rotation: int = 200, n_bins: int = 15, device: str = "auto") -> ClassificationStudy:
+def _optional_size(value: Any, name: str) -> int | None:
+    return None if value is None else integer(value, name)
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    """Settings of :func:`classification_study`, checked once when the config is built.
+
+    Per seed an MLP (hidden ``widths``, dropout ``p_input`` on the inputs and ``p_hidden`` on the
+    hidden units) is trained ``epochs`` epochs on ``n_train`` images of ``dataset`` (all when None)
+    and scored with ``T`` MC passes on ``n_eval`` test images and the ``ood_sets`` (from
+    :data:`OOD_SETS`); ``n_rotation`` test images are rotated through ``rotation_angles``;
+    calibration uses ``n_bins`` bins.
+    """
+
+    dataset: str = "digits"
+    ood_sets: tuple[str, ...] = ("rotated", "noise")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_train: int | None = None
+    n_eval: int | None = None
+    widths: tuple[int, ...] = (256, 256)
+    p_input: float = 0.2
+    p_hidden: float = 0.5
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    T: int = 50
+    rotation_degrees: float = 90.0
+    rotation_angles: tuple[float, ...] = (0, 30, 60, 90, 120, 150, 180)
+    n_rotation: int = 200
+    n_bins: int = 15
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = "ClassificationConfig"
+        angles = [self.rotation_angles] if is_real(self.rotation_angles) else list(self.rotation_angles)
+        settle(self, ood_sets=choices(self.ood_sets, OOD_SETS, f"{name}.ood_sets"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               n_train=_optional_size(self.n_train, f"{name}.n_train"),
+               n_eval=_optional_size(self.n_eval, f"{name}.n_eval"),
+               widths=tuple(integers(self.widths, f"{name}.widths")),
+               p_input=probability(self.p_input, f"{name}.p_input"),
+               p_hidden=probability(self.p_hidden, f"{name}.p_hidden"),
+               T=integer(self.T, f"{name}.T"),
+               rotation_degrees=finite(self.rotation_degrees, f"{name}.rotation_degrees"),
+               rotation_angles=tuple(finite(a, f"{name}.rotation_angles (each)") for a in angles),
+               n_rotation=integer(self.n_rotation, f"{name}.n_rotation"),
+               n_bins=integer(self.n_bins, f"{name}.n_bins"))
+        self.train_config()  # checks epochs, batch_size and device
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
+                           eval_splits=())
+
+
+def classification_study(config: ClassificationConfig) -> ClassificationStudy:
     """Train a dropout MLP per seed; score in- and out-of-distribution test inputs with MC dropout.
 
     In-distribution: a class-stratified test subset of ``n_eval`` images (drawn with the seed).
@@ -520,32 +642,27 @@ def classification_study(dataset: str = "digits", ood_sets: Sequence[str] = ("ro
     deterministic weight-scaled net. Calibration: ECE with ``n_bins`` equal-width bins for the
     MC mean and the deterministic prediction on the in-distribution set.
     """
-    ood_sets = [ood_sets] if isinstance(ood_sets, str) else list(ood_sets)
-    bad = [s for s in ood_sets if s not in OOD_SETS]
-    if bad or not ood_sets:
-        raise ValueError(f"classification_study: ood_sets must be a non-empty list of {OOD_SETS}, got {ood_sets!r}")
-    seeds = seed_list(seeds)
-    T = integer(T, "T")
-    n_rotation = integer(n_rotation, "n_rotation")
-    dev = resolve_device(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, eval_splits=())
+    training = config.train_config()
+    dev = resolve_device(config.device)
 
     scores, auroc, calibration, reliability, rotation = [], [], [], [], []
-    for seed in seeds:
-        train = load_dataset(dataset, "train", n=n_train, seed=seed)
-        test = load_dataset(dataset, "test", n=n_eval, seed=seed)
+    for seed in config.seeds:
+        train = load_dataset(config.dataset, "train", n=config.n_train, seed=seed)
+        test = load_dataset(config.dataset, "test", n=config.n_eval, seed=seed)
         seed_everything(seed)
-        model = MLP(train.x[0].numel(), widths, train.num_classes, p_input=p_input, p_hidden=p_hidden)
-        fit(model, {"train": train}, replace(config, seed=seed))
+        model = MLP(train.x[0].numel(), config.widths, train.num_classes, p_input=config.p_input,
+                    p_hidden=config.p_hidden)
+        fit(model, {"train": train}, replace(training, seed=seed))
         torch.manual_seed(seed)
         sets = {"in-distribution": test.x}
-        sets.update({name: _ood_inputs(name, dataset, test, len(test), seed, rotation_degrees) for name in ood_sets})
-        results = {source: _uncertainty(model, x, T, dev) for source, x in sets.items()}
+        sets.update({name: _ood_inputs(name, config.dataset, test, len(test), seed, config.rotation_degrees)
+                     for name in config.ood_sets})
+        results = {source: _uncertainty(model, x, config.T, dev) for source, x in sets.items()}
         for source, result in results.items():
             scores.append(pd.DataFrame({"seed": seed, "source": source, "example": np.arange(len(sets[source])),
                                         **{column: result[column].numpy() for column in SCORES.values()}}))
         inside = results["in-distribution"]
-        for name in ood_sets:
+        for name in config.ood_sets:
             for label, column in SCORES.items():
                 auroc.append({"seed": seed, "ood_set": name, "score": label,
                               "auroc": ood_auroc(inside[column].numpy(), results[name][column].numpy())})
@@ -555,16 +672,16 @@ def classification_study(dataset: str = "digits", ood_sets: Sequence[str] = ("ro
             nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None)).mean())
             calibration.append({"seed": seed, "method": method, "accuracy": float((probs.argmax(1) == labels).mean()),
                                 "confidence": float(probs.max(1).mean()), "nll": nll,
-                                "ece": expected_calibration_error(probs, labels, n_bins)})
-            bins = reliability_bins(probs, labels, n_bins)
+                                "ece": expected_calibration_error(probs, labels, config.n_bins)})
+            bins = reliability_bins(probs, labels, config.n_bins)
             bins.insert(0, "method", method)
             bins.insert(0, "seed", seed)
             reliability.append(bins)
-        subset = test.x[:n_rotation]
-        for angle in rotation_angles:
-            result = _uncertainty(model, rotate_images(subset, float(angle)), T, dev)
-            rotation.append({"seed": seed, "angle": float(angle),
-                             "accuracy": float((result["probs_mc"].argmax(1) == test.y[:n_rotation]).double().mean()),
+        subset = test.x[:config.n_rotation]
+        for angle in config.rotation_angles:
+            result = _uncertainty(model, rotate_images(subset, float(angle)), config.T, dev)
+            correct = result["probs_mc"].argmax(1) == test.y[:config.n_rotation]
+            rotation.append({"seed": seed, "angle": float(angle), "accuracy": float(correct.double().mean()),
                              **{column: float(result[column].mean()) for column in SCORES.values()}})
     return ClassificationStudy(scores=pd.concat(scores, ignore_index=True), auroc=pd.DataFrame(auroc),
                                calibration=pd.DataFrame(calibration),
@@ -650,10 +767,47 @@ BN_METHODS: dict[str, Callable[[nn.Module, Tensor, int, int], Tensor]] = {
     "mc_dropout": _proper_mc, "model.train()": naive_train_mode_mc}
 
 
-def bn_pitfall_study(dataset: str = "digits", seeds: Sequence[int] = (0, 1, 2), *, n_train: int | None = None,
-                     n_eval: int | None = 200, channels: Sequence[int] = (8, 16), p: float = 0.2, hidden: int = 32,
-                     epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, T: int = 10,
-                     batch_sizes: Sequence[int] = (1, 8, 64, 200), device: str = "auto") -> BNPitfallStudy:
+@dataclass(frozen=True)
+class BNPitfallConfig:
+    """Settings of :func:`bn_pitfall_study`, checked once when the config is built.
+
+    Per seed a ConvNet (``channels``, dropout ``p``, a ``hidden`` layer) is trained ``epochs``
+    epochs on ``n_train`` images of ``dataset`` (all when None) and MC-sampled with ``T`` passes
+    on ``n_eval`` test images at each test batch size of ``batch_sizes`` (sorted, distinct).
+    """
+
+    dataset: str = "digits"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_train: int | None = None
+    n_eval: int | None = 200
+    channels: tuple[int, ...] = (8, 16)
+    p: float = 0.2
+    hidden: int = 32
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    T: int = 10
+    batch_sizes: tuple[int, ...] = (1, 8, 64, 200)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = "BNPitfallConfig"
+        settle(self, seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               n_train=_optional_size(self.n_train, f"{name}.n_train"),
+               n_eval=_optional_size(self.n_eval, f"{name}.n_eval"),
+               channels=tuple(integers(self.channels, f"{name}.channels")),
+               p=probability(self.p, f"{name}.p"),
+               hidden=integer(self.hidden, f"{name}.hidden"),
+               T=integer(self.T, f"{name}.T"),
+               batch_sizes=tuple(sorted(set(integers(self.batch_sizes, f"{name}.batch_sizes")))))
+        self.train_config()  # checks epochs, batch_size and device
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
+                           eval_splits=())
+
+
+def bn_pitfall_study(config: BNPitfallConfig) -> BNPitfallStudy:
     """Train a ConvNet with ``conv-bn-act-drop-pool`` blocks; MC-sample it both ways at several test batch sizes.
 
     ``mc_dropout`` (:func:`~dropoutlab.inference.predict_mc`) keeps BatchNorm in eval mode;
@@ -662,29 +816,26 @@ def bn_pitfall_study(dataset: str = "digits", seeds: Sequence[int] = (0, 1, 2), 
     statistics are measured per run; the deterministic accuracy of that copy afterwards shows
     what the mistake leaves behind.
     """
-    seeds = seed_list(seeds)
-    T = integer(T, "T")
-    sizes = sorted(set(integers(batch_sizes, "bn_pitfall_study: batch_sizes")))
-    dev = resolve_device(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, eval_splits=())
+    training = config.train_config()
+    dev = resolve_device(config.device)
     accuracy_rows, stats_rows = [], []
-    for seed in seeds:
-        train = load_dataset(dataset, "train", n=n_train, seed=seed)
-        test = load_dataset(dataset, "test", n=n_eval, seed=seed)
+    for seed in config.seeds:
+        train = load_dataset(config.dataset, "train", n=config.n_train, seed=seed)
+        test = load_dataset(config.dataset, "test", n=config.n_eval, seed=seed)
         seed_everything(seed)
-        model = ConvNet(train.input_shape, channels, order="conv-bn-act-drop-pool", p=p, hidden=hidden,
-                        padding=1, num_classes=train.num_classes)
-        fit(model, {"train": train}, replace(config, seed=seed))
+        model = ConvNet(train.input_shape, config.channels, order="conv-bn-act-drop-pool", p=config.p,
+                        hidden=config.hidden, padding=1, num_classes=train.num_classes)
+        fit(model, {"train": train}, replace(training, seed=seed))
         model.eval()
         base_accuracy = 1.0 - evaluate(model, test, device=dev)["error"]
         x, labels = test.x.to(dev), test.y.to(dev)
         for method, sample in BN_METHODS.items():
             reference = None
-            for size in reversed(sizes):  # largest first: the reference for "differs"
+            for size in reversed(config.batch_sizes):  # largest first: the reference for "differs"
                 run = copy.deepcopy(model)
                 before = bn_running_stats(run)
                 torch.manual_seed(seed)
-                predicted = sample(run, x, T, size).mean(0).argmax(-1)
+                predicted = sample(run, x, config.T, size).mean(0).argmax(-1)
                 after = bn_running_stats(run)
                 reference = predicted if reference is None else reference
                 accuracy_rows.append({"seed": seed, "method": method, "batch_size": size,
