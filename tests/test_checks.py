@@ -13,6 +13,7 @@ from dropoutlab.checks import (
     integer,
     integers,
     keep_probability,
+    optional_integer,
     positive,
     positives,
     probabilities,
@@ -128,3 +129,9 @@ def test_settle_writes_canonical_values_on_a_frozen_dataclass():
         Config().sizes = (2,)
     with pytest.raises(ValueError, match=r"^Config\.sizes"):
         Config([0])
+
+
+def test_optional_integer():
+    assert optional_integer(None, "n_train") is None and optional_integer(5, "n_train") == 5
+    with pytest.raises(ValueError, match=r"^n_train must be an integer ≥ 1, got 0"):
+        optional_integer(0, "n_train")

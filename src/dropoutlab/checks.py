@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["choice", "choices", "finite", "integer", "integers", "is_integer", "is_real", "keep_probability",
-           "positive", "positives", "probabilities", "probability", "seed_list", "settle"]
+           "optional_integer", "positive", "positives", "probabilities", "probability", "seed_list", "settle"]
 
 _LISTS = (list, tuple, range, np.ndarray)
 
@@ -41,6 +41,11 @@ def integer(value: Any, name: str, minimum: int = 1) -> int:
     if not is_integer(value) or value < minimum:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
+
+
+def optional_integer(value: Any, name: str, minimum: int = 1) -> int | None:
+    """``None`` (for "all" or "not set"), or ``value`` as an ``int`` ≥ ``minimum``."""
+    return None if value is None else integer(value, name, minimum)
 
 
 def integers(values: Any, name: str, minimum: int = 1, *, distinct: bool = False) -> list[int]:

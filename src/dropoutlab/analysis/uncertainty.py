@@ -45,6 +45,7 @@ from ..checks import (
     integer,
     integers,
     is_real,
+    optional_integer,
     positive,
     positives,
     probability,
@@ -577,10 +578,6 @@ def _uncertainty(model: nn.Module, x: Tensor, T: int, device: torch.device) -> d
             "mutual_information": mutual_information(probs_mc), "entropy_det": _softmax_entropy(probs_det)}
 
 
-def _optional_size(value: Any, name: str) -> int | None:
-    return None if value is None else integer(value, name)
-
-
 @dataclass(frozen=True)
 class ClassificationConfig:
     """Settings of :func:`classification_study`, checked once when the config is built.
@@ -615,8 +612,8 @@ class ClassificationConfig:
         angles = [self.rotation_angles] if is_real(self.rotation_angles) else list(self.rotation_angles)
         settle(self, ood_sets=choices(self.ood_sets, OOD_SETS, f"{name}.ood_sets"),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               n_train=_optional_size(self.n_train, f"{name}.n_train"),
-               n_eval=_optional_size(self.n_eval, f"{name}.n_eval"),
+               n_train=optional_integer(self.n_train, f"{name}.n_train"),
+               n_eval=optional_integer(self.n_eval, f"{name}.n_eval"),
                widths=tuple(integers(self.widths, f"{name}.widths")),
                p_input=probability(self.p_input, f"{name}.p_input"),
                p_hidden=probability(self.p_hidden, f"{name}.p_hidden"),
@@ -793,8 +790,8 @@ class BNPitfallConfig:
     def __post_init__(self) -> None:
         name = "BNPitfallConfig"
         settle(self, seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               n_train=_optional_size(self.n_train, f"{name}.n_train"),
-               n_eval=_optional_size(self.n_eval, f"{name}.n_eval"),
+               n_train=optional_integer(self.n_train, f"{name}.n_train"),
+               n_eval=optional_integer(self.n_eval, f"{name}.n_eval"),
                channels=tuple(integers(self.channels, f"{name}.channels")),
                p=probability(self.p, f"{name}.p"),
                hidden=integer(self.hidden, f"{name}.hidden"),
