@@ -5,6 +5,7 @@ Small synthetic corpora and scikit-learn's bundled digits; one thread; well unde
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -16,6 +17,8 @@ from dropoutlab.analysis import recurrent_experiments as rx
 from dropoutlab.analysis.recurrent_experiments import (
     CharLM,
     DropoutLSTM,
+    LanguageModelConfig,
+    SequenceConfig,
     char_windows,
     concrete_k_comparison,
     embedding_max_norm_comparison,
@@ -46,19 +49,10 @@ def toy_corpora():
 
 
 def _lm_study(corpora, arms=("none", "variational"), seeds=(0,), epochs=3):
-    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.01, grad_clip=1.0)
-    return language_model_study(
-        *corpora,
-        config,
-        list(seeds),
-        embed_dim=8,
-        hidden=16,
-        bptt=10,
-        eval_length=30,
-        mc_samples=3,
-        arms=list(arms),
-        **RATES,
-    )
+    config = LanguageModelConfig(training=TrainConfig(epochs=epochs, batch_size=16, lr=0.01, grad_clip=1.0),
+                                 seeds=list(seeds), embed_dim=8, hidden=16, bptt=10, eval_length=30, mc_samples=3,
+                                 arms=list(arms), **RATES)
+    return language_model_study(*corpora, config)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -116,42 +110,51 @@ def test_char_windows_shift_by_one():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(seeds=[0, 0]), "seeds must be"),
-        (dict(arms=["naive", "zoneout"]), "arms must be"),
-        (dict(p_input=1.0), "p_input must be"),
-        (dict(p_embed=-0.1), "p_embed must be"),
-        (dict(hidden=0), "hidden must be"),
-        (dict(mc_samples=0), "mc_samples must be"),
-        (dict(bptt=1.5), "bptt must be"),
-        (dict(config="adam"), "config must be a TrainConfig"),
-        (dict(threads=0), "threads must be"),
+        (dict(seeds=[0, 0]), r"LanguageModelConfig\.seeds must be"),
+        (dict(arms=["naive", "zoneout"]), r"LanguageModelConfig\.arms must be"),
+        (dict(arms=["naive", "naive"]), r"LanguageModelConfig\.arms must be distinct"),
+        (dict(p_input=1.0), r"LanguageModelConfig\.p_input must be"),
+        (dict(p_embed=-0.1), r"LanguageModelConfig\.p_embed must be"),
+        (dict(hidden=0), r"LanguageModelConfig\.hidden must be"),
+        (dict(mc_samples=0), r"LanguageModelConfig\.mc_samples must be"),
+        (dict(bptt=1.5), r"LanguageModelConfig\.bptt must be"),
+        (dict(training="adam"), r"LanguageModelConfig\.training must be a TrainConfig"),
+        (dict(training=TrainConfig(task="regression")), r"LanguageModelConfig\.training\.task must be"),
+        (dict(threads=0), r"LanguageModelConfig\.threads must be"),
     ],
 )
-def test_language_model_study_refuses_bad_arguments_naming_them(toy_corpora, change, message):
+def test_language_model_config_refuses_bad_settings_naming_them(change, message):
     kwargs = dict(
-        config=TrainConfig(epochs=1), seeds=[0], embed_dim=4, hidden=4, bptt=5, eval_length=10, mc_samples=2, **RATES
+        training=TrainConfig(epochs=1), seeds=[0], embed_dim=4, hidden=4, bptt=5, eval_length=10, mc_samples=2, **RATES
     )
     kwargs.update(change)
     with pytest.raises(ValueError, match=message):
-        language_model_study(*toy_corpora, **kwargs)
+        LanguageModelConfig(**kwargs)
+
+
+def test_study_configs_are_canonical_and_frozen():
+    config = LanguageModelConfig(training=TrainConfig(epochs=1), seeds=[0, 2], embed_dim=4, hidden=4, bptt=5,
+                                 eval_length=10, mc_samples=2, arms="naive", **RATES)
+    assert config.seeds == (0, 2) and config.arms == ("naive",) and config.training.eval_splits == ("val",)
+    sequence = SequenceConfig(training=TrainConfig(epochs=1), seeds=[1], hidden=4, p_input=0.1, p_hidden=0.1,
+                              p_output=0.1)
+    assert sequence.training.eval_splits == ("test",) and sequence.arms == ("none", "naive", "variational")
+    with pytest.raises(ValueError, match=r"SequenceConfig\.p_output must be"):
+        SequenceConfig(training=TrainConfig(), seeds=[0], hidden=4, p_input=0.1, p_hidden=0.1, p_output=1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.hidden = 8
 
 
 def test_other_arguments_are_refused_naming_them(toy_corpora):
+    config = LanguageModelConfig(training=TrainConfig(), seeds=[0], embed_dim=4, hidden=4, bptt=5, eval_length=10,
+                                 mc_samples=2, **RATES)
     with pytest.raises(ValueError, match="train, val and test must be Corpus"):
-        language_model_study(
-            "x",
-            *toy_corpora[1:],
-            TrainConfig(),
-            [0],
-            embed_dim=4,
-            hidden=4,
-            bptt=5,
-            eval_length=10,
-            mc_samples=2,
-            **RATES,
-        )
+        language_model_study("x", *toy_corpora[1:], config)
+    with pytest.raises(ValueError, match="config must be a LanguageModelConfig"):
+        language_model_study(*toy_corpora, TrainConfig())
+    sequence = SequenceConfig(training=TrainConfig(), seeds=[0], hidden=4, p_input=0.1, p_hidden=0.1, p_output=0.1)
     with pytest.raises(ValueError, match="data must map 'train' and 'test'"):
-        sequence_digits_study({"train": None}, TrainConfig(), [0], hidden=4, p_input=0.1, p_hidden=0.1, p_output=0.1)
+        sequence_digits_study({"train": None}, sequence)
     with pytest.raises(ValueError, match="arm must be one of"):
         CharLM(5, 4, 4, "zoneout")
     with pytest.raises(ValueError, match="model has no LockedDropout"):
@@ -199,14 +202,11 @@ def test_mc_average_of_noiseless_passes_is_the_plain_cross_entropy(toy_corpora):
 
 def test_sequence_study_learns_digits_and_is_reproducible():
     data = {"train": load_dataset("digits", "train"), "test": load_dataset("digits", "test")}
-    config = TrainConfig(epochs=4, batch_size=32, lr=0.01)
-    first = sequence_digits_study(
-        data, config, [0], hidden=16, p_input=0.1, p_hidden=0.1, p_output=0.1, arms=["none", "variational"]
-    )
+    config = SequenceConfig(training=TrainConfig(epochs=4, batch_size=32, lr=0.01), seeds=[0], hidden=16,
+                            p_input=0.1, p_hidden=0.1, p_output=0.1, arms=["none", "variational"])
+    first = sequence_digits_study(data, config)
     assert (first.results["test_error"] < 50).all()  # chance: 90 %
-    second = sequence_digits_study(
-        data, config, [0], hidden=16, p_input=0.1, p_hidden=0.1, p_output=0.1, arms=["none", "variational"]
-    )
+    second = sequence_digits_study(data, config)
     pd.testing.assert_frame_equal(first.results, second.results)
 
 

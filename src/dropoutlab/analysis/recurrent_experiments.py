@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..checks import integer, integers, probability, seed_list
+from ..checks import choices, integer, integers, optional_integer, probability, seed_list, settle
 from ..corpus import Corpus
 from ..inference import predict_mc
 from ..train import TrainConfig, evaluate, fit, seed_everything, training_modes
@@ -69,10 +69,12 @@ __all__ = [
     "CharWindows",
     "ConcreteKComparison",
     "DropoutLSTM",
+    "LanguageModelConfig",
     "LanguageModelStudy",
     "LockedMaskCheck",
     "MaxNormComparison",
     "SequenceClassifier",
+    "SequenceConfig",
     "SequenceStudy",
     "char_windows",
     "concrete_k_comparison",
@@ -89,18 +91,18 @@ ARMS = ("none", "naive", "variational", "weight-drop")
 # ----------------------------------------------------------------------------- validation
 
 
-def _arms(arms: Any) -> list[str]:
-    values = list(arms) if isinstance(arms, (list, tuple)) else None
-    if not values or any(a not in ARMS for a in values) or len(set(values)) != len(values):
-        raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
+def _arms(arms: Any, name: str) -> tuple[str, ...]:
+    values = choices(arms, ARMS, name)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must be distinct names from {ARMS}, got {arms!r}")
     return values
 
 
-def _config(config: Any) -> TrainConfig:
+def _training(config: Any, name: str) -> TrainConfig:
     if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
     if config.task != "classification":
-        raise ValueError(f"config.task must be 'classification' (cross-entropy), got {config.task!r}")
+        raise ValueError(f"{name}.task must be 'classification' (cross-entropy), got {config.task!r}")
     return config
 
 
@@ -110,7 +112,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    threads = integer(threads, "threads")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -355,36 +356,62 @@ def mc_nll_curve(model: nn.Module, data: CharWindows, samples: int, batch_size: 
     return (totals / count).numpy()
 
 
-def language_model_study(
-    train: Corpus,
-    val: Corpus,
-    test: Corpus,
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    embed_dim: int,
-    hidden: int,
-    bptt: int,
-    eval_length: int,
-    p_input: float,
-    p_hidden: float,
-    p_output: float,
-    p_weight: float,
-    p_embed: float,
-    mc_samples: int,
-    arms: Sequence[str] = ARMS,
-    threads: int | None = 1,
-) -> LanguageModelStudy:
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """Settings of :func:`language_model_study`, checked once when the config is built.
+
+    ``training`` (a classification :class:`TrainConfig`; its ``eval_splits`` are set to ``("val",)``),
+    ``seeds``; a :class:`CharLM` of ``embed_dim`` and ``hidden`` units with the drop probabilities
+    ``p_input``, ``p_hidden``, ``p_output``, ``p_weight`` and ``p_embed``; training windows of
+    ``bptt`` characters, evaluation windows of ``eval_length``; ``mc_samples`` MC passes; ``arms``
+    from :data:`ARMS`; ``threads``: torch's CPU thread count while the study runs (None leaves it).
+    """
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    embed_dim: int
+    hidden: int
+    bptt: int
+    eval_length: int
+    p_input: float
+    p_hidden: float
+    p_output: float
+    p_weight: float
+    p_embed: float
+    mc_samples: int
+    arms: tuple[str, ...] = ARMS
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        name = "LanguageModelConfig"
+        settle(self, training=replace(_training(self.training, f"{name}.training"), eval_splits=("val",)),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               embed_dim=integer(self.embed_dim, f"{name}.embed_dim"),
+               hidden=integer(self.hidden, f"{name}.hidden"),
+               bptt=integer(self.bptt, f"{name}.bptt"),
+               eval_length=integer(self.eval_length, f"{name}.eval_length"),
+               mc_samples=integer(self.mc_samples, f"{name}.mc_samples"),
+               arms=_arms(self.arms, f"{name}.arms"),
+               threads=optional_integer(self.threads, f"{name}.threads"),
+               **{k: probability(getattr(self, k), f"{name}.{k}") for k in _LM_RATES})
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in _LM_RATES}
+
+
+_LM_RATES = ("p_input", "p_hidden", "p_output", "p_weight", "p_embed")
+
+
+def language_model_study(train: Corpus, val: Corpus, test: Corpus, config: LanguageModelConfig) -> LanguageModelStudy:
     """GR-PTB, GR-WD, GR-MC: the four arms of :class:`CharLM` on one corpus, paired by seed.
 
     Training windows have length ``bptt`` (``fit`` shuffles them with the seed); validation and test
     windows ``eval_length`` (each window starts from a zero state, the same for every arm). The
-    validation perplexity is logged after every epoch (``config.eval_splits`` is set to
-    ``("val",)``); after training, test perplexity with dropout off, and the MC average of
+    validation perplexity is logged after every epoch; after training, test perplexity with dropout off, and the MC average of
     ``mc_samples`` dropout passes for every arm with dropout.
 
-    ``threads``: torch's CPU thread count while the study runs (restored after; None leaves it). A
-    one-layer LSTM of ~100 units is a chain of small matrix products that a second thread slows down
+    ``config.threads``: torch's CPU thread count while the study runs (restored after). A one-layer LSTM of ~100 units is a chain of small matrix products that a second thread slows down
     (measured 2–8× slower with 2 threads on 2 busy cores), so the default is 1; results are bit-identical
     whatever the kernel's own thread setting.
 
@@ -394,34 +421,26 @@ def language_model_study(
         raise ValueError("train, val and test must be Corpus objects (dropoutlab.corpus.load_corpus)")
     if not train.vocab == val.vocab == test.vocab:
         raise ValueError("train, val and test must share one vocabulary")
-    config, seeds, arms = _config(config), seed_list(seeds), _arms(arms)
-    embed_dim, hidden = integer(embed_dim, "embed_dim"), integer(hidden, "hidden")
-    mc_samples = integer(mc_samples, "mc_samples")
-    rates = dict(
-        p_input=probability(p_input, "p_input"),
-        p_hidden=probability(p_hidden, "p_hidden"),
-        p_output=probability(p_output, "p_output"),
-        p_weight=probability(p_weight, "p_weight"),
-        p_embed=probability(p_embed, "p_embed"),
-    )
+    if not isinstance(config, LanguageModelConfig):
+        raise ValueError(f"config must be a LanguageModelConfig, got {type(config).__name__}")
     data = {
-        "train": char_windows(train, integer(bptt, "bptt")),
-        "val": char_windows(val, eval_length),
-        "test": char_windows(test, eval_length),
+        "train": char_windows(train, config.bptt),
+        "val": char_windows(val, config.eval_length),
+        "test": char_windows(test, config.eval_length),
     }
-    config = replace(config, eval_splits=("val",))
-    with _torch_threads(threads):
-        return _lm_runs(train.vocab_size, data, config, seeds, arms, embed_dim, hidden, rates, mc_samples)
+    with _torch_threads(config.threads):
+        return _lm_runs(train.vocab_size, data, config)
 
 
-def _lm_runs(vocab_size, data, config, seeds, arms, embed_dim, hidden, rates, mc_samples) -> LanguageModelStudy:
+def _lm_runs(vocab_size: int, data: dict[str, CharWindows], config: LanguageModelConfig) -> LanguageModelStudy:
     rows, frames, curves = [], [], []
-    for arm in arms:
-        for seed in seeds:
+    mc_samples = config.mc_samples
+    for arm in config.arms:
+        for seed in config.seeds:
             seed_everything(seed)
-            model = CharLM(vocab_size, embed_dim, hidden, arm, **rates)
+            model = CharLM(vocab_size, config.embed_dim, config.hidden, arm, **config.rates)
             started = time.perf_counter()
-            history = fit(model, data, replace(config, seed=seed))
+            history = fit(model, data, replace(config.training, seed=seed))
             seconds = time.perf_counter() - started
             frame = history.to_frame().drop(columns=["error"]).assign(ppl=lambda f: np.exp(f["loss"]))
             frame.insert(0, "seed", seed)
@@ -477,43 +496,57 @@ class SequenceStudy:
         return rows.set_index("seed")[column].sort_index()
 
 
-def sequence_digits_study(
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    hidden: int,
-    p_input: float,
-    p_hidden: float,
-    p_output: float,
-    arms: Sequence[str] = ("none", "naive", "variational"),
-    threads: int | None = 1,
-) -> SequenceStudy:
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Settings of :func:`sequence_digits_study`, checked once when the config is built.
+
+    ``training`` (a classification :class:`TrainConfig`; its ``eval_splits`` are set to ``("test",)``,
+    so the curves are test curves), ``seeds``, an LSTM of ``hidden`` units with drop probabilities
+    ``p_input``, ``p_hidden``, ``p_output``; ``arms`` and ``threads`` as in :class:`LanguageModelConfig`.
+    """
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    hidden: int
+    p_input: float
+    p_hidden: float
+    p_output: float
+    arms: tuple[str, ...] = ("none", "naive", "variational")
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        name = "SequenceConfig"
+        settle(self, training=replace(_training(self.training, f"{name}.training"), eval_splits=("test",)),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               hidden=integer(self.hidden, f"{name}.hidden"),
+               p_input=probability(self.p_input, f"{name}.p_input"),
+               p_hidden=probability(self.p_hidden, f"{name}.p_hidden"),
+               p_output=probability(self.p_output, f"{name}.p_output"),
+               arms=_arms(self.arms, f"{name}.arms"),
+               threads=optional_integer(self.threads, f"{name}.threads"))
+
+
+def sequence_digits_study(data: Mapping[str, Any], config: SequenceConfig) -> SequenceStudy:
     """GR-SEQ: digits read as 8 steps × 8 features by a 1-layer LSTM(``hidden``), per arm and seed.
 
     ``data`` maps ``train`` and ``test`` to image datasets ``(N, 1, 8, 8)`` (scikit-learn's digits);
-    the test NLL and error are measured with dropout off after training (``config.eval_splits`` is set
-    to ``("test",)``, so the curves are test curves). ``threads`` as in :func:`language_model_study`.
+    the test NLL and error are measured with dropout off after training.
     """
     if not isinstance(data, Mapping) or "train" not in data or "test" not in data:
         raise ValueError("data must map 'train' and 'test' to datasets")
     shape = tuple(data["train"].x.shape[1:])
     if len(shape) != 3 or shape[0] != 1:
         raise ValueError(f"data must hold images (N, 1, steps, features), got input shape {shape}")
-    config, seeds, arms = _config(config), seed_list(seeds), _arms(arms)
-    hidden = integer(hidden, "hidden")
-    rates = dict(
-        p_input=probability(p_input, "p_input"), p_hidden=probability(p_hidden, "p_hidden"),
-        p_output=probability(p_output, "p_output"),
-    )
-    config = replace(config, eval_splits=("test",))
+    if not isinstance(config, SequenceConfig):
+        raise ValueError(f"config must be a SequenceConfig, got {type(config).__name__}")
+    rates = dict(p_input=config.p_input, p_hidden=config.p_hidden, p_output=config.p_output)
     rows, frames = [], []
-    with _torch_threads(threads):
-        for arm in arms:
-            for seed in seeds:
+    with _torch_threads(config.threads):
+        for arm in config.arms:
+            for seed in config.seeds:
                 seed_everything(seed)
-                model = SequenceClassifier(shape[1], shape[2], hidden, data["train"].num_classes, arm, **rates)
-                history = fit(model, dict(data), replace(config, seed=seed))
+                model = SequenceClassifier(shape[1], shape[2], config.hidden, data["train"].num_classes, arm, **rates)
+                history = fit(model, dict(data), replace(config.training, seed=seed))
                 frame = history.to_frame()
                 frame.insert(0, "seed", seed)
                 frame.insert(0, "arm", arm)
