@@ -33,20 +33,25 @@ CONFIG = TrainConfig(epochs=2, batch_size=50, lr=1e-3, progress=False, device="c
 
 
 @pytest.mark.parametrize(("call", "name"), [
-    (lambda d: ae.mlp_study(d, CONFIG, [], widths=[8]), "seeds"),
-    (lambda d: ae.mlp_study(d, CONFIG, [0, 0], widths=[8]), "seeds"),
-    (lambda d: ae.mlp_study(d, CONFIG, [0], widths=[0]), "widths"),
-    (lambda d: ae.mlp_study(d, CONFIG, [0], widths=[8], p=1.0), "p"),
-    (lambda d: ae.mlp_study(d, CONFIG, [0], widths=[8], arms=["dropout", "bogus"]), "arms"),
-    (lambda d: ae.mlp_study(d, CONFIG, [0], widths=[8], alpha=math.nan), "alpha"),
-    (lambda d: ae.mlp_study({"train": d["train"]}, CONFIG, [0], widths=[8]), "data"),
-    (lambda d: ae.mlp_study(d, {"epochs": 1}, [0], widths=[8]), "config"),
-    (lambda d: ae.curriculum_study(d, CONFIG, [0], channels=[4, 4], hidden=[8, 8], keep_fc=0.0), "keep_fc"),
-    (lambda d: ae.curriculum_study(d, CONFIG, [0], channels=[4], hidden=[8, 8]), "channels"),
-    (lambda d: ae.curriculum_study(d, CONFIG, [0], channels=[4, 4], hidden=[8]), "hidden"),
-    (lambda d: ae.curriculum_study(d, CONFIG, [0], channels=[4, 4], hidden=[8, 8], gamma=-1.0), "gamma"),
-    (lambda d: ae.adl_study(d, CONFIG, [0], channels=[4], hidden=8, drop_rate=1.5), "drop_rate"),
-    (lambda d: ae.adl_study(d, CONFIG, [0], channels=[4], hidden=8, gamma=2.0), "gamma"),
+    (lambda d: ae.MLPConfig(CONFIG, [], widths=[8]), r"MLPConfig\.seeds"),
+    (lambda d: ae.MLPConfig(CONFIG, [0, 0], widths=[8]), r"MLPConfig\.seeds"),
+    (lambda d: ae.MLPConfig(CONFIG, [0], widths=[0]), r"MLPConfig\.widths"),
+    (lambda d: ae.MLPConfig(CONFIG, [0], widths=[8], p=1.0), r"MLPConfig\.p must be"),
+    (lambda d: ae.MLPConfig(CONFIG, [0], widths=[8], arms=["dropout", "bogus"]), r"MLPConfig\.arms"),
+    (lambda d: ae.MLPConfig(CONFIG, [0], widths=[8], arms=["dropout", "dropout"]), r"MLPConfig\.arms .*distinct"),
+    (lambda d: ae.MLPConfig(CONFIG, [0], widths=[8], alpha=math.nan), r"MLPConfig\.alpha"),
+    (lambda d: ae.mlp_study({"train": d["train"]}, ae.MLPConfig(CONFIG, [0], widths=[8])), "data"),
+    (lambda d: ae.MLPConfig({"epochs": 1}, [0], widths=[8]), r"MLPConfig\.training must be a TrainConfig"),
+    (lambda d: ae.mlp_study(d, CONFIG), "config must be a MLPConfig"),
+    (lambda d: ae.CurriculumConfig(CONFIG, [0], channels=[4, 4], hidden=[8, 8], keep_fc=0.0), r"\.keep_fc"),
+    (lambda d: ae.curriculum_study(d, ae.CurriculumConfig(CONFIG, [0], channels=[4], hidden=[8, 8])), "channels"),
+    (lambda d: ae.curriculum_study(d, ae.CurriculumConfig(CONFIG, [0], channels=[4, 4], hidden=[8])), "hidden"),
+    (lambda d: ae.CurriculumConfig(CONFIG, [0], channels=[4, 4], hidden=[8, 8], gamma=-1.0), r"\.gamma"),
+    (lambda d: ae.ADLConfig(CONFIG, [0], channels=[4], hidden=8, drop_rate=1.5), r"ADLConfig\.drop_rate"),
+    (lambda d: ae.ADLConfig(CONFIG, [0], channels=[4], hidden=8, gamma=2.0), r"ADLConfig\.gamma"),
+    (lambda d: ae.MetaDropoutConfig([0], second_order=1), r"MetaDropoutConfig\.second_order"),
+    (lambda d: ae.MetaDropoutConfig([0], test_episodes=0), r"MetaDropoutConfig\.test_episodes"),
+    (lambda d: ae.MetaDropoutConfig([0], inner_lr=0.0), r"MetaDropoutConfig\.inner_lr"),
     (lambda d: ae.adl_selection_frequency(0.75, 0.9, n_draws=1), "n_draws"),
     (lambda d: ae.class_pools(d["train"], [0, 0], "x"), "classes"),
     (lambda d: ae.class_pools(d["train"], [10], "x"), "classes"),
@@ -68,12 +73,8 @@ def test_episode_sampler_refuses_bad_settings(pools, kwargs, name):
 
 def test_meta_study_refuses_overlapping_classes_and_bad_settings(pools):
     with pytest.raises(ValueError, match="test_pools"):
-        ae.meta_dropout_study(pools, {"c0": pools["c0"], **{f"t{i}": pools["c1"] for i in range(4)}}, [0])
-    test = {f"t{i}": v for i, v in enumerate(pools.values())}
-    with pytest.raises(ValueError, match="second_order"):
-        ae.meta_dropout_study(pools, test, [0], second_order=1)
-    with pytest.raises(ValueError, match="test_episodes"):
-        ae.meta_dropout_study(pools, test, [0], test_episodes=0)
+        ae.meta_dropout_study(pools, {"c0": pools["c0"], **{f"t{i}": pools["c1"] for i in range(4)}},
+                              ae.MetaDropoutConfig([0]))
     model = ml.build_model((1, 8, 8), 5, 4, 0)
     sampler = ml.EpisodeSampler(pools, 5, 1, 5)
     with pytest.raises(ValueError, match="arm"):
@@ -122,12 +123,12 @@ def test_curriculum_schedules_run_between_no_dropout_and_the_target(keeps, anti)
 
 def test_annealed_arm_falls_linearly_to_zero_and_studies_are_paired_and_reproducible(digits):
     config = TrainConfig(epochs=3, batch_size=50, lr=1e-3, progress=False, device="cpu")
-    first = ae.mlp_study(digits, config, [0, 1], widths=[16], p=0.5)
+    first = ae.mlp_study(digits, ae.MLPConfig(config, [0, 1], widths=[16], p=0.5))
     running = first.history[(first.history["split"] == "train_running") & (first.history["arm"] == "annealed")]
     rate = next(c for c in running.columns if c.startswith("rate/"))
     # fit logs each epoch's rate before the epoch scheduler steps: p(e) = 0.5·(1 − e/2), e = 0, 1, 2
     assert sorted(set(np.round(running[rate], 6))) == pytest.approx([0.0, 0.25, 0.5])
-    again = ae.mlp_study(digits, config, [1, 0], widths=[16], p=0.5)
+    again = ae.mlp_study(digits, ae.MLPConfig(config, [1, 0], widths=[16], p=0.5))
     for arm in ae.MLP_ARMS:
         assert first.test_error(arm).equals(again.test_error(arm)), "same seed → bit-identical"
     assert set(first.errors["arm"]) == set(ae.MLP_ARMS) and len(first.errors) == 6
@@ -135,13 +136,13 @@ def test_annealed_arm_falls_linearly_to_zero_and_studies_are_paired_and_reproduc
 
 def test_curriculum_and_adl_studies_record_every_arm_and_the_rates(digits):
     config = TrainConfig(epochs=1, batch_size=50, lr=1e-3, progress=False, device="cpu")
-    cu = ae.curriculum_study(digits, config, [0], channels=[4, 4], hidden=[8, 8], gamma=0.05)
+    cu = ae.curriculum_study(digits, ae.CurriculumConfig(config, [0], channels=[4, 4], hidden=[8, 8], gamma=0.05))
     rows = cu.history[cu.history["split"] == "test"].set_index("arm")
     steps = int(rows["step"].iloc[0])
     assert rows.loc["fixed", "rate/net.drop_fc1"] == pytest.approx(0.5)
     assert rows.loc["curriculum", "rate/net.drop_fc1"] == pytest.approx(0.5 * (1 - math.exp(-0.05 * steps)))
     assert rows.loc["anti-curriculum", "rate/net.drop_input"] == pytest.approx(0.1 * math.exp(-0.05 * steps))
-    adl = ae.adl_study(digits, config, [0, 1], channels=[4], hidden=8)
+    adl = ae.adl_study(digits, ae.ADLConfig(config, [0, 1], channels=[4], hidden=8))
     assert adl.accuracy("ADL").index.tolist() == [0, 1]
     assert ((adl.errors["error"] >= 0) & (adl.errors["error"] <= 100)).all()
 
@@ -239,8 +240,9 @@ def test_meta_training_is_reproducible_capped_in_a_dry_run_and_kept_in_the_run_s
 def test_meta_study_pairs_the_arms_and_reports_per_run_accuracy(pools):
     train = {k: pools[k] for k in list(pools)[:5]}
     test = {f"t{i}": pools[k] for i, k in enumerate(list(pools)[3:])}
-    study = ae.meta_dropout_study(train, test, [0, 1], way=5, shot=1, query=3, channels=4, iterations=2,
-                                  meta_batch=1, inner_steps=1, test_episodes=5, log_every=1)
+    config = ae.MetaDropoutConfig([0, 1], way=5, shot=1, query=3, channels=4, iterations=2, meta_batch=1,
+                                  inner_steps=1, test_episodes=5, log_every=1)
+    study = ae.meta_dropout_study(train, test, config)
     assert sorted(study.accuracy["arm"].unique()) == sorted(ml.ARMS) and len(study.accuracy) == 4
     assert study.per_seed("MAML").index.tolist() == [0, 1]
     per_run = study.episodes.groupby(["arm", "seed"])["accuracy"].mean()

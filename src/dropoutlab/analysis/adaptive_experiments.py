@@ -35,7 +35,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import finite, integer, integers, keep_probability, probability, seed_list
+from ..checks import choices, finite, integer, integers, keep_probability, positive, probability, seed_list, settle
 from ..data import Dataset
 from ..metalearning import ARMS as META_ARMS
 from ..metalearning import EpisodeSampler, build_model, meta_test, meta_train
@@ -47,12 +47,16 @@ from ..variants.base import keep_to_drop
 from .structured import train_arms
 
 __all__ = [
+    "ADLConfig",
     "ADLFrequency",
     "ADLNet",
     "AdaptiveMLP",
     "CURRICULUM_ARMS",
     "CurriculumCNN",
+    "CurriculumConfig",
+    "MLPConfig",
     "MLP_ARMS",
+    "MetaDropoutConfig",
     "MetaStudy",
     "TrainedArms",
     "adl_selection_frequency",
@@ -79,9 +83,23 @@ def _data(data: Any) -> dict[str, Dataset]:
     return dict(data)
 
 
-def _config(config: Any) -> TrainConfig:
+def _training(config: Any, name: str) -> TrainConfig:
+    """The study's TrainConfig, evaluated on ``data["test"]`` after every epoch."""
     if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
+    return replace(config, eval_splits=("test",))
+
+
+def _arms(arms: Any, allowed: Sequence[str], name: str) -> tuple[str, ...]:
+    values = choices(arms, allowed, name)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must be distinct names from {tuple(allowed)}, got {arms!r}")
+    return values
+
+
+def _study_config(config: Any, kind: type) -> Any:
+    if not isinstance(config, kind):
+        raise ValueError(f"config must be a {kind.__name__}, got {type(config).__name__}")
     return config
 
 
@@ -148,40 +166,53 @@ class AdaptiveMLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def mlp_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *, widths: Sequence[int],
-              p: float = 0.5, alpha: float = 1.0, beta: float = 0.0,
-              arms: Sequence[str] = MLP_ARMS) -> TrainedArms:
+@dataclass(frozen=True)
+class MLPConfig:
+    """Settings of :func:`mlp_study`, checked once when built: ``training`` (its ``eval_splits`` set
+    to ``("test",)``), ``seeds``, hidden ``widths``, dropout ``p``, standout's ``alpha`` and ``beta``,
+    ``arms`` from :data:`MLP_ARMS`."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    widths: tuple[int, ...]
+    p: float = 0.5
+    alpha: float = 1.0
+    beta: float = 0.0
+    arms: tuple[str, ...] = MLP_ARMS
+
+    def __post_init__(self) -> None:
+        name = "MLPConfig"
+        settle(self, training=_training(self.training, f"{name}.training"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               widths=tuple(integers(self.widths, f"{name}.widths")),
+               p=probability(self.p, f"{name}.p"),
+               alpha=finite(self.alpha, f"{name}.alpha"), beta=finite(self.beta, f"{name}.beta"),
+               arms=_arms(self.arms, MLP_ARMS, f"{name}.arms"))
+
+
+def mlp_study(data: Mapping[str, Dataset], config: MLPConfig) -> TrainedArms:
     """BF-1 and RN-A: the same MLP with dropout ``p``, with standout, and with annealed dropout.
 
     ``"dropout"``: p fixed on every hidden layer (the baseline of both claims); ``"standout"``: Ba &
     Frey's standout (α, β) instead; ``"annealed"``: Rennie et al.'s schedule, p(e) = p·(1 − e/(E − 1))
     for epoch e = 0…E − 1 (a :class:`~dropoutlab.schedules.AnnealedSchedule` over E − 1 epochs), so
     the rate falls linearly from p and the last epoch trains without dropout. Evaluated on
-    ``data["test"]`` after every epoch (``config.eval_splits`` is set to ``("test",)``).
+    ``data["test"]`` after every epoch.
     """
-    data, config, seeds = _data(data), _config(config), seed_list(seeds)
-    widths = integers(widths, "widths")
-    p = probability(p, "p")
-    alpha, beta = finite(alpha, "alpha"), finite(beta, "beta")
-    arms = list(arms) if isinstance(arms, (list, tuple)) else None
-    if not arms or any(a not in MLP_ARMS for a in arms) or len(set(arms)) != len(arms):
-        raise ValueError(f"arms must be distinct names from {MLP_ARMS}, got {arms!r}")
+    data, config = _data(data), _study_config(config, MLPConfig)
     shape = data["train"].x.shape[1:]
     in_features, classes = int(np.prod(shape)), data["train"].num_classes
 
     def model(mode: str) -> nn.Module:
-        return AdaptiveMLP(in_features, widths, classes, mode=mode, p=p, alpha=alpha, beta=beta)
+        return AdaptiveMLP(in_features, config.widths, classes, mode=mode, p=config.p, alpha=config.alpha,
+                           beta=config.beta)
 
     modes = {"dropout": dict(mode="dropout"), "standout": dict(mode="standout"), "annealed": dict(mode="dropout")}
-    anneal_epochs = max(config.epochs - 1, 1)
-    schedulers = {"annealed": lambda m: DropoutScheduler(m, AnnealedSchedule(p, anneal_epochs), unit="epoch")}
-    study = train_arms(model, {a: modes[a] for a in arms}, data, _with_test(config), seeds,
-                       schedulers={a: s for a, s in schedulers.items() if a in arms})
+    anneal_epochs = max(config.training.epochs - 1, 1)
+    schedulers = {"annealed": lambda m: DropoutScheduler(m, AnnealedSchedule(config.p, anneal_epochs), unit="epoch")}
+    study = train_arms(model, {a: modes[a] for a in config.arms}, data, config.training, config.seeds,
+                       schedulers={a: s for a, s in schedulers.items() if a in config.arms})
     return _trained(study)
-
-
-def _with_test(config: TrainConfig) -> TrainConfig:
-    return replace(config, eval_splits=("test",))
 
 
 # ----------------------------------------------------------------------------- CU-S: curriculum dropout
@@ -247,35 +278,58 @@ def curriculum_schedules(keep_input: float, keep_conv: float, keep_fc: float, ga
     return {f"net.{name}": curriculum_from_keep(keeps[g], gamma, anti=anti) for name, g in group.items()}
 
 
-def curriculum_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *,
-                     channels: Sequence[int], hidden: Sequence[int], keep_input: float = 0.9, keep_conv: float = 0.75,
-                     keep_fc: float = 0.5, gamma: float = 1e-3,
-                     arms: Sequence[str] = CURRICULUM_ARMS) -> TrainedArms:
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """Settings of :func:`curriculum_study`, checked once when built: ``training`` (evaluated on the
+    test split every epoch), ``seeds``, the CNN's ``channels`` and ``hidden`` widths, the paper's
+    keep probabilities θ̄ (``keep_input``, ``keep_conv``, ``keep_fc``), the schedule's ``gamma`` and
+    ``arms`` from :data:`CURRICULUM_ARMS`."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    channels: tuple[int, ...]
+    hidden: tuple[int, ...]
+    keep_input: float = 0.9
+    keep_conv: float = 0.75
+    keep_fc: float = 0.5
+    gamma: float = 1e-3
+    arms: tuple[str, ...] = CURRICULUM_ARMS
+
+    def __post_init__(self) -> None:
+        name = "CurriculumConfig"
+        settle(self, training=_training(self.training, f"{name}.training"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               channels=tuple(integers(self.channels, f"{name}.channels")),
+               hidden=tuple(integers(self.hidden, f"{name}.hidden")),
+               keep_input=keep_probability(self.keep_input, f"{name}.keep_input"),
+               keep_conv=keep_probability(self.keep_conv, f"{name}.keep_conv"),
+               keep_fc=keep_probability(self.keep_fc, f"{name}.keep_fc"),
+               gamma=positive(self.gamma, f"{name}.gamma"),
+               arms=_arms(self.arms, CURRICULUM_ARMS, f"{name}.arms"))
+
+
+def curriculum_study(data: Mapping[str, Dataset], config: CurriculumConfig) -> TrainedArms:
     """CU-S: :class:`CurriculumCNN` with fixed dropout (p = 1 − θ̄ from the first update), curriculum
     dropout (θ(t) from 1 down to θ̄) and anti-curriculum dropout (θ(t) from θ̄ up to 1), per update.
 
     The fixed arm has no scheduler (its rates are those of the constructor); the others get a
     :class:`DropoutScheduler` with :func:`curriculum_schedules`, stepped after every update by ``fit``.
     """
-    data, config, seeds = _data(data), _config(config), seed_list(seeds)
-    arms = list(arms) if isinstance(arms, (list, tuple)) else None
-    if not arms or any(a not in CURRICULUM_ARMS for a in arms) or len(set(arms)) != len(arms):
-        raise ValueError(f"arms must be distinct names from {CURRICULUM_ARMS}, got {arms!r}")
-    rates = dict(p_input=keep_to_drop(keep_probability(keep_input, "keep_input")),
-                 p_conv=keep_to_drop(keep_probability(keep_conv, "keep_conv")),
-                 p_fc=keep_to_drop(keep_probability(keep_fc, "keep_fc")))
+    data, config = _data(data), _study_config(config, CurriculumConfig)
+    rates = dict(p_input=keep_to_drop(config.keep_input), p_conv=keep_to_drop(config.keep_conv),
+                 p_fc=keep_to_drop(config.keep_fc))
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
 
     def model() -> nn.Module:
-        return CurriculumCNN(shape, channels, hidden, classes, **rates)
+        return CurriculumCNN(shape, config.channels, config.hidden, classes, **rates)
 
     def scheduler(anti: bool):
-        return lambda m: DropoutScheduler(m, curriculum_schedules(keep_input, keep_conv, keep_fc, gamma, anti=anti),
-                                          unit="step")
+        schedules = curriculum_schedules(config.keep_input, config.keep_conv, config.keep_fc, config.gamma, anti=anti)
+        return lambda m: DropoutScheduler(m, schedules, unit="step")
 
     schedulers = {"curriculum": scheduler(False), "anti-curriculum": scheduler(True)}
-    study = train_arms(model, {a: {} for a in arms}, data, _with_test(config), seeds,
-                       schedulers={a: s for a, s in schedulers.items() if a in arms})
+    study = train_arms(model, {a: {} for a in config.arms}, data, config.training, config.seeds,
+                       schedulers={a: s for a, s in schedulers.items() if a in config.arms})
     return _trained(study)
 
 
@@ -358,19 +412,39 @@ class ADLNet(nn.Module):
         return self.head(self.features(x))
 
 
-def adl_study(data: Mapping[str, Dataset], config: TrainConfig, seeds: Sequence[int], *, channels: Sequence[int],
-              hidden: int, drop_rate: float = 0.75, gamma: float = 0.9) -> TrainedArms:
+@dataclass(frozen=True)
+class ADLConfig:
+    """Settings of :func:`adl_study`, checked once when built: ``training`` (evaluated on the test
+    split every epoch), ``seeds``, :class:`ADLNet`'s ``channels`` and ``hidden`` width, ADL's
+    ``drop_rate`` and ``gamma``."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    channels: tuple[int, ...]
+    hidden: int
+    drop_rate: float = 0.75
+    gamma: float = 0.9
+
+    def __post_init__(self) -> None:
+        name = "ADLConfig"
+        settle(self, training=_training(self.training, f"{name}.training"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               channels=tuple(integers(self.channels, f"{name}.channels")),
+               hidden=integer(self.hidden, f"{name}.hidden"),
+               drop_rate=probability(self.drop_rate, f"{name}.drop_rate"),
+               gamma=probability(self.gamma, f"{name}.gamma", one=True, what="a probability"))
+
+
+def adl_study(data: Mapping[str, Dataset], config: ADLConfig) -> TrainedArms:
     """ADL-1's training part: :class:`ADLNet` without (``"no ADL"``) and with ADL (``"ADL"``), paired by seed."""
-    data, config, seeds = _data(data), _config(config), seed_list(seeds)
-    drop_rate = probability(drop_rate, "drop_rate")
-    gamma = probability(gamma, "gamma", one=True, what="a probability")
-    channels, hidden = integers(channels, "channels"), integer(hidden, "hidden")
+    data, config = _data(data), _study_config(config, ADLConfig)
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
 
     def model(adl: bool) -> nn.Module:
-        return ADLNet(shape, channels, hidden, classes, adl=adl, drop_rate=drop_rate, gamma=gamma)
+        return ADLNet(shape, config.channels, config.hidden, classes, adl=adl, drop_rate=config.drop_rate,
+                      gamma=config.gamma)
 
-    study = train_arms(model, {arm: dict(adl=arm == "ADL") for arm in ADL_ARMS}, data, _with_test(config), seeds)
+    study = train_arms(model, {arm: dict(adl=arm == "ADL") for arm in ADL_ARMS}, data, config.training, config.seeds)
     return _trained(study)
 
 
@@ -405,10 +479,45 @@ class MetaStudy:
         return rows.set_index("seed")["accuracy"].sort_index()
 
 
-def meta_dropout_study(train_pools: Mapping[str, Tensor], test_pools: Mapping[str, Tensor], seeds: Sequence[int], *,
-                       way: int = 5, shot: int = 1, query: int = 15, channels: int = 32, iterations: int = 1000,
-                       meta_batch: int = 4, inner_steps: int = 5, inner_lr: float = 0.1, meta_lr: float = 1e-3,
-                       second_order: bool = True, test_episodes: int = 200, log_every: int = 50) -> MetaStudy:
+@dataclass(frozen=True)
+class MetaDropoutConfig:
+    """Settings of :func:`meta_dropout_study`, checked once when built: ``seeds``; ``way``-way,
+    ``shot``-shot episodes with ``query`` query images per class; the 4-conv net's ``channels``;
+    ``iterations`` meta-updates of ``meta_batch`` episodes with ``inner_steps`` inner SGD steps
+    (``inner_lr``), Adam at ``meta_lr``, ``second_order`` MAML; ``test_episodes`` meta-test
+    episodes; a learning-curve record every ``log_every`` iterations."""
+
+    seeds: tuple[int, ...]
+    way: int = 5
+    shot: int = 1
+    query: int = 15
+    channels: int = 32
+    iterations: int = 1000
+    meta_batch: int = 4
+    inner_steps: int = 5
+    inner_lr: float = 0.1
+    meta_lr: float = 1e-3
+    second_order: bool = True
+    test_episodes: int = 200
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        name = "MetaDropoutConfig"
+        if not isinstance(self.second_order, bool):
+            raise ValueError(f"{name}.second_order must be True or False, got {self.second_order!r}")
+        settle(self, seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               way=integer(self.way, f"{name}.way", 2), shot=integer(self.shot, f"{name}.shot"),
+               query=integer(self.query, f"{name}.query"), channels=integer(self.channels, f"{name}.channels"),
+               iterations=integer(self.iterations, f"{name}.iterations"),
+               meta_batch=integer(self.meta_batch, f"{name}.meta_batch"),
+               inner_steps=integer(self.inner_steps, f"{name}.inner_steps"),
+               inner_lr=positive(self.inner_lr, f"{name}.inner_lr"), meta_lr=positive(self.meta_lr, f"{name}.meta_lr"),
+               test_episodes=integer(self.test_episodes, f"{name}.test_episodes"),
+               log_every=integer(self.log_every, f"{name}.log_every"))
+
+
+def meta_dropout_study(train_pools: Mapping[str, Tensor], test_pools: Mapping[str, Tensor],
+                       config: MetaDropoutConfig) -> MetaStudy:
     """MD-1: meta-train the 4-conv MAML net with and without meta dropout, then meta-test both.
 
     Meta-training episodes come from ``train_pools``, meta-test episodes from ``test_pools`` (classes
@@ -417,27 +526,24 @@ def meta_dropout_study(train_pools: Mapping[str, Tensor], test_pools: Mapping[st
     same meta-training episodes in the same order, and are tested on the same ``test_episodes``
     episodes (drawn with seed 10,000 + seed). A meta-training run is the unit of replication.
     """
-    seeds = seed_list(seeds)
+    config = _study_config(config, MetaDropoutConfig)
     overlap = sorted(set(train_pools) & set(test_pools))
     if overlap:
         raise ValueError(f"test_pools must hold classes held out of train_pools; both have {overlap}")
-    train = EpisodeSampler(train_pools, way, shot, query)
-    test = EpisodeSampler(test_pools, way, shot, query)
+    train = EpisodeSampler(train_pools, config.way, config.shot, config.query)
+    test = EpisodeSampler(test_pools, config.way, config.shot, config.query)
     if train.input_shape != test.input_shape:
         raise ValueError(f"train_pools and test_pools must have one image shape, got {train.input_shape} and "
                          f"{test.input_shape}")
-    if not isinstance(second_order, bool):
-        raise ValueError(f"second_order must be True or False, got {second_order!r}")
-    test_episodes = integer(test_episodes, "test_episodes")
     rows, episode_rows, curves = [], [], []
-    for seed in seeds:
+    for seed in config.seeds:
         for arm in META_ARMS:
-            model = build_model(train.input_shape, way, channels, seed)
-            run = meta_train(model, train, arm=arm, iterations=iterations, meta_batch=meta_batch,
-                             inner_steps=inner_steps, inner_lr=inner_lr, meta_lr=meta_lr, second_order=second_order,
-                             seed=seed, log_every=log_every)
-            accs = meta_test(model, test, arm=arm, episodes=test_episodes, inner_steps=inner_steps, inner_lr=inner_lr,
-                             seed=10_000 + seed)
+            model = build_model(train.input_shape, config.way, config.channels, seed)
+            run = meta_train(model, train, arm=arm, iterations=config.iterations, meta_batch=config.meta_batch,
+                             inner_steps=config.inner_steps, inner_lr=config.inner_lr, meta_lr=config.meta_lr,
+                             second_order=config.second_order, seed=seed, log_every=config.log_every)
+            accs = meta_test(model, test, arm=arm, episodes=config.test_episodes, inner_steps=config.inner_steps,
+                             inner_lr=config.inner_lr, seed=10_000 + seed)
             curves.append(run.history)
             rows.append(dict(arm=arm, seed=seed, accuracy=float(accs.mean()),
                              se=float(accs.std(ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else math.nan))
