@@ -12,9 +12,12 @@ from conftest import blobs
 from torch import nn
 
 from dropoutlab.analysis.concrete_experiments import (
+    GridConfig,
     HeteroscedasticConcreteMLP,
     RatePlateau,
     RateSweep,
+    RateSweepConfig,
+    ToyConfig,
     adam_drift_range,
     concrete_layers,
     concrete_mlp,
@@ -162,7 +165,8 @@ def _splits():
 def test_concrete_rate_sweep_shapes_budget_and_reproducibility():
     train, _, test = _splits()
     config = TrainConfig(batch_size=32, lr=1e-2, device="cpu")
-    sweep = concrete_rate_sweep(train, test, [60, 240], [0, 1], [8, 8], config, updates=12, max_points=5)
+    config = RateSweepConfig(config, sizes=[60, 240], seeds=[0, 1], widths=[8, 8], updates=12, max_points=5)
+    sweep = concrete_rate_sweep(train, test, config)
     assert isinstance(sweep, RateSweep) and sweep.updates == 12
     assert len(sweep.rates) == 2 * 2 * 3 and set(sweep.rates["layer"]) == {"input", "hidden 1", "hidden 2"}
     assert sweep.trajectories.groupby(["N", "seed"])["step"].max().eq(12).all()
@@ -174,7 +178,7 @@ def test_concrete_rate_sweep_shapes_budget_and_reproducibility():
     np.testing.assert_allclose(last.sort_index().to_numpy(),
                                sweep.rates.set_index(["N", "seed", "layer"])["rate"].sort_index().to_numpy())
     assert sweep.errors["test_error"].between(0, 1).all() and len(sweep.errors) == 4
-    again = concrete_rate_sweep(train, test, [60, 240], [0, 1], [8, 8], config, updates=12, max_points=5)
+    again = concrete_rate_sweep(train, test, config)
     pd.testing.assert_frame_equal(sweep.rates, again.rates)
     pd.testing.assert_frame_equal(sweep.errors, again.errors)
 
@@ -183,21 +187,24 @@ def test_rate_sweep_and_grid_bad_arguments():
     train, val, test = _splits()
     config = TrainConfig(batch_size=32, device="cpu")
     with pytest.raises(ValueError, match="concrete_rate_sweep: size 500 exceeds the training split"):
-        concrete_rate_sweep(train, test, [500], [0], [4], config, updates=1)
-    with pytest.raises(ValueError, match="concrete_rate_sweep: sizes must be a non-empty list of integers ≥ 1"):
-        concrete_rate_sweep(train, test, [0], [0], [4], config, updates=1)
-    with pytest.raises(ValueError, match="concrete_rate_sweep: updates must be an integer ≥ 1"):
-        concrete_rate_sweep(train, test, [60], [0], [4], config, updates=0)
-    with pytest.raises(ValueError, match=r"fixed_rate_grid: every rate must be a drop probability in \[0, 1\)"):
-        fixed_rate_grid(train, val, test, 60, [1.0], [0], [4], config, updates=1)
-    with pytest.raises(ValueError, match="fixed_rate_grid: seeds must be a non-empty list"):
-        fixed_rate_grid(train, val, test, 60, [0.1], [], [4], config, updates=1)
+        concrete_rate_sweep(train, test, RateSweepConfig(config, sizes=[500], seeds=[0], widths=[4], updates=1))
+    with pytest.raises(ValueError, match=r"RateSweepConfig\.sizes must be a non-empty list of integers ≥ 1"):
+        RateSweepConfig(config, sizes=[0], seeds=[0], widths=[4], updates=1)
+    with pytest.raises(ValueError, match=r"RateSweepConfig\.updates must be an integer ≥ 1"):
+        RateSweepConfig(config, sizes=[60], seeds=[0], widths=[4], updates=0)
+    with pytest.raises(ValueError, match=r"RateSweepConfig\.training must be a TrainConfig"):
+        RateSweepConfig({"lr": 0.1}, sizes=[60], seeds=[0], widths=[4], updates=1)
+    with pytest.raises(ValueError, match=r"GridConfig\.rates must be a non-empty list of drop probabilities"):
+        GridConfig(config, n=60, rates=[1.0], seeds=[0], widths=[4], updates=1)
+    with pytest.raises(ValueError, match=r"GridConfig\.seeds must be a non-empty list"):
+        GridConfig(config, n=60, rates=[0.1], seeds=[], widths=[4], updates=1)
 
 
 def test_fixed_rate_grid_runs_every_rate_and_seed():
     train, val, test = _splits()
     config = TrainConfig(batch_size=32, lr=1e-2, device="cpu")
-    grid = fixed_rate_grid(train, val, test, 120, [0.0, 0.3], [0, 1], [8], config, updates=8)
+    grid = fixed_rate_grid(train, val, test, GridConfig(config, n=120, rates=[0.0, 0.3], seeds=[0, 1], widths=[8],
+                                                        updates=8))
     assert list(grid.columns) == ["p", "seed", "val_error", "test_error", "updates"]
     assert sorted(zip(grid["p"], grid["seed"])) == [(0.0, 0), (0.0, 1), (0.3, 0), (0.3, 1)]
     assert grid["val_error"].between(0, 1).all()
@@ -342,8 +349,9 @@ def test_rate_plateau_bad_arguments():
 def test_rate_plateau_on_a_rate_sweep():
     """On a real sweep the plateau table has one row per (N, seed, layer) and uses the final rates."""
     train, _, test = _splits()
-    sweep = concrete_rate_sweep(train, test, [60, 240], [0], [8], TrainConfig(batch_size=32, lr=1e-2, device="cpu"),
-                                updates=10, max_points=4)
+    config = RateSweepConfig(TrainConfig(batch_size=32, lr=1e-2, device="cpu"), sizes=[60, 240], seeds=[0], widths=[8],
+                             updates=10, max_points=4)
+    sweep = concrete_rate_sweep(train, test, config)
     result = rate_plateau(sweep.trajectories, tolerance=0.05, lr=1e-2)
     assert len(result.changes) == 2 * 2 and not result.plateaued  # 2 updates in the window: reach 0.02
     merged = result.changes.merge(sweep.rates, on=["N", "seed", "layer"])
@@ -438,11 +446,11 @@ def test_input_dropout_floor_matches_monte_carlo():
 
 
 def test_toy_study_rows_and_reproducibility():
-    kwargs = dict(width=8, depth=1, n_val=30, samples=4, batch_size=10, device="cpu")
-    frame = toy_study([10, 40], [3, 1], [0, 1], **kwargs)
+    config = ToyConfig([10, 40], [3, 1], [0, 1], width=8, depth=1, n_val=30, samples=4, batch_size=10, device="cpu")
+    frame = toy_study(config)
     assert list(zip(frame["N"], frame["seed"])) == [(10, 0), (10, 1), (40, 0), (40, 1)]
     assert list(frame["updates"]) == [3, 3, 4, 4]
     assert {"epistemic_sd", "aleatoric_sd", "rmse", "test_ll", "p/input", "p/mean head"} <= set(frame.columns)
-    pd.testing.assert_frame_equal(frame, toy_study([10, 40], [3, 1], [0, 1], **kwargs))
-    with pytest.raises(ValueError, match="toy_study: epochs must give one value per size"):
-        toy_study([10, 40], [3], [0], **kwargs)
+    pd.testing.assert_frame_equal(frame, toy_study(config))
+    with pytest.raises(ValueError, match=r"ToyConfig\.epochs must give one value per size"):
+        ToyConfig([10, 40], [3], [0])

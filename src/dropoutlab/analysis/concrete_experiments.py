@@ -36,7 +36,7 @@ import torch
 from scipy import integrate, optimize, special, stats
 from torch import Tensor, nn
 
-from ..checks import integer, integers, positive, probability, seed_list
+from ..checks import integer, integers, positive, probabilities, probability, seed_list, settle
 from ..data import Dataset
 from ..inference import predict_mc
 from ..models import MLP
@@ -47,7 +47,10 @@ from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_re
 __all__ = [
     "HeteroscedasticConcreteMLP",
     "RatePlateau",
+    "GridConfig",
     "RateSweep",
+    "RateSweepConfig",
+    "ToyConfig",
     "RegularizerStudy",
     "RelaxationStudy",
     "adam_drift_range",
@@ -338,9 +341,45 @@ def _train_on_subset(make_model: Callable[[int], nn.Module], train, n: int, seed
     return model, pd.concat([pd.DataFrame([start]), frame], ignore_index=True)
 
 
-def concrete_rate_sweep(train, test, sizes: Sequence[int], seeds: Iterable[int], widths: Sequence[int],
-                        config: TrainConfig, updates: int, *, length_scale: float = 1e-4, tau: float = 1.0,
-                        p_init: float = 0.1, temperature: float = 0.1, max_points: int = 100) -> RateSweep:
+def _training(config: object, name: str) -> TrainConfig:
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
+    return config
+
+
+@dataclass(frozen=True)
+class RateSweepConfig:
+    """Settings of :func:`concrete_rate_sweep`, checked once when built: ``training`` (batch size,
+    optimiser; epochs follow from ``updates``), training-set ``sizes``, ``seeds``, hidden ``widths``,
+    ``updates`` per run; the concrete layers' ``length_scale``, ``tau``, ``p_init`` and
+    ``temperature``; at most ``max_points`` points per rate trajectory."""
+
+    training: TrainConfig
+    sizes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    widths: tuple[int, ...]
+    updates: int
+    length_scale: float = 1e-4
+    tau: float = 1.0
+    p_init: float = 0.1
+    temperature: float = 0.1
+    max_points: int = 100
+
+    def __post_init__(self) -> None:
+        name = "RateSweepConfig"
+        settle(self, training=_training(self.training, f"{name}.training"),
+               sizes=tuple(integers(self.sizes, f"{name}.sizes")),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               widths=tuple(integers(self.widths, f"{name}.widths")),
+               updates=integer(self.updates, f"{name}.updates"),
+               length_scale=positive(self.length_scale, f"{name}.length_scale"),
+               tau=positive(self.tau, f"{name}.tau"),
+               p_init=probability(self.p_init, f"{name}.p_init", zero=False),
+               temperature=positive(self.temperature, f"{name}.temperature"),
+               max_points=integer(self.max_points, f"{name}.max_points", 2))
+
+
+def concrete_rate_sweep(train: Dataset, test: Dataset, config: RateSweepConfig) -> RateSweep:
     """CD-MN: train a concrete-dropout MLP on class-stratified subsets of ``train`` of every size.
 
     Every run gets the same number of ``updates`` (so small N is not also trained for less
@@ -348,21 +387,20 @@ def concrete_rate_sweep(train, test, sizes: Sequence[int], seeds: Iterable[int],
     The regulariser factors scale with 1/N. Test error and loss are measured in eval mode.
     """
     name = "concrete_rate_sweep"
-    sizes = integers(sizes, f"{name}: sizes")
-    seeds = seed_list(seeds, f"{name}: seeds")
-    updates = integer(updates, f"{name}: updates")
+    training = config.training
     in_features = int(train.x[0].numel())
     out_features = int(train.y.max()) + 1
     trajectories, finals, errors = [], [], []
-    for n in sizes:
-        for seed in seeds:
+    for n in config.sizes:
+        for seed in config.seeds:
             def make(n_train: int) -> nn.Module:
-                return concrete_mlp(in_features, widths, out_features, n_train, length_scale=length_scale,
-                                    tau=tau, p_init=p_init, temperature=temperature)
+                return concrete_mlp(in_features, config.widths, out_features, n_train,
+                                    length_scale=config.length_scale, tau=config.tau, p_init=config.p_init,
+                                    temperature=config.temperature)
 
-            model, frame = _train_on_subset(make, train, n, seed, config, updates, name)
+            model, frame = _train_on_subset(make, train, n, seed, training, config.updates, name)
             labels = concrete_layers(model)
-            running = _thin(frame[frame["split"] == "train_running"], max_points)
+            running = _thin(frame[frame["split"] == "train_running"], config.max_points)
             for depth, (column, label) in enumerate(labels.items()):
                 trajectories.append(pd.DataFrame({"N": n, "seed": seed, "epoch": running["epoch"].to_numpy(),
                                                   "step": running["step"].to_numpy(), "layer": label,
@@ -370,41 +408,54 @@ def concrete_rate_sweep(train, test, sizes: Sequence[int], seeds: Iterable[int],
             modules = [m for m in model.modules() if isinstance(m, ConcreteDropout)]
             finals += [{"N": n, "seed": seed, "layer": label, "depth": depth, "rate": module.rate}
                        for depth, (label, module) in enumerate(zip(labels.values(), modules))]
-            metrics = evaluate(model, test, device=config.device)
+            metrics = evaluate(model, test, device=training.device)
             errors.append({"N": n, "seed": seed, "test_error": metrics["error"], "test_loss": metrics["loss"]})
     return RateSweep(pd.concat(trajectories, ignore_index=True), pd.DataFrame(finals), pd.DataFrame(errors),
-                     updates, config.batch_size)
+                     config.updates, training.batch_size)
 
 
-def fixed_rate_grid(train, val, test, n: int, rates: Sequence[float], seeds: Iterable[int], widths: Sequence[int],
-                    config: TrainConfig, updates: int):
+@dataclass(frozen=True)
+class GridConfig:
+    """Settings of :func:`fixed_rate_grid`, checked once when built: ``training``, the subset size
+    ``n``, the fixed drop ``rates``, ``seeds``, hidden ``widths`` and ``updates`` per run."""
+
+    training: TrainConfig
+    n: int
+    rates: tuple[float, ...]
+    seeds: tuple[int, ...]
+    widths: tuple[int, ...]
+    updates: int
+
+    def __post_init__(self) -> None:
+        name = "GridConfig"
+        settle(self, training=_training(self.training, f"{name}.training"), n=integer(self.n, f"{name}.n"),
+               rates=tuple(probabilities(self.rates, f"{name}.rates")),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               widths=tuple(integers(self.widths, f"{name}.widths")),
+               updates=integer(self.updates, f"{name}.updates"))
+
+
+def fixed_rate_grid(train: Dataset, val: Dataset, test: Dataset, config: GridConfig):
     """CD-GRID: the same MLP with one fixed inverted-dropout rate ``p`` on every layer, per grid value.
 
     Same subsets (``stratified_indices(train.y, n, seed)``), seeds and update budget as
     :func:`concrete_rate_sweep`. Returns ``p, seed, val_error, test_error, updates``.
     """
     name = "fixed_rate_grid"
-    n = integer(n, f"{name}: n")
-    seeds = seed_list(seeds, f"{name}: seeds")
-    updates = integer(updates, f"{name}: updates")
-    rates = list(rates)
-    if not rates:
-        raise ValueError(f"{name}: rates must not be empty")
-    for p in rates:
-        if not 0.0 <= float(p) < 1.0:
-            raise ValueError(f"{name}: every rate must be a drop probability in [0, 1), got {p!r}")
+    training = config.training
     in_features = int(train.x[0].numel())
     out_features = int(train.y.max()) + 1
     rows = []
-    for p in rates:
-        for seed in seeds:
+    for p in config.rates:
+        for seed in config.seeds:
             def make(n_train: int, p: float = float(p)) -> nn.Module:
-                return MLP(in_features, widths, out_features, dropout="inverted", p_input=p, p_hidden=p)
+                return MLP(in_features, config.widths, out_features, dropout="inverted", p_input=p, p_hidden=p)
 
-            model, _ = _train_on_subset(make, train, n, seed, config, updates, name)
+            model, _ = _train_on_subset(make, train, config.n, seed, training, config.updates, name)
             rows.append({"p": float(p), "seed": seed,
-                         "val_error": evaluate(model, val, device=config.device)["error"],
-                         "test_error": evaluate(model, test, device=config.device)["error"], "updates": updates})
+                         "val_error": evaluate(model, val, device=training.device)["error"],
+                         "test_error": evaluate(model, test, device=training.device)["error"],
+                         "updates": config.updates})
     return pd.DataFrame(rows)
 
 
@@ -721,33 +772,59 @@ def input_dropout_floor(p_input: float, slope: float = 2.0, noise_sd: float = 1.
     return math.sqrt(extra), math.sqrt(noise_sd**2 + extra)
 
 
-def toy_study(sizes: Sequence[int], epochs: Sequence[int], seeds: Iterable[int], *, width: int = 1024,
-              depth: int = 3, n_val: int = 1000, samples: int = 20, batch_size: int = 20, lr: float = 1e-3,
-              length_scale: float = 1e-4, tau: float = 1.0, noise_sd: float = 1.0, device: str = "auto"):
+@dataclass(frozen=True)
+class ToyConfig:
+    """Settings of :func:`toy_study`, checked once when built: training-set ``sizes`` with one
+    ``epochs`` value each, ``seeds``; the model's ``width`` and ``depth``; ``n_val`` held-out points,
+    ``samples`` MC passes; ``batch_size``, ``lr``; ``length_scale`` and ``tau`` of the regulariser
+    weights; the data's ``noise_sd``."""
+
+    sizes: tuple[int, ...]
+    epochs: tuple[int, ...]
+    seeds: tuple[int, ...]
+    width: int = 1024
+    depth: int = 3
+    n_val: int = 1000
+    samples: int = 20
+    batch_size: int = 20
+    lr: float = 1e-3
+    length_scale: float = 1e-4
+    tau: float = 1.0
+    noise_sd: float = 1.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = "ToyConfig"
+        sizes, epochs = integers(self.sizes, f"{name}.sizes"), integers(self.epochs, f"{name}.epochs")
+        if len(epochs) != len(sizes):
+            raise ValueError(f"{name}.epochs must give one value per size ({len(sizes)}), got {len(epochs)}")
+        settle(self, sizes=tuple(sizes), epochs=tuple(epochs), seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               width=integer(self.width, f"{name}.width"), depth=integer(self.depth, f"{name}.depth"),
+               n_val=integer(self.n_val, f"{name}.n_val"), samples=integer(self.samples, f"{name}.samples"),
+               batch_size=integer(self.batch_size, f"{name}.batch_size"), lr=positive(self.lr, f"{name}.lr"),
+               length_scale=positive(self.length_scale, f"{name}.length_scale"), tau=positive(self.tau, f"{name}.tau"),
+               noise_sd=positive(self.noise_sd, f"{name}.noise_sd"))
+
+
+def toy_study(config: ToyConfig):
     """CD-TOY: fit the heteroscedastic concrete model for every (N, epochs) pair and seed.
 
     Data: :func:`toy_data` with ``N + n_val`` points per (N, seed), the first N for training;
     ``wr = l²/(τN)``, ``dr = 2/(τN)`` as in the official notebook. Returns one row per (N, seed)
     with the :func:`toy_uncertainty` values, ``epochs``, ``updates`` and ``p/<layer>``.
     """
-    name = "toy_study"
-    sizes = integers(sizes, f"{name}: sizes")
-    epochs = integers(epochs, f"{name}: epochs")
-    if len(epochs) != len(sizes):
-        raise ValueError(f"{name}: epochs must give one value per size ({len(sizes)}), got {len(epochs)}")
-    seeds = seed_list(seeds, f"{name}: seeds")
     rows = []
-    for n, n_epochs in zip(sizes, epochs):
-        for seed in seeds:
-            x, y = toy_data(n + n_val, seed * 1_000_003 + n, noise_sd=noise_sd)
-            wr, dr = concrete_regularizer_weights(length_scale, tau, n)
+    for n, n_epochs in zip(config.sizes, config.epochs):
+        for seed in config.seeds:
+            x, y = toy_data(n + config.n_val, seed * 1_000_003 + n, noise_sd=config.noise_sd)
+            wr, dr = concrete_regularizer_weights(config.length_scale, config.tau, n)
             seed_everything(seed)
-            model = HeteroscedasticConcreteMLP(x.shape[1], width, depth, y.shape[1], weight_regularizer=wr,
-                                               dropout_regularizer=dr)
-            fit_heteroscedastic(model, x[:n], y[:n], n_epochs, batch_size, lr, seed, device)
+            model = HeteroscedasticConcreteMLP(x.shape[1], config.width, config.depth, y.shape[1],
+                                               weight_regularizer=wr, dropout_regularizer=dr)
+            fit_heteroscedastic(model, x[:n], y[:n], n_epochs, config.batch_size, config.lr, seed, config.device)
             seed_everything(seed)
-            result = toy_uncertainty(model, x[n:], y[n:], samples)
+            result = toy_uncertainty(model, x[n:], y[n:], config.samples)
             rows.append({"N": n, "seed": seed, "epochs": n_epochs,
-                         "updates": n_epochs * math.ceil(n / batch_size), **result,
+                         "updates": n_epochs * math.ceil(n / config.batch_size), **result,
                          **{f"p/{k}": v for k, v in model.rates().items()}})
     return pd.DataFrame(rows)
