@@ -342,8 +342,9 @@ def test_schedule_falls_from_start_to_end_with_the_fixed_arms_mean(data):
 
 
 def test_rates_study_picks_the_competitor_on_validation_not_on_test(data):
-    study = practical.rates_study(_mlp, data, CONFIG, [0, 1], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5],
-                                  output_rates=[0.0], guide=[0.2, 0.5, 0.0])
+    config = practical.RatesConfig(CONFIG, [0, 1], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5], output_rates=[0.0],
+                                   guide=[0.2, 0.5, 0.0])
+    study = practical.rates_study(_mlp, data, config)
     cells = study.cells.set_index("cell")
     others = cells.drop(index=study.guide_cell)
     assert study.best_other == others["val_error"].idxmin() and study.best_other != study.guide_cell
@@ -351,15 +352,20 @@ def test_rates_study_picks_the_competitor_on_validation_not_on_test(data):
     assert study.test_error(study.guide_cell).index.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [(dict(guide=[0.1, 0.5, 0.0]), "must be a cell of the grid"),
-                                               (dict(guide=[0.2, 0.5]), "guide must be"),
-                                               (dict(input_rates=[0.2], hidden_rates=[0.5]), "at least two cells"),
-                                               (dict(output_rates=[1.0]), "output_rates must be a non-empty list of distinct drop probabilities"),
-                                               (dict(val_split="dev"), "no split")])
+@pytest.mark.parametrize(("kwargs", "words"), [
+    (dict(guide=[0.1, 0.5, 0.0]), r"RatesConfig\.guide .* must be a cell of the grid"),
+    (dict(guide=[0.2, 0.5]), r"RatesConfig\.guide must be"),
+    (dict(input_rates=[0.2], hidden_rates=[0.5]), "at least two cells"),
+    (dict(output_rates=[1.0]), r"RatesConfig\.output_rates must be a non-empty list of distinct drop probabilities"),
+    (dict(seeds=[]), r"RatesConfig\.seeds"),
+    (dict(training="sgd"), r"RatesConfig\.training must be a TrainConfig"),
+    (dict(val_split="dev"), "no split"),
+])
 def test_rates_study_validates_its_arguments(data, kwargs, words):
-    args = {**dict(input_rates=[0.0, 0.2], hidden_rates=[0.5], output_rates=[0.0], guide=[0.2, 0.5, 0.0]), **kwargs}
+    args = {**dict(training=CONFIG, seeds=[0], input_rates=[0.0, 0.2], hidden_rates=[0.5], output_rates=[0.0],
+                   guide=[0.2, 0.5, 0.0]), **kwargs}
     with pytest.raises(ValueError, match=words):
-        practical.rates_study(_mlp, data, CONFIG, [0], **args)
+        practical.rates_study(_mlp, data, practical.RatesConfig(**args))
 
 
 # ----------------------------------------------------------------------------- second batch: SG-SLOW
@@ -516,9 +522,9 @@ def test_heavy_dropout_inflates_the_plain_nets_first_layer_gradient_far_more_tha
 
 
 def test_depth_study_tables(data):
-    study = practical.depth_study(
-        SHAPE, 3, data, CONFIG, [0, 1], width=8, depths=[2], p_values=[0.3], depth=3, p=0.5, passes=2, grad_batch=32
-    )
+    config = practical.DepthConfig(CONFIG, [0, 1], width=8, depths=[2], p_values=[0.3], depth=3, p=0.5, passes=2,
+                                   grad_batch=32)
+    study = practical.depth_study(SHAPE, 3, data, config)
     g = study.gradients
     assert set(g["depth"]) == {2, 3} and set(g["p"]) == {0.0, 0.3, 0.5} and len(g) == 2 * 2 * 2 * 3
     assert np.allclose(g.loc[g["p"] == 0, "ratio"], 1.0)
@@ -532,19 +538,21 @@ def test_depth_study_tables(data):
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        (dict(width=0), "width must be an integer"),
-        (dict(depth=True), "depth must be an integer"),
-        (dict(depths=[2, 0]), "depths entries"),
-        (dict(p=0.0), "p must be a drop probability in \\(0, 1\\)"),
-        (dict(p_values=[1.0]), "p_values must be a non-empty list"),
-        (dict(passes=0), "passes must be an integer"),
-        (dict(grad_batch=-1), "grad_batch must be an integer"),
+        (dict(width=0), r"DepthConfig\.width must be an integer"),
+        (dict(depth=True), r"DepthConfig\.depth must be an integer"),
+        (dict(depths=[2, 0]), r"DepthConfig\.depths must be a non-empty list of integers"),
+        (dict(p=0.0), r"DepthConfig\.p must be a drop probability in \(0, 1\)"),
+        (dict(p_values=[1.0]), r"DepthConfig\.p_values must be a non-empty list"),
+        (dict(passes=0), r"DepthConfig\.passes must be an integer"),
+        (dict(grad_batch=-1), r"DepthConfig\.grad_batch must be an integer"),
     ],
 )
 def test_depth_study_validates_its_arguments(data, kwargs, words):
     args = {**dict(width=8, depths=[2], p_values=[0.3], depth=2, p=0.5, passes=1, grad_batch=16), **kwargs}
     with pytest.raises(ValueError, match=words):
-        practical.depth_study(SHAPE, 3, data, CONFIG, [0], **args)
+        practical.DepthConfig(CONFIG, [0], **args)
+    with pytest.raises(ValueError, match="config must be a DepthConfig"):
+        practical.depth_study(SHAPE, 3, data, CONFIG)
 
 
 def test_deep_mlp_refuses_an_unknown_architecture():
@@ -676,7 +684,8 @@ def test_tpe_search_refuses_bad_input(kwargs, words):
 
 
 def test_search_study_covers_the_grid_reuses_only_identical_nets_and_chooses_on_validation(data):
-    study = practical.search_study(_mlp, data, CONFIG, [0], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5], startup=2)
+    config = practical.SearchConfig(CONFIG, [0], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5], startup=2)
+    study = practical.search_study(_mlp, data, config)
     trials = study.trials
     grid = trials[trials["searcher"] == "grid"]
     assert study.budget == 4 and len(trials) == 8 and not grid["reused"].any()
@@ -705,7 +714,7 @@ def test_search_study_covers_the_grid_reuses_only_identical_nets_and_chooses_on_
 def test_search_study_validates_its_arguments(data, kwargs, words):
     call = dict(seeds=[0], input_rates=[0.0, 0.2], hidden_rates=[0.0, 0.5], startup=2) | kwargs
     with pytest.raises(ValueError, match=words):
-        practical.search_study(_mlp, data, CONFIG, call.pop("seeds"), **call)
+        practical.search_study(_mlp, data, practical.SearchConfig(CONFIG, **call))
 
 
 # ----------------------------------------------------------------------------- SG-CV: cross-validation

@@ -66,7 +66,7 @@ from scipy import optimize, stats
 from torch import Tensor, nn
 from tqdm import TqdmWarning
 
-from ..checks import integer, probabilities, probability, seed_list
+from ..checks import integer, integers, probabilities, probability, seed_list, settle
 from ..models import MLP, ConvNet
 from ..schedules import DropoutScheduler, LinearSchedule
 from ..train import TrainConfig, evaluate, seed_everything
@@ -87,6 +87,7 @@ __all__ = [
     "CVStudy",
     "ConvergenceStudy",
     "DeepMLP",
+    "DepthConfig",
     "DepthStudy",
     "FrameworkChecks",
     "GradientRecorder",
@@ -95,8 +96,10 @@ __all__ = [
     "NoiseStudy",
     "PROCEDURES",
     "PairedStudy",
+    "RatesConfig",
     "RatesStudy",
     "SEARCHERS",
+    "SearchConfig",
     "SearchStudy",
     "StabilityStudy",
     "alpha_dropout_reference",
@@ -149,11 +152,17 @@ def _splits(data: Any, needed: Sequence[str]) -> None:
         raise ValueError(f"data has no split(s) {missing}; it has {sorted(data)}")
 
 
-def _config(config: Any) -> TrainConfig:
+def _config(config: Any, name: str = "config") -> TrainConfig:
     if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
     if config.task != "classification":
-        raise ValueError(f"config.task must be 'classification', got {config.task!r}")
+        raise ValueError(f"{name}.task must be 'classification', got {config.task!r}")
+    return config
+
+
+def _study_config(config: Any, kind: type) -> Any:
+    if not isinstance(config, kind):
+        raise ValueError(f"config must be a {kind.__name__}, got {type(config).__name__}")
     return config
 
 
@@ -773,10 +782,41 @@ def _cell(p_input: float, p_hidden: float, p_output: float) -> str:
     return f"in {p_input:g} / hid {p_hidden:g} / out {p_output:g}"
 
 
-def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
-                seeds: Sequence[int], *, input_rates: Sequence[float], hidden_rates: Sequence[float],
-                output_rates: Sequence[float], guide: Sequence[float], val_split: str = "val",
-                test_split: str = "test") -> RatesStudy:
+@dataclass(frozen=True)
+class RatesConfig:
+    """Settings of :func:`rates_study`, checked once when built: ``training``, ``seeds``, the factorial's
+    ``input_rates`` × ``hidden_rates`` × ``output_rates`` (distinct drop probabilities, at least two cells),
+    the ``guide``'s cell (p_input, p_hidden, p_output), and the validation and test split names."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    input_rates: tuple[float, ...]
+    hidden_rates: tuple[float, ...]
+    output_rates: tuple[float, ...]
+    guide: tuple[float, float, float]
+    val_split: str = "val"
+    test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        name = "RatesConfig"
+        grid = tuple(tuple(probabilities(getattr(self, axis), f"{name}.{axis}", distinct=True))
+                     for axis in ("input_rates", "hidden_rates", "output_rates"))
+        guide = tuple(self.guide) if isinstance(self.guide, (list, tuple)) else (self.guide,)
+        if len(guide) != 3:
+            raise ValueError(f"{name}.guide must be (p_input, p_hidden, p_output), got {self.guide!r}")
+        guide = tuple(probability(g, f"{name}.guide entries") for g in guide)
+        if any(not any(math.isclose(g, v) for v in axis) for g, axis in zip(guide, grid, strict=True)):
+            raise ValueError(f"{name}.guide {guide} must be a cell of the grid {grid}")
+        if math.prod(len(a) for a in grid) < 2:
+            raise ValueError(f"{name}: the grid must have at least two cells")
+        training = _config(self.training, f"{name}.training")
+        settle(self, training=replace(training, eval_splits=tuple(dict.fromkeys([*training.eval_splits,
+                                                                                  self.val_split]))),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")), input_rates=grid[0], hidden_rates=grid[1],
+               output_rates=grid[2], guide=guide)
+
+
+def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: RatesConfig) -> RatesStudy:
     """Train ``make_model(p_input=, p_hidden=, p_output=)`` for every cell of the factorial and seed.
 
     The guide: input 0.1–0.2, hidden 0.3–0.5 and no dropout at the output. ``guide`` = (input, hidden,
@@ -785,22 +825,12 @@ def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
     then compared on, so the comparison is not biased by selecting on the same numbers. Every cell
     shares each seed's initial weights and data order.
     """
-    config, seeds = _config(config), seed_list(seeds)
-    grid = (probabilities(input_rates, "input_rates", distinct=True),
-            probabilities(hidden_rates, "hidden_rates", distinct=True),
-            probabilities(output_rates, "output_rates", distinct=True))
-    guide = tuple(guide) if isinstance(guide, (list, tuple)) else (guide,)
-    if len(guide) != 3:
-        raise ValueError(f"guide must be (p_input, p_hidden, p_output), got {guide!r}")
-    guide = tuple(probability(g, "guide entries") for g in guide)
-    if any(not any(math.isclose(g, v) for v in axis) for g, axis in zip(guide, grid, strict=True)):
-        raise ValueError(f"guide {guide} must be a cell of the grid {grid}")
-    if math.prod(len(a) for a in grid) < 2:
-        raise ValueError("the grid must have at least two cells")
-    _splits(data, ["train", val_split, test_split])
-    config = replace(config, eval_splits=tuple(dict.fromkeys([*config.eval_splits, val_split])))
-    arms = {_cell(i, h, o): dict(p_input=i, p_hidden=h, p_output=o) for i in grid[0] for h in grid[1] for o in grid[2]}
-    study = train_arms(make_model, arms, data, config, seeds, test_split=test_split)
+    config = _study_config(config, RatesConfig)
+    val_split = config.val_split
+    _splits(data, ["train", val_split, config.test_split])
+    arms = {_cell(i, h, o): dict(p_input=i, p_hidden=h, p_output=o)
+            for i in config.input_rates for h in config.hidden_rates for o in config.output_rates}
+    study = train_arms(make_model, arms, data, config.training, config.seeds, test_split=config.test_split)
     last = study.history[study.history["split"] == val_split].sort_values("epoch").groupby(["arm", "seed"]).last()
     rows = []
     for _, r in study.errors.iterrows():
@@ -811,7 +841,7 @@ def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
     errors = pd.DataFrame(rows)
     cells = errors.groupby(["cell", "p_input", "p_hidden", "p_output"], as_index=False, sort=False)[
         ["val_error", "test_error"]].mean()
-    guide_cell = _cell(*guide)
+    guide_cell = _cell(*config.guide)
     others = cells[cells["cell"] != guide_cell]
     best_other = str(others.loc[others["val_error"].idxmin(), "cell"])
     cells["guide"] = cells["cell"] == guide_cell
@@ -1148,22 +1178,37 @@ class DepthStudy:
         return rows.set_index("seed")["log2_ratio"].abs().sort_index()
 
 
-def depth_study(
-    input_shape: Sequence[int],
-    num_classes: int,
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    width: int,
-    depths: Sequence[int],
-    p_values: Sequence[float],
-    depth: int,
-    p: float,
-    passes: int = 10,
-    grad_batch: int = 256,
-    test_split: str = "test",
-) -> DepthStudy:
+@dataclass(frozen=True)
+class DepthConfig:
+    """Settings of :func:`depth_study`, checked once when built: ``training``, ``seeds``, the nets'
+    ``width``; gradient norms over ``depths`` × ``p_values`` (p = ``p`` added; ``passes`` mask draws on the
+    first ``grad_batch`` training images); training at ``depth`` with rates 0 and ``p``; the test split."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    width: int
+    depths: tuple[int, ...]
+    p_values: tuple[float, ...]
+    depth: int
+    p: float
+    passes: int = 10
+    grad_batch: int = 256
+    test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        name = "DepthConfig"
+        p = probability(self.p, f"{name}.p", zero=False)
+        settle(self, training=_config(self.training, f"{name}.training"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")), width=integer(self.width, f"{name}.width"),
+               depth=integer(self.depth, f"{name}.depth"),
+               depths=tuple(sorted(set(integers(self.depths, f"{name}.depths")))), p=p,
+               p_values=tuple(sorted(set(probabilities(self.p_values, f"{name}.p_values", zero=False,
+                                                       distinct=True)) | {p})),
+               passes=integer(self.passes, f"{name}.passes"), grad_batch=integer(self.grad_batch, f"{name}.grad_batch"))
+
+
+def depth_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str, Any],
+                config: DepthConfig) -> DepthStudy:
     """SG-DEEP: first-layer gradient norms at initialisation over ``depths`` × ``p_values`` (and p = 0) for the
     plain and the residual :class:`DeepMLP`, then the two architectures trained at ``depth`` with rate 0 and
     rate ``p`` (paired by seed).
@@ -1175,23 +1220,18 @@ def depth_study(
     multiplied by about (1 − p)^(−depth/2) and carries as many independent mask factors, while a residual
     net's identity path carries a part of the gradient no mask touches.
     """
-    config, seeds = _config(config), seed_list(seeds)
-    width, depth = integer(width, "width"), integer(depth, "depth")
-    depths = sorted({integer(d, "depths entries") for d in (depths if isinstance(depths, (list, tuple)) else [depths])})
-    p = probability(p, "p", zero=False)
-    p_values = sorted(set(probabilities(p_values, "p_values", zero=False, distinct=True)) | {p})
-    passes, grad_batch = integer(passes, "passes"), integer(grad_batch, "grad_batch")
-    _splits(data, ["train", test_split])
-    x, y = data["train"].x[:grad_batch], data["train"].y[:grad_batch]
+    config = _study_config(config, DepthConfig)
+    _splits(data, ["train", config.test_split])
+    x, y = data["train"].x[:config.grad_batch], data["train"].y[:config.grad_batch]
     grads = []
-    for seed in seeds:
+    for seed in config.seeds:
         for architecture in ARCHITECTURES:
-            for d in sorted({*depths, depth}):
+            for d in sorted({*config.depths, config.depth}):
                 norms = {}
-                for rate in (0.0, *p_values):
+                for rate in (0.0, *config.p_values):
                     seed_everything(seed)
-                    model = deep_mlp(input_shape, width, d, num_classes, p=rate, architecture=architecture)
-                    norms[rate] = first_layer_gradient_norm(model, x, y, passes=passes if rate else 1, seed=seed)
+                    model = deep_mlp(input_shape, config.width, d, num_classes, p=rate, architecture=architecture)
+                    norms[rate] = first_layer_gradient_norm(model, x, y, passes=config.passes if rate else 1, seed=seed)
                 for rate, norm in norms.items():
                     ratio = norm / norms[0.0]
                     grads.append(
@@ -1207,10 +1247,10 @@ def depth_study(
                     )
 
     def make(architecture: str, rate: float) -> nn.Module:
-        return deep_mlp(input_shape, width, depth, num_classes, p=rate, architecture=architecture)
+        return deep_mlp(input_shape, config.width, config.depth, num_classes, p=rate, architecture=architecture)
 
-    arms = {f"{a}, p={r:g}": dict(architecture=a, rate=r) for a in ARCHITECTURES for r in (0.0, p)}
-    study = train_arms(make, arms, data, config, seeds, test_split=test_split)
+    arms = {f"{a}, p={r:g}": dict(architecture=a, rate=r) for a in ARCHITECTURES for r in (0.0, config.p)}
+    study = train_arms(make, arms, data, config.training, config.seeds, test_split=config.test_split)
     errors = study.errors.assign(
         architecture=[arms[a]["architecture"] for a in study.errors["arm"]],
         p=[arms[a]["rate"] for a in study.errors["arm"]],
@@ -1219,8 +1259,8 @@ def depth_study(
         gradients=pd.DataFrame(grads),
         errors=errors[["architecture", "p", "seed", "error"]],
         history=study.history,
-        depth=depth,
-        p=p,
+        depth=config.depth,
+        p=config.p,
     )
 
 
@@ -1451,19 +1491,38 @@ class SearchStudy:
         return self.chosen(searcher, n_trials)["test_error"]
 
 
-def search_study(
-    make_model: Callable[..., nn.Module],
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    input_rates: Sequence[float],
-    hidden_rates: Sequence[float],
-    startup: int,
-    step: float = 0.05,
-    val_split: str = "val",
-    test_split: str = "test",
-) -> SearchStudy:
+@dataclass(frozen=True)
+class SearchConfig:
+    """Settings of :func:`search_study`, checked once when built: ``training``, ``seeds`` (one search run
+    each), the grid ``input_rates`` × ``hidden_rates`` (at least two rates each; its size is the budget G),
+    TPE's ``startup`` random trials (≤ G) and lattice ``step``, and the validation and test split names."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    input_rates: tuple[float, ...]
+    hidden_rates: tuple[float, ...]
+    startup: int
+    step: float = 0.05
+    val_split: str = "val"
+    test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        name = "SearchConfig"
+        grid_in = probabilities(self.input_rates, f"{name}.input_rates", distinct=True)
+        grid_hid = probabilities(self.hidden_rates, f"{name}.hidden_rates", distinct=True)
+        if len(grid_in) < 2 or len(grid_hid) < 2:
+            raise ValueError(f"{name}.input_rates and hidden_rates must list at least two rates each, got {grid_in} "
+                             f"and {grid_hid}")
+        startup = integer(self.startup, f"{name}.startup")
+        if startup > len(grid_in) * len(grid_hid):
+            raise ValueError(f"{name}.startup must not exceed the budget G = {len(grid_in) * len(grid_hid)}, "
+                             f"got {startup}")
+        settle(self, training=replace(_config(self.training, f"{name}.training"), eval_splits=()),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")), input_rates=tuple(grid_in),
+               hidden_rates=tuple(grid_hid), startup=startup)
+
+
+def search_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: SearchConfig) -> SearchStudy:
     """SG-SEARCH: a grid over (input rate, hidden rate) against Optuna's TPE with the same budget G.
 
     Per seed (a *search run*, the unit of replication) the grid ``input_rates × hidden_rates`` (G points, in an
@@ -1476,31 +1535,26 @@ def search_study(
     the grid or earlier by TPE) is reused, not retrained: the same seed would give the same net. TPE with
     fewer trials n < G is the first n trials of its G-trial run (the same proposals; see :func:`tpe_search`).
     """
-    config, seeds = _config(config), seed_list(seeds)
-    grid_in = probabilities(input_rates, "input_rates", distinct=True)
-    grid_hid = probabilities(hidden_rates, "hidden_rates", distinct=True)
-    if len(grid_in) < 2 or len(grid_hid) < 2:
-        raise ValueError(f"input_rates and hidden_rates must list at least two rates each, got {grid_in} and {grid_hid}")
-    startup = integer(startup, "startup")
+    config = _study_config(config, SearchConfig)
+    grid_in, grid_hid = config.input_rates, config.hidden_rates
+    val_split, test_split = config.val_split, config.test_split
     points = [(i, h) for i in grid_in for h in grid_hid]
-    if startup > len(points):
-        raise ValueError(f"startup must not exceed the budget G = {len(points)}, got {startup}")
     _splits(data, ["train", val_split, test_split])
-    config = replace(config, eval_splits=())
+    training = config.training
     bounds = {"p_input": (min(grid_in), max(grid_in)), "p_hidden": (min(grid_hid), max(grid_hid))}
     rows = []
-    for seed in seeds:
+    for seed in config.seeds:
         cache: dict[tuple[float, float], tuple[float, float]] = {}
 
         def trial(p_input: float, p_hidden: float, seed: int = seed, cache: dict = cache) -> tuple[float, float, bool]:
             key = (round(float(p_input), 6), round(float(p_hidden), 6))
             if key in cache:
                 return (*cache[key], True)
-            study = train_arms(make_model, {"trial": dict(p_input=key[0], p_hidden=key[1])}, data, config, [seed],
+            study = train_arms(make_model, {"trial": dict(p_input=key[0], p_hidden=key[1])}, data, training, [seed],
                                keep_models=True, test_split=val_split)
             model = study.models[("trial", seed)]
             cache[key] = (float(study.errors["error"].iloc[0]),
-                          100 * evaluate(model, data[test_split], config.task, device=_device_of(model))["error"])
+                          100 * evaluate(model, data[test_split], training.task, device=_device_of(model))["error"])
             return (*cache[key], False)
 
         order = np.random.default_rng(seed).permutation(len(points))
@@ -1510,8 +1564,8 @@ def search_study(
                              p_hidden=points[index][1], val_error=val, test_error=test, reused=reused))
         seen = set(cache)
         for t, (p_in, p_hid, val) in enumerate(
-                tpe_search(lambda i, h, trial=trial: trial(i, h)[0], bounds, len(points), seed=seed, startup=startup,
-                           step=step), start=1):
+                tpe_search(lambda i, h, trial=trial: trial(i, h)[0], bounds, len(points), seed=seed,
+                           startup=config.startup, step=config.step), start=1):
             key = (p_in, p_hid)
             rows.append(dict(searcher="tpe", seed=seed, trial=t, p_input=p_in, p_hidden=p_hid, val_error=val,
                              test_error=cache[key][1], reused=key in seen))
