@@ -8,6 +8,7 @@ import pytest
 from conftest import blobs
 
 from dropoutlab.analysis.sweeps import (
+    RetainSweepConfig,
     budget_config,
     data_size_sweep,
     errors_by,
@@ -64,22 +65,26 @@ def test_seeds_per_size():
 
 def test_rate_sweep_is_tidy_and_reproducible():
     train, test = blobs(96, 0), blobs(64, 1)
-    frame = rate_sweep(train, test, [0.5, 1.0], [16], CONFIG, [0, 1], keep_fixed="pn", train_score_size=30)
+    config = RetainSweepConfig([0.5, 1.0], [16], CONFIG, [0, 1], keep_fixed="pn", train_score_size=30)
+    frame = rate_sweep(train, test, config)
     assert len(frame) == 2 * 2 * 2
     assert set(frame["widths"]) == {"32", "16"}
     assert set(frame["p_drop"]) == {0.5, 0.0}
     assert (frame["steps"] == CONFIG.max_steps).all()
     assert frame["error"].between(0, 1).all()
-    again = rate_sweep(train, test, [0.5, 1.0], [16], CONFIG, [0, 1], keep_fixed="pn", train_score_size=30)
+    again = rate_sweep(train, test, config)
     pd.testing.assert_frame_equal(frame, again)  # same seeds → bit-identical
 
 
 def test_rate_sweep_bad_input():
-    train, test = blobs(32, 0), blobs(16, 1)
-    with pytest.raises(ValueError, match="retain_rates"):
-        rate_sweep(train, test, [1.5], [8], CONFIG, [0])
-    with pytest.raises(ValueError, match="seeds"):
-        rate_sweep(train, test, [0.5], [8], CONFIG, [])
+    with pytest.raises(ValueError, match=r"RetainSweepConfig\.retain_rates: a retain probability must be in \(0, 1\]"):
+        RetainSweepConfig([1.5], [8], CONFIG, [0])
+    with pytest.raises(ValueError, match=r"RetainSweepConfig\.seeds"):
+        RetainSweepConfig([0.5], [8], CONFIG, [])
+    with pytest.raises(ValueError, match=r"RetainSweepConfig\.keep_fixed must be one of"):
+        RetainSweepConfig([0.5], [8], CONFIG, [0], keep_fixed="p")
+    with pytest.raises(ValueError, match="config must be a RetainSweepConfig"):
+        rate_sweep(blobs(32, 0), blobs(16, 1), CONFIG)
 
 
 def test_data_size_sweep_shares_subsets_and_budget():

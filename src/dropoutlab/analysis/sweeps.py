@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..checks import choice, integers, optional_integer, probability, seed_list, settle
 from ..models import MLP
 from ..train import TrainConfig, evaluate, fit, seed_everything
 
@@ -119,9 +120,40 @@ def _shape(dataset) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def rate_sweep(train, test, retain_rates: Iterable[float], base_widths: Sequence[int], config: TrainConfig,
-               seeds: Iterable[int], *, keep_fixed: str = "n", p_input: float = 0.0, activation: str = "relu",
-               dropout: str = "inverted", train_score_size: int | None = None):
+@dataclass(frozen=True)
+class RetainSweepConfig:
+    """Settings of :func:`rate_sweep`, checked once when built: the hidden units' ``retain_rates``,
+    ``base_widths``, ``training``, ``seeds``; ``keep_fixed`` ("n" or "pn", see :func:`widths_for_retain`),
+    the input's drop probability ``p_input``, the ``activation`` and ``dropout`` variant, and the size of
+    the fixed training subset the train error is scored on (``train_score_size``; None: all)."""
+
+    retain_rates: tuple[float, ...]
+    base_widths: tuple[int, ...]
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    keep_fixed: str = "n"
+    p_input: float = 0.0
+    activation: str = "relu"
+    dropout: str = "inverted"
+    train_score_size: int | None = None
+
+    def __post_init__(self) -> None:
+        name = "RetainSweepConfig"
+        rates = list(self.retain_rates) if isinstance(self.retain_rates, (list, tuple, range, np.ndarray)) else [
+            self.retain_rates]
+        if not rates:
+            raise ValueError(f"{name}.retain_rates: give at least one retain probability")
+        if not isinstance(self.training, TrainConfig):
+            raise ValueError(f"{name}.training must be a TrainConfig, got {type(self.training).__name__}")
+        settle(self, retain_rates=tuple(_retain(r, f"{name}.retain_rates") for r in rates),
+               base_widths=tuple(integers(self.base_widths, f"{name}.base_widths")),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               keep_fixed=choice(self.keep_fixed, KEEP_FIXED, f"{name}.keep_fixed"),
+               p_input=probability(self.p_input, f"{name}.p_input"),
+               train_score_size=optional_integer(self.train_score_size, f"{name}.train_score_size"))
+
+
+def rate_sweep(train, test, config: RetainSweepConfig):
     """Train an MLP at each retain probability of the hidden units (Srivastava 2014, Fig. 9).
 
     Hidden widths follow :func:`widths_for_retain` (``keep_fixed`` "n" or "pn"); every hidden
@@ -131,24 +163,20 @@ def rate_sweep(train, test, retain_rates: Iterable[float], base_widths: Sequence
 
     Returns columns: keep_fixed, retain, p_drop, widths, seed, steps, split, loss, error.
     """
-    rates = [_retain(r) for r in retain_rates]
-    seeds = [int(s) for s in seeds]
-    if not rates:
-        raise ValueError("retain_rates: give at least one retain probability")
-    if not seeds:
-        raise ValueError("seeds: give at least one seed")
+    if not isinstance(config, RetainSweepConfig):
+        raise ValueError(f"config must be a RetainSweepConfig, got {type(config).__name__}")
     features, classes = _shape(train)
-    score = _score_sets(train, test, train_score_size)
+    score = _score_sets(train, test, config.train_score_size)
     rows: list[dict[str, Any]] = []
-    for retain in rates:
-        widths = widths_for_retain(base_widths, retain, keep_fixed)
+    for retain in config.retain_rates:
+        widths = widths_for_retain(config.base_widths, retain, config.keep_fixed)
         p_drop = round(1.0 - retain, 6)
-        make_model = _mlp_factory(features, widths, classes, activation=activation, dropout=dropout,
-                                  p_input=p_input, p_hidden=p_drop)
-        labels = {"keep_fixed": keep_fixed, "retain": retain, "p_drop": p_drop,
+        make_model = _mlp_factory(features, widths, classes, activation=config.activation, dropout=config.dropout,
+                                  p_input=config.p_input, p_hidden=p_drop)
+        labels = {"keep_fixed": config.keep_fixed, "retain": retain, "p_drop": p_drop,
                   "widths": "-".join(map(str, widths))}
-        for seed in seeds:
-            rows += train_and_score(make_model, train, score, config, seed, labels)
+        for seed in config.seeds:
+            rows += train_and_score(make_model, train, score, config.training, seed, labels)
     return _frame(rows)
 
 
