@@ -13,6 +13,7 @@ from dropoutlab.analysis.variational import (
     E_LOG_ABS_NORMAL,
     ESTIMATORS,
     KLWeightScheduler,
+    SparseConfig,
     dropout_comparison,
     elbo_gradients,
     expected_log_abs,
@@ -189,11 +190,13 @@ def test_gradient_variance_uses_the_same_batches_for_every_estimator():
     (lambda: KLWeightScheduler(LeNet300100(4), KLWarmup(), 0), "n_train must be an integer ≥ 1"),
     (lambda: KLWeightScheduler(nn.Linear(2, 2), KLWarmup(), 10), "no module with a kl_weight buffer"),
     (lambda: sparse_net("vgg", (1, 8, 8), 10), "net must be one of"),
-    (lambda: sparse_vd_study("lenet300", None, None, [0], TrainConfig(), warmup=(5,)), "warmup must be a pair"),
-    (lambda: sparse_vd_study("lenet300", None, None, [0], TrainConfig(), threshold=math.inf), "threshold"),
-    (lambda: sparse_vd_study("lenet300", None, None, [0], TrainConfig(), thresholds=[]), "thresholds must be"),
-    (lambda: sparse_vd_study("lenet300", None, None, [0], TrainConfig(), bins=0), "bins must be"),
-    (lambda: sparse_vd_study("lenet", None, None, [0], TrainConfig()), "net must be one of"),
+    (lambda: SparseConfig("lenet300", [0], TrainConfig(), warmup=(5,)), r"SparseConfig\.warmup must be a pair"),
+    (lambda: SparseConfig("lenet300", [0], TrainConfig(), threshold=math.inf), r"SparseConfig\.threshold"),
+    (lambda: SparseConfig("lenet300", [0], TrainConfig(), thresholds=[]), r"SparseConfig\.thresholds must be"),
+    (lambda: SparseConfig("lenet300", [0], TrainConfig(), bins=0), r"SparseConfig\.bins must be"),
+    (lambda: SparseConfig("lenet", [0], TrainConfig()), r"SparseConfig\.net must be one of"),
+    (lambda: SparseConfig("lenet300", [0], {"epochs": 1}), r"SparseConfig\.training must be a TrainConfig"),
+    (lambda: sparse_vd_study(None, None, TrainConfig()), "config must be a SparseConfig"),
 ])
 def test_argument_validation(call, match):
     with pytest.raises(ValueError, match=match):
@@ -305,7 +308,8 @@ def _digits_like(n, seed):
 def test_sparse_vd_study_tables(net, padding):
     train, test = _digits_like(90, 0), _digits_like(30, 1)
     config = TrainConfig(epochs=2, batch_size=30, progress=False)
-    study = sparse_vd_study(net, train, test, [0], config, warmup=(0, 1), padding=padding, thresholds=[-8.0, 3.0, 8.0])
+    study = sparse_vd_study(train, test, SparseConfig(net, [0], config, warmup=(0, 1), padding=padding,
+                                                      thresholds=[-8.0, 3.0, 8.0]))
     labels = ["fc1", "fc2", "fc3"] if net == "lenet300" else ["conv1", "conv2", "fc1", "fc2"]
     assert list(study.layers["layer"]) == labels
     assert {f"sparsity/{label}" for label in labels} <= set(study.summary.columns)

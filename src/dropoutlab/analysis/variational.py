@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from scipy import integrate
 from torch import Tensor, nn
 
-from ..checks import choice, integer, seed_list
+from ..checks import choice, finite, integer, integers, seed_list, settle
 from ..models import MLP, KingmaMLP, LeNet5Caffe, LeNet300100
 from ..schedules import KLWarmup
 from ..train import TrainConfig, evaluate, fit, regularization, seed_everything, training_modes
@@ -59,6 +59,7 @@ __all__ = [
     "KLWeightScheduler",
     "MNComparison",
     "SPARSE_NETS",
+    "SparseConfig",
     "SparseStudy",
     "dropout_comparison",
     "elbo_gradients",
@@ -544,10 +545,42 @@ class SparseStudy:
     epochs: int
 
 
-def sparse_vd_study(net: str, train, test, seeds: Iterable[int], config: TrainConfig, *,
-                    warmup: tuple[int, int] = (5, 20), threshold: float = 3.0,
-                    thresholds: Sequence[float] = tuple(np.arange(-2.0, 8.01, 0.5)), padding: int = 0,
-                    bins: int = 64) -> SparseStudy:
+@dataclass(frozen=True)
+class SparseConfig:
+    """Settings of :func:`sparse_vd_study`, checked once when built: the ``net`` (from
+    :data:`SPARSE_NETS`), ``seeds``, ``training``; the KL warm-up (start, end) in epochs, the pruning
+    ``threshold`` on log α, the ``thresholds`` of the trade-off curve, the first conv layer's ``padding``
+    and the number of log α histogram ``bins``."""
+
+    net: str
+    seeds: tuple[int, ...]
+    training: TrainConfig
+    warmup: tuple[int, int] = (5, 20)
+    threshold: float = 3.0
+    thresholds: tuple[float, ...] = tuple(np.arange(-2.0, 8.01, 0.5))
+    padding: int = 0
+    bins: int = 64
+
+    def __post_init__(self) -> None:
+        name = "SparseConfig"
+        warmup = tuple(self.warmup) if isinstance(self.warmup, (list, tuple)) else (self.warmup,)
+        if len(warmup) != 2:
+            raise ValueError(f"{name}.warmup must be a pair of epochs (start, end), got {self.warmup!r}")
+        if not isinstance(self.training, TrainConfig):
+            raise ValueError(f"{name}.training must be a TrainConfig, got {type(self.training).__name__}")
+        thresholds = list(self.thresholds) if isinstance(self.thresholds, (list, tuple, np.ndarray)) else [
+            self.thresholds]
+        if not thresholds:
+            raise ValueError(f"{name}.thresholds must be a non-empty list of finite numbers, got {self.thresholds!r}")
+        settle(self, net=choice(self.net, SPARSE_NETS, f"{name}.net"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               warmup=tuple(integers(warmup, f"{name}.warmup (epochs)", 0)),
+               threshold=finite(self.threshold, f"{name}.threshold (on log α)"),
+               thresholds=tuple(finite(t, f"{name}.thresholds (each)") for t in thresholds),
+               padding=integer(self.padding, f"{name}.padding", 0), bins=integer(self.bins, f"{name}.bins"))
+
+
+def sparse_vd_study(train, test, config: SparseConfig) -> SparseStudy:
     """SV-L300 / SV-L5: sparse variational dropout (Molchanov et al., ICML 2017, Table 1) from scratch.
 
     Per seed: ``sparse_net(net)`` trained by :func:`~dropoutlab.train.fit` with ``config`` and the KL
@@ -555,36 +588,27 @@ def sparse_vd_study(net: str, train, test, seeds: Iterable[int], config: TrainCo
     0 before epoch 5, 1 from epoch 20). Weights with ``log α ≥ threshold`` are pruned (zero at eval).
     """
 
-    name = "sparse_vd_study"
-    choice(net, SPARSE_NETS, f"{name}: net")
-    seeds = seed_list(seeds, f"{name}: seeds")
-    try:
-        start, end = (int(w) for w in warmup)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: warmup must be a pair of epochs (start, end), got {warmup!r}") from None
-    if not math.isfinite(float(threshold)):
-        raise ValueError(f"{name}: threshold (on log α) must be finite, got {threshold!r}")
-    thresholds = [float(t) for t in thresholds]
-    if not thresholds or not all(math.isfinite(t) for t in thresholds):
-        raise ValueError(f"{name}: thresholds must be a non-empty list of finite numbers, got {thresholds!r}")
-    bins = integer(bins, f"{name}: bins")
+    if not isinstance(config, SparseConfig):
+        raise ValueError(f"config must be a SparseConfig, got {type(config).__name__}")
+    start, end = config.warmup
     input_shape, num_classes = tuple(train.x.shape[1:]), int(train.y.max()) + 1
-    edges = np.linspace(-8.0, 8.0, bins + 1)
+    edges = np.linspace(-8.0, 8.0, config.bins + 1)
     summary, layers, hist, tradeoff, seconds = [], [], [], [], []
     survivors = None
-    for seed in seeds:
+    for seed in config.seeds:
         seed_everything(seed)
-        model = sparse_net(net, input_shape, num_classes, padding=padding)
+        model = sparse_net(config.net, input_shape, num_classes, padding=config.padding)
         scheduler = KLWeightScheduler(model, KLWarmup(start, end), len(train.x))
-        history = fit(model, {"train": train}, replace(config, seed=seed, eval_splits=()), scheduler=scheduler)
+        history = fit(model, {"train": train}, replace(config.training, seed=seed, eval_splits=()),
+                      scheduler=scheduler)
         frame = history.to_frame(drop_timing=False)
         seconds += frame.loc[frame["split"] == "train_running", "seconds"].tolist()
         labels = _layer_labels(model)
         modules = {n: model.get_submodule(n) for n in labels}
         for module in modules.values():
-            module.threshold = float(threshold)
+            module.threshold = float(config.threshold)
         report = sparsity_report(model)
-        error = 100 * evaluate(model, test, device=config.device)["error"]
+        error = 100 * evaluate(model, test, device=config.training.device)["error"]
         row = {"seed": seed, "test_error": error, "compression": report["total"]["compression"],
                "sparsity": 100 * report["total"]["fraction"]}
         for n, label in labels.items():
@@ -595,17 +619,18 @@ def sparse_vd_study(net: str, train, test, seeds: Iterable[int], config: TrainCo
             hist += [{"seed": seed, "layer": label, "bin_left": edges[i], "bin_right": edges[i + 1],
                       "count": int(c)} for i, c in enumerate(counts)]
         summary.append(row)
-        for t in thresholds:
+        for t in config.thresholds:
             for module in modules.values():
                 module.threshold = t
             rep = sparsity_report(model)
-            tradeoff.append({"seed": seed, "threshold": t, "test_error": 100 * evaluate(model, test, device=config.device)["error"],
+            error_t = 100 * evaluate(model, test, device=config.training.device)["error"]
+            tradeoff.append({"seed": seed, "threshold": t, "test_error": error_t,
                              "compression": rep["total"]["compression"], "sparsity": 100 * rep["total"]["fraction"]})
         for module in modules.values():
-            module.threshold = float(threshold)
-        if survivors is None and net == "lenet300":
+            module.threshold = float(config.threshold)
+        if survivors is None and config.net == "lenet300":
             first = next(iter(modules.values()))
             survivors = first.keep_mask().sum(dim=0).cpu().numpy().reshape(input_shape[1:] if len(input_shape) == 3
                                                                            else input_shape)
     return SparseStudy(pd.DataFrame(summary), pd.DataFrame(layers), pd.DataFrame(hist), pd.DataFrame(tradeoff),
-                       survivors, float(np.mean(seconds)) if seconds else math.nan, config.epochs)
+                       survivors, float(np.mean(seconds)) if seconds else math.nan, config.training.epochs)
