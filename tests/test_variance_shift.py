@@ -12,6 +12,7 @@ from torch import nn
 
 from dropoutlab.analysis.variance_shift import (
     MEASURE_COLUMNS,
+    VarianceShiftConfig,
     block_orders,
     bn_dropout_study,
     gap_recovered,
@@ -336,7 +337,7 @@ def test_study_records_errors_and_shift_before_and_after_recalibration():
                 "dropout only": dict(order=block_orders("conv-act-drop", 2, [1]), p=0.5)}
     config = TrainConfig(epochs=1, batch_size=20, eval_splits=(), device="cpu")
     study = bn_dropout_study(lambda **kw: ConvNet((1, 6, 6), channels=(4, 4), hidden=8, padding=1, num_classes=3, **kw),
-                             settings, data, config, seeds=[0, 1], n_measure=40, n_recalibrate=40)
+                             settings, data, VarianceShiftConfig(config, [0, 1], n_measure=40, n_recalibrate=40))
     assert len(study.errors) == 6  # 2 seeds × (BN: trained + recalibrated, no BN: trained)
     assert set(study.errors.loc[study.errors["setting"] == "dropout only", "stage"]) == {"trained"}
     assert set(study.variance["setting"]) == {"drop→BN"} and len(study.variance) == 8
@@ -352,7 +353,11 @@ def test_study_records_errors_and_shift_before_and_after_recalibration():
         study.max_shift("nope")
     with pytest.raises(ValueError, match="stage"):
         study.max_shift(stage="nope")
-    with pytest.raises(ValueError, match="n_measure"):
-        bn_dropout_study(lambda **kw: None, settings, data, config, [0], n_measure=1)
-    with pytest.raises(ValueError, match="n_recalibrate"):
-        bn_dropout_study(lambda **kw: None, settings, data, config, [0], n_recalibrate=0)
+    with pytest.raises(ValueError, match=r"VarianceShiftConfig\.n_measure must be an integer ≥ 2"):
+        VarianceShiftConfig(config, [0], n_measure=1)
+    with pytest.raises(ValueError, match=r"VarianceShiftConfig\.n_recalibrate must be an integer ≥ 2"):
+        VarianceShiftConfig(config, [0], n_recalibrate=0)
+    with pytest.raises(ValueError, match=r"VarianceShiftConfig\.training must be a TrainConfig"):
+        VarianceShiftConfig({"epochs": 1}, [0])
+    with pytest.raises(ValueError, match="config must be a VarianceShiftConfig"):
+        bn_dropout_study(lambda **kw: None, settings, data, config)

@@ -33,14 +33,15 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import integer
+from ..checks import integer, optional_integer, seed_list, settle
 from ..experiments import run_settings
-from ..train import evaluate, model_device, training_modes
+from ..train import TrainConfig, evaluate, model_device, training_modes
 from ..variants import DropoutBase, make_dropout
 from ..variants.bernoulli import InvertedDropout
 from ..variants.noise import GaussianDropout, Uout
 
 __all__ = [
+    "VarianceShiftConfig",
     "VarianceShiftStudy",
     "block_orders",
     "bn_dropout_study",
@@ -577,10 +578,37 @@ class VarianceShiftStudy:
         return rows.groupby(["setting", "seed"], sort=False)[column].max()
 
 
+@dataclass(frozen=True)
+class VarianceShiftConfig:
+    """Settings of :func:`bn_dropout_study`, checked once when built: ``training``, ``seeds``; the variance is
+    measured on the first ``n_measure`` training images (chunks of ``measure_batch_size``, default the
+    training batch size), BN is recalibrated on the first ``n_recalibrate`` (None: all; chunks of
+    ``recalibration_batch_size``); test error on ``test_split`` in batches of ``eval_batch_size``."""
+
+    training: TrainConfig
+    seeds: tuple[int, ...]
+    n_measure: int = 2000
+    n_recalibrate: int | None = None
+    measure_batch_size: int | None = None
+    recalibration_batch_size: int | None = None
+    eval_batch_size: int = 256
+    test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        name = "VarianceShiftConfig"
+        if not isinstance(self.training, TrainConfig):
+            raise ValueError(f"{name}.training must be a TrainConfig, got {type(self.training).__name__}")
+        settle(self, seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               n_measure=integer(self.n_measure, f"{name}.n_measure", 2),
+               n_recalibrate=optional_integer(self.n_recalibrate, f"{name}.n_recalibrate", 2),
+               measure_batch_size=optional_integer(self.measure_batch_size, f"{name}.measure_batch_size"),
+               recalibration_batch_size=optional_integer(self.recalibration_batch_size,
+                                                         f"{name}.recalibration_batch_size"),
+               eval_batch_size=integer(self.eval_batch_size, f"{name}.eval_batch_size"))
+
+
 def bn_dropout_study(make_model: Callable[..., nn.Module], settings: dict[str, dict[str, Any]], data: dict[str, Any],
-                     config, seeds: Iterable[int], *, n_measure: int = 2000, n_recalibrate: int | None = None,
-                     measure_batch_size: int | None = None, recalibration_batch_size: int | None = None,
-                     eval_batch_size: int = 256, test_split: str = "test") -> VarianceShiftStudy:
+                     config: VarianceShiftConfig) -> VarianceShiftStudy:
     """Train every setting × seed, then measure the variance shift and the effect of BN recalibration.
 
     For each trained network: the test error; for networks with BatchNorm also the variance at
@@ -590,24 +618,23 @@ def bn_dropout_study(make_model: Callable[..., nn.Module], settings: dict[str, d
     on a copy, the trained network is kept).
     """
 
-    if test_split not in data:
-        raise ValueError(f"data has no split {test_split!r}; it has {sorted(data)}")
-    integer(n_measure, "n_measure", 2)
-    if n_recalibrate is not None:  # None: the whole training set
-        integer(n_recalibrate, "n_recalibrate", 2)
-    seeds = list(seeds)
-    history, models = run_settings(make_model, settings, data, config, seeds, keep_models=True)
-    measure_bs = measure_batch_size or config.batch_size
-    recal_bs = recalibration_batch_size or config.batch_size
-    x_measure = data["train"].x[:n_measure]
-    x_recalibrate = data["train"].x[:n_recalibrate]
+    if not isinstance(config, VarianceShiftConfig):
+        raise ValueError(f"config must be a VarianceShiftConfig, got {type(config).__name__}")
+    if config.test_split not in data:
+        raise ValueError(f"data has no split {config.test_split!r}; it has {sorted(data)}")
+    training = config.training
+    history, models = run_settings(make_model, settings, data, training, list(config.seeds), keep_models=True)
+    measure_bs = config.measure_batch_size or training.batch_size
+    recal_bs = config.recalibration_batch_size or training.batch_size
+    x_measure = data["train"].x[:config.n_measure]
+    x_recalibrate = data["train"].x[:config.n_recalibrate]
     errors, variances = [], []
     for (label, seed), model in models.items():
         stages = {"trained": model}
         if _has_batchnorm(model):
             stages["recalibrated"] = recalibrate_bn(copy.deepcopy(model), x_recalibrate, batch_size=recal_bs)
         for stage, net in stages.items():
-            metrics = evaluate(net, data[test_split], config.task, batch_size=eval_batch_size,
+            metrics = evaluate(net, data[config.test_split], training.task, batch_size=config.eval_batch_size,
                                device=model_device(net))
             errors.append({"setting": label, "seed": seed, "stage": stage, "error": 100 * metrics["error"],
                            "loss": metrics["loss"]})
