@@ -39,7 +39,6 @@ from dropoutlab.analysis.concrete_experiments import (
     toy_study,
     toy_uncertainty,
     trend_scores,
-    updates_to_epochs,
 )
 from dropoutlab.train import TrainConfig
 from dropoutlab.variants.concrete import ConcreteDropout
@@ -150,12 +149,6 @@ def test_concrete_mlp_layers_and_regulariser_factors():
     assert modules[0].dropout_regularizer == pytest.approx(2 / 1000)
     assert [m.input_dim for m in modules] == [12, 8, 8]
     assert list(concrete_layers(model).values()) == ["input", "hidden 1", "hidden 2"]
-
-
-def test_updates_to_epochs():
-    assert updates_to_epochs(100, 1000, 128) == 13  # 8 updates per epoch
-    assert updates_to_epochs(8, 1000, 128) == 1
-    assert updates_to_epochs(9, 1000, 128) == 2
 
 
 def _splits():

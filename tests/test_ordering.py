@@ -24,7 +24,6 @@ from dropoutlab.analysis.ordering import (
     ordering_sweep,
     ordering_table,
     per_seed_association,
-    updates_per_epoch,
 )
 from dropoutlab.analysis.stats import holm
 from dropoutlab.data import Dataset
@@ -120,7 +119,6 @@ def test_batch_size_sweep_reuses_runs_it_already_has():
 def test_batch_size_sweep_at_a_fixed_number_of_updates():
     data = {"train": tiny_images(64, 0), "test": tiny_images(32, 1)}
     kwargs = dict(net=SMALL_NET, n_measure=32, measure_variance=False)
-    assert [updates_per_epoch(64, b) for b in (16, 24, 64, 100)] == [4, 3, 1, 1]
     runs = batch_size_sweep(data, CONFIG, [8, 24, 64], [0], ["SO-1e"], updates=6, **kwargs)
     assert list(runs["batch_size"]) == [8, 24, 64] and (runs["updates"] == 6).all()  # 6 epochs at batch 64
     # a reused run must have made the same number of updates
@@ -131,8 +129,6 @@ def test_batch_size_sweep_at_a_fixed_number_of_updates():
     assert retrained["test_loss"].iloc[0] > 0 and retrained["updates"].iloc[0] == 3
     with pytest.raises(ValueError, match="updates must be"):
         batch_size_sweep(data, CONFIG, [32], [0], ["SO-1e"], updates=0)
-    with pytest.raises(ValueError, match="n_train and batch_size"):
-        updates_per_epoch(0, 32)
 
 
 def test_sweeps_refuse_bad_input():

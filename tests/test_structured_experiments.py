@@ -19,8 +19,8 @@ from dropoutlab.analysis.structured import (
     keep_ramp_scheduler,
     spatial_correlation,
     train_arms,
-    updates_per_epoch,
 )
+from dropoutlab.analysis.studies import updates_per_epoch
 from dropoutlab.data import Dataset
 from dropoutlab.models import ConvNet, DropConnectMLP, ResNetSD
 from dropoutlab.schedules import depth_linear_rates
@@ -137,13 +137,6 @@ def test_feature_maps_hook_and_mode():
 # ----------------------------------------------------------------------------- schedules and arms
 
 
-def test_updates_per_epoch():
-    assert updates_per_epoch(1000, 64) == 16
-    assert updates_per_epoch(1024, 64) == 16
-    with pytest.raises(ValueError, match="batch_size"):
-        updates_per_epoch(10, 0)
-
-
 def test_keep_ramp_scheduler_ramps_dropblock_only():
     net = ConvNet((1, 8, 8), [4], order="conv-act-drop-pool", padding=1, hidden=8, p=0.1, dropout="dropblock",
                   dropout_kwargs={"block_size": 3})
@@ -185,7 +178,7 @@ def test_train_arms_is_paired_and_reproducible():
     again = train_arms(_conv, {"spatial": arms["spatial"]}, data, config, [0, 1])
     assert again.test_error("spatial").tolist() == study.test_error("spatial").tolist()
     assert set(study.history["split"]) == {"train_running", "test"}
-    with pytest.raises(ValueError, match="no errors for arm='c'"):
+    with pytest.raises(ValueError, match="no 'error' rows for {'arm': 'c'"):
         study.test_error("c")
 
 

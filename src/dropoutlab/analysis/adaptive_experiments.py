@@ -35,7 +35,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import choices, finite, integer, integers, keep_probability, positive, probability, seed_list, settle
+from ..checks import finite, integer, integers, keep_probability, positive, probability, seed_list, settle
 from ..data import Dataset
 from ..metalearning import ARMS as META_ARMS
 from ..metalearning import EpisodeSampler, build_model, meta_test, meta_train
@@ -45,6 +45,7 @@ from ..variants import make_dropout
 from ..variants.adaptive import ADL, Standout
 from ..variants.base import keep_to_drop
 from .structured import train_arms
+from .studies import TrainedArms, distinct_choices, per_seed, require_splits, study_config, train_config
 
 __all__ = [
     "ADLConfig",
@@ -58,7 +59,6 @@ __all__ = [
     "MLP_ARMS",
     "MetaDropoutConfig",
     "MetaStudy",
-    "TrainedArms",
     "adl_selection_frequency",
     "adl_study",
     "class_pools",
@@ -78,56 +78,13 @@ Z_CHECK = float(stats.norm.isf(0.0005))  # two-sided 1e-3: 3.29 standard errors
 
 
 def _data(data: Any) -> dict[str, Dataset]:
-    if not isinstance(data, Mapping) or "train" not in data or "test" not in data:
-        raise ValueError(f"data must map 'train' and 'test' to datasets, got {sorted(data) if isinstance(data, Mapping) else data!r}")
+    require_splits(data, ["train", "test"])
     return dict(data)
 
 
 def _training(config: Any, name: str) -> TrainConfig:
     """The study's TrainConfig, evaluated on ``data["test"]`` after every epoch."""
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
-    return replace(config, eval_splits=("test",))
-
-
-def _arms(arms: Any, allowed: Sequence[str], name: str) -> tuple[str, ...]:
-    values = choices(arms, allowed, name)
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} must be distinct names from {tuple(allowed)}, got {arms!r}")
-    return values
-
-
-def _study_config(config: Any, kind: type) -> Any:
-    if not isinstance(config, kind):
-        raise ValueError(f"config must be a {kind.__name__}, got {type(config).__name__}")
-    return config
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class TrainedArms:
-    """Arms × seeds of one study: ``errors`` (arm, seed, error %, loss) and ``history`` (fit's records)."""
-
-    errors: Any  # DataFrame
-    history: Any  # DataFrame
-
-    def test_error(self, arm: str):
-        """Per-seed test error (%) of one arm (a Series indexed by seed)."""
-        rows = self.errors[self.errors["arm"] == arm]
-        if rows.empty:
-            raise ValueError(f"arm must be one of {sorted(set(self.errors['arm']))}, got {arm!r}")
-        return rows.set_index("seed")["error"].sort_index()
-
-    def accuracy(self, arm: str):
-        """Per-seed test accuracy (%) of one arm."""
-        return 100.0 - self.test_error(arm)
-
-
-def _trained(study) -> TrainedArms:
-    errors = study.errors.drop(columns=["evaluation"]).reset_index(drop=True)
-    return TrainedArms(errors=errors, history=study.history)
+    return replace(train_config(config, name), eval_splits=("test",))
 
 
 # ----------------------------------------------------------------------------- BF-1, RN-A: MLPs
@@ -187,7 +144,7 @@ class MLPConfig:
                widths=tuple(integers(self.widths, f"{name}.widths")),
                p=probability(self.p, f"{name}.p"),
                alpha=finite(self.alpha, f"{name}.alpha"), beta=finite(self.beta, f"{name}.beta"),
-               arms=_arms(self.arms, MLP_ARMS, f"{name}.arms"))
+               arms=distinct_choices(self.arms, MLP_ARMS, f"{name}.arms"))
 
 
 def mlp_study(data: Mapping[str, Dataset], config: MLPConfig) -> TrainedArms:
@@ -199,7 +156,7 @@ def mlp_study(data: Mapping[str, Dataset], config: MLPConfig) -> TrainedArms:
     the rate falls linearly from p and the last epoch trains without dropout. Evaluated on
     ``data["test"]`` after every epoch.
     """
-    data, config = _data(data), _study_config(config, MLPConfig)
+    data, config = _data(data), study_config(config, MLPConfig)
     shape = data["train"].x.shape[1:]
     in_features, classes = int(np.prod(shape)), data["train"].num_classes
 
@@ -212,7 +169,7 @@ def mlp_study(data: Mapping[str, Dataset], config: MLPConfig) -> TrainedArms:
     schedulers = {"annealed": lambda m: DropoutScheduler(m, AnnealedSchedule(config.p, anneal_epochs), unit="epoch")}
     study = train_arms(model, {a: modes[a] for a in config.arms}, data, config.training, config.seeds,
                        schedulers={a: s for a, s in schedulers.items() if a in config.arms})
-    return _trained(study)
+    return TrainedArms.of(study)
 
 
 # ----------------------------------------------------------------------------- CU-S: curriculum dropout
@@ -305,7 +262,7 @@ class CurriculumConfig:
                keep_conv=keep_probability(self.keep_conv, f"{name}.keep_conv"),
                keep_fc=keep_probability(self.keep_fc, f"{name}.keep_fc"),
                gamma=positive(self.gamma, f"{name}.gamma"),
-               arms=_arms(self.arms, CURRICULUM_ARMS, f"{name}.arms"))
+               arms=distinct_choices(self.arms, CURRICULUM_ARMS, f"{name}.arms"))
 
 
 def curriculum_study(data: Mapping[str, Dataset], config: CurriculumConfig) -> TrainedArms:
@@ -315,7 +272,7 @@ def curriculum_study(data: Mapping[str, Dataset], config: CurriculumConfig) -> T
     The fixed arm has no scheduler (its rates are those of the constructor); the others get a
     :class:`DropoutScheduler` with :func:`curriculum_schedules`, stepped after every update by ``fit``.
     """
-    data, config = _data(data), _study_config(config, CurriculumConfig)
+    data, config = _data(data), study_config(config, CurriculumConfig)
     rates = dict(p_input=keep_to_drop(config.keep_input), p_conv=keep_to_drop(config.keep_conv),
                  p_fc=keep_to_drop(config.keep_fc))
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
@@ -330,7 +287,7 @@ def curriculum_study(data: Mapping[str, Dataset], config: CurriculumConfig) -> T
     schedulers = {"curriculum": scheduler(False), "anti-curriculum": scheduler(True)}
     study = train_arms(model, {a: {} for a in config.arms}, data, config.training, config.seeds,
                        schedulers={a: s for a, s in schedulers.items() if a in config.arms})
-    return _trained(study)
+    return TrainedArms.of(study)
 
 
 # ----------------------------------------------------------------------------- ADL-1
@@ -437,7 +394,7 @@ class ADLConfig:
 
 def adl_study(data: Mapping[str, Dataset], config: ADLConfig) -> TrainedArms:
     """ADL-1's training part: :class:`ADLNet` without (``"no ADL"``) and with ADL (``"ADL"``), paired by seed."""
-    data, config = _data(data), _study_config(config, ADLConfig)
+    data, config = _data(data), study_config(config, ADLConfig)
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
 
     def model(adl: bool) -> nn.Module:
@@ -445,7 +402,7 @@ def adl_study(data: Mapping[str, Dataset], config: ADLConfig) -> TrainedArms:
                       gamma=config.gamma)
 
     study = train_arms(model, {arm: dict(adl=arm == "ADL") for arm in ADL_ARMS}, data, config.training, config.seeds)
-    return _trained(study)
+    return TrainedArms.of(study)
 
 
 # ----------------------------------------------------------------------------- MD-1
@@ -473,10 +430,7 @@ class MetaStudy:
 
     def per_seed(self, arm: str):
         """Mean meta-test accuracy (%) per meta-training run (a Series indexed by seed)."""
-        rows = self.accuracy[self.accuracy["arm"] == arm]
-        if rows.empty:
-            raise ValueError(f"arm must be one of {sorted(set(self.accuracy['arm']))}, got {arm!r}")
-        return rows.set_index("seed")["accuracy"].sort_index()
+        return per_seed(self.accuracy, "accuracy", arm=arm)
 
 
 @dataclass(frozen=True)
@@ -526,7 +480,7 @@ def meta_dropout_study(train_pools: Mapping[str, Tensor], test_pools: Mapping[st
     same meta-training episodes in the same order, and are tested on the same ``test_episodes``
     episodes (drawn with seed 10,000 + seed). A meta-training run is the unit of replication.
     """
-    config = _study_config(config, MetaDropoutConfig)
+    config = study_config(config, MetaDropoutConfig)
     overlap = sorted(set(train_pools) & set(test_pools))
     if overlap:
         raise ValueError(f"test_pools must hold classes held out of train_pools; both have {overlap}")

@@ -43,6 +43,7 @@ from ..models import MLP
 from ..paths import dry_run
 from ..train import ForecastClock, TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
 from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_regularizer_weights
+from .studies import epochs_for, train_config, updates_per_epoch
 
 __all__ = [
     "HeteroscedasticConcreteMLP",
@@ -74,7 +75,6 @@ __all__ = [
     "toy_study",
     "toy_uncertainty",
     "trend_scores",
-    "updates_to_epochs",
 ]
 
 EPS = 1e-7  # ε of the relaxation, as in the official notebooks
@@ -277,12 +277,6 @@ def _subset(data: Dataset, n: int, seed: int, name: str) -> Dataset:
     return data if n == len(data) else data.subset(n, seed)
 
 
-def updates_to_epochs(updates: int, n: int, batch_size: int) -> int:
-    """Epochs needed for ``updates`` minibatch updates on ``n`` examples (the last epoch may be cut)."""
-    per_epoch = math.ceil(n / batch_size)
-    return math.ceil(updates / per_epoch)
-
-
 def concrete_mlp(in_features: int, widths: Sequence[int], out_features: int, n_train: int, *,
                  length_scale: float = 1e-4, tau: float = 1.0, p_init: float = 0.1,
                  temperature: float = 0.1) -> MLP:
@@ -332,19 +326,13 @@ def _train_on_subset(make_model: Callable[[int], nn.Module], train, n: int, seed
                      updates: int, name: str):
     """Train ``make_model(n)`` on the (n, seed) subset for ``updates`` updates; history with a step-0 row."""
     subset = _subset(train, n, seed, name)
-    run_config = replace(config, seed=seed, epochs=updates_to_epochs(updates, n, config.batch_size),
+    run_config = replace(config, seed=seed, epochs=epochs_for(updates, n, config.batch_size),
                          max_steps=updates, eval_splits=())
     seed_everything(seed)
     model = make_model(n)
     start = {"epoch": 0, "step": 0, "split": "train_running", **dropout_rates(model)}
     frame = fit(model, {"train": subset}, run_config).to_frame()
     return model, pd.concat([pd.DataFrame([start]), frame], ignore_index=True)
-
-
-def _training(config: object, name: str) -> TrainConfig:
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
-    return config
 
 
 @dataclass(frozen=True)
@@ -367,7 +355,7 @@ class RateSweepConfig:
 
     def __post_init__(self) -> None:
         name = "RateSweepConfig"
-        settle(self, training=_training(self.training, f"{name}.training"),
+        settle(self, training=train_config(self.training, f"{name}.training"),
                sizes=tuple(integers(self.sizes, f"{name}.sizes")),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                widths=tuple(integers(self.widths, f"{name}.widths")),
@@ -428,7 +416,7 @@ class GridConfig:
 
     def __post_init__(self) -> None:
         name = "GridConfig"
-        settle(self, training=_training(self.training, f"{name}.training"), n=integer(self.n, f"{name}.n"),
+        settle(self, training=train_config(self.training, f"{name}.training"), n=integer(self.n, f"{name}.n"),
                rates=tuple(probabilities(self.rates, f"{name}.rates")),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                widths=tuple(integers(self.widths, f"{name}.widths")),
@@ -700,7 +688,7 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
     caps = dry_run()
     step, max_steps = 0, None if caps is None else caps.steps
     clock = ForecastClock("fit_heteroscedastic", type(model).__name__, seed)
-    planned = epochs * math.ceil(x.shape[0] / batch_size)
+    planned = epochs * updates_per_epoch(x.shape[0], batch_size)
     if clock.active:  # a forecast times the first updates only
         max_steps = clock.cap(planned)
     records = []
@@ -825,6 +813,6 @@ def toy_study(config: ToyConfig):
             seed_everything(seed)
             result = toy_uncertainty(model, x[n:], y[n:], config.samples)
             rows.append({"N": n, "seed": seed, "epochs": n_epochs,
-                         "updates": n_epochs * math.ceil(n / config.batch_size), **result,
+                         "updates": n_epochs * updates_per_epoch(n, config.batch_size), **result,
                          **{f"p/{k}": v for k, v in model.rates().items()}})
     return pd.DataFrame(rows)

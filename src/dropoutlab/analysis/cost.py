@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +54,7 @@ from ..train import (
     seed_everything,
 )
 from ..variants import get_variant, make_dropout
+from .studies import updates_per_epoch
 
 __all__ = [
     "ARCHITECTURES",
@@ -341,7 +341,7 @@ def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, A
         tick()
     memory = {label: step_memory(models[label], optimizers[label], *batches[0], regularizer_weight)
               for label in labels}
-    per_epoch = math.ceil(len(split.x) / batch_size)
+    per_epoch = updates_per_epoch(len(split.x), batch_size)
     rows = []
     for r in range(rounds):
         times: dict[str, list[float]] = {label: [] for label in labels}

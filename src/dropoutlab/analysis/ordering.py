@@ -37,6 +37,7 @@ from ..checks import integer, integers
 from ..models import ConvNet, parse_order
 from ..train import evaluate, fit, resolve_device, seed_everything
 from .stats import diff_ci, holm, mean_ci
+from .studies import epochs_for
 from .variance_shift import measure_bn_input_variance
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "ordering_sweep",
     "ordering_table",
     "per_seed_association",
-    "updates_per_epoch",
 ]
 
 
@@ -202,13 +202,6 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     return pd.DataFrame(rows)
 
 
-def updates_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps in one epoch of ``n_train`` examples (the last, partial batch is kept)."""
-    if n_train < 1 or batch_size < 1:
-        raise ValueError(f"n_train and batch_size must be ≥ 1, got {n_train!r} and {batch_size!r}")
-    return math.ceil(n_train / batch_size)
-
-
 def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int], seeds: Iterable[int],
                      orderings: Iterable[str], *, updates: int | None = None, reuse=None, **sweep_kwargs: Any):
     """:func:`ordering_sweep` at every batch size, for a fixed number of ``updates`` (or fixed epochs).
@@ -231,7 +224,7 @@ def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int]
     for size in sizes:
         size_config = replace(config, batch_size=int(size))
         if updates is not None:
-            size_config = replace(size_config, epochs=math.ceil(updates / updates_per_epoch(n_train, int(size))),
+            size_config = replace(size_config, epochs=epochs_for(updates, n_train, int(size)),
                                   max_steps=int(updates))
         for ordering in ids:
             done = None

@@ -66,16 +66,17 @@ from scipy import optimize, stats
 from torch import Tensor, nn
 from tqdm import TqdmWarning
 
-from ..checks import integer, integers, probabilities, probability, seed_list, settle
+from ..checks import choice, integer, integers, positive, positives, probabilities, probability, seed_list, settle
 from ..models import MLP, ConvNet
 from ..schedules import DropoutScheduler, LinearSchedule
-from ..train import TrainConfig, evaluate, seed_everything
+from ..train import TrainConfig, evaluate, model_device, seed_everything
 from ..variants import make_dropout
 from ..variants.bernoulli import InvertedDropout, spatial_dropout
 from ..variants.concrete import ConcreteDropout
 from ..variants.noise import SELU_ALPHA, SELU_ALPHA_PRIME, SELU_SCALE, alpha_dropout, alpha_dropout_affine
 from ..variants.structured import drop_block2d, drop_path, dropblock_expected_drop_fraction, dropblock_gamma
-from .structured import train_arms, updates_per_epoch
+from .structured import train_arms
+from .studies import TrainedArms, epochs_for, per_seed, require_splits, study_config, train_config, updates_per_epoch
 
 with warnings.catch_warnings():  # optuna imports tqdm.auto, whose warning in a kernel without ipywidgets
     warnings.simplefilter("ignore", TqdmWarning)  # would print the environment's absolute path into the notebook
@@ -95,7 +96,6 @@ __all__ = [
     "InferenceStudy",
     "NoiseStudy",
     "PROCEDURES",
-    "PairedStudy",
     "RatesConfig",
     "RatesStudy",
     "SEARCHERS",
@@ -144,35 +144,8 @@ PLACEMENTS = {"act→drop→BN (guide)": "conv-act-drop-bn-pool", "act→BN→dr
 # ----------------------------------------------------------------------------- validation
 
 
-def _splits(data: Any, needed: Sequence[str]) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"data must map split names to datasets, got {type(data).__name__}")
-    missing = [s for s in needed if s not in data]
-    if missing:
-        raise ValueError(f"data has no split(s) {missing}; it has {sorted(data)}")
-
-
 def _config(config: Any, name: str = "config") -> TrainConfig:
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
-    if config.task != "classification":
-        raise ValueError(f"{name}.task must be 'classification', got {config.task!r}")
-    return config
-
-
-def _study_config(config: Any, kind: type) -> Any:
-    if not isinstance(config, kind):
-        raise ValueError(f"config must be a {kind.__name__}, got {type(config).__name__}")
-    return config
-
-
-def _levels(values: Any, name: str, upper: float | None = None) -> list[float]:
-    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
-                         or (upper is not None and v >= upper) for v in values):
-        bound = f" and < {upper}" if upper is not None else ""
-        raise ValueError(f"{name} must be a non-empty list of numbers ≥ 0{bound}, got {values!r}")
-    return [float(v) for v in values]
+    return train_config(config, name, task="classification")
 
 
 # ----------------------------------------------------------------------------- the shared nets
@@ -272,17 +245,10 @@ class InferenceStudy:
 
     def drop(self, rule: str, p: float) -> pd.Series:
         """Per-seed accuracy drop (pp) of ``rule`` at rate ``p``, indexed by seed."""
-        rows = self.drops[(self.drops["rule"] == rule) & np.isclose(self.drops["p"], p)]
-        if rows.empty:
-            raise ValueError(f"no drops for rule={rule!r}, p={p}; rules: {sorted(set(self.drops['rule']))}, "
-                             f"rates: {sorted(set(self.drops['p']))}")
-        return rows.set_index("seed")["drop"].sort_index()
+        return per_seed(self.drops, "drop", rule=rule, p=float(p))
 
     def accuracy_of(self, rule: str, p: float) -> pd.Series:
-        rows = self.accuracy[(self.accuracy["rule"] == rule) & np.isclose(self.accuracy["p"], p)]
-        if rows.empty:
-            raise ValueError(f"no accuracy for rule={rule!r}, p={p}")
-        return rows.set_index("seed")["accuracy"].sort_index()
+        return per_seed(self.accuracy, "accuracy", rule=rule, p=float(p))
 
 
 def inference_study(make_model: Callable[[float], nn.Module], data: Mapping[str, Any], config: TrainConfig,
@@ -299,7 +265,7 @@ def inference_study(make_model: Callable[[float], nn.Module], data: Mapping[str,
     config, seeds = _config(config), seed_list(seeds)
     p_values = probabilities(p_values, "p_values", zero=False, distinct=True)
     passes = integer(passes, "passes")
-    _splits(data, ["train", test_split, *config.eval_splits])
+    require_splits(data, ["train", test_split, *config.eval_splits])
     test = data[test_split]
     arms = {f"p={p:g}": dict(p=p) for p in p_values}
     rows, histories = [], []
@@ -612,10 +578,8 @@ def perturb(x: Tensor, kind: str, level: float, generator: torch.Generator) -> T
     """
     if kind not in PERTURBATIONS:
         raise ValueError(f"kind must be one of {PERTURBATIONS}, got {kind!r}")
-    if kind == "delete":
-        (level,) = _levels([level], "level", upper=1.0)
-    else:
-        (level,) = _levels([level], "level")
+    level = probability(level, "level", what="a deletion rate") if kind == "delete" else positive(level, "level",
+                                                                                                   zero=True)
     if level == 0.0:
         return x
     if kind == "gaussian":
@@ -634,15 +598,10 @@ class NoiseStudy:
 
     def retained(self, arm: str, perturbation: str, level: float) -> pd.Series:
         """Per-seed accuracy under the perturbation as a share (%) of the clean accuracy, indexed by seed."""
-        rows = self.accuracy[(self.accuracy["arm"] == arm) & (self.accuracy["perturbation"] == perturbation)
-                             & np.isclose(self.accuracy["level"], level)]
-        if rows.empty:
-            raise ValueError(f"no rows for arm={arm!r}, perturbation={perturbation!r}, level={level}")
-        return rows.set_index("seed")["retained"].sort_index()
+        return per_seed(self.accuracy, "retained", arm=arm, perturbation=perturbation, level=float(level))
 
     def clean(self, arm: str) -> pd.Series:
-        rows = self.accuracy[(self.accuracy["arm"] == arm) & (self.accuracy["level"] == 0.0)]
-        return rows.drop_duplicates("seed").set_index("seed")["accuracy"].sort_index()
+        return per_seed(self.accuracy, "accuracy", arm=arm, perturbation="gaussian", level=0.0)
 
 
 def noise_study(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any],
@@ -659,9 +618,9 @@ def noise_study(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping
     config, seeds = _config(config), seed_list(seeds)
     if not isinstance(arms, Mapping) or len(arms) < 2:
         raise ValueError("arms must name at least two arms: {label: model keyword arguments}")
-    levels = {"gaussian": [0.0, *_levels(noise_levels, "noise_levels")],
-              "delete": [0.0, *_levels(delete_levels, "delete_levels", upper=1.0)]}
-    _splits(data, ["train", test_split, *config.eval_splits])
+    levels = {"gaussian": [0.0, *positives(noise_levels, "noise_levels")],
+              "delete": [0.0, *probabilities(delete_levels, "delete_levels", what="deletion rates")]}
+    require_splits(data, ["train", test_split, *config.eval_splits])
     test = data[test_split]
     rows, histories, errors = [], [], []
     for seed in seeds:
@@ -687,30 +646,15 @@ def noise_study(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping
 # ----------------------------------------------------------------------------- SG-PLACE, SG-SCHED: two paired arms
 
 
-@dataclass(frozen=True)
-class PairedStudy:
-    """Two or more arms trained on the same seeds: ``errors`` — arm, seed, error (%) on the test split;
-    ``history`` — the fit records with arm and seed."""
-
-    errors: pd.DataFrame
-    history: pd.DataFrame
-
-    def test_error(self, arm: str) -> pd.Series:
-        rows = self.errors[self.errors["arm"] == arm]
-        if rows.empty:
-            raise ValueError(f"no errors for arm={arm!r}; arms: {sorted(set(self.errors['arm']))}")
-        return rows.set_index("seed")["error"].sort_index()
-
-
-def _paired(make_model, arms, data, config, seeds, schedulers=None, test_split="test") -> PairedStudy:
-    _splits(data, ["train", test_split, *config.eval_splits])
-    study = train_arms(make_model, arms, data, config, seeds, schedulers=schedulers, test_split=test_split)
-    return PairedStudy(errors=study.errors[["arm", "seed", "error", "loss"]], history=study.history)
+def _paired(make_model, arms, data, config, seeds, schedulers=None, test_split="test") -> TrainedArms:
+    require_splits(data, ["train", test_split, *config.eval_splits])
+    return TrainedArms.of(train_arms(make_model, arms, data, config, seeds, schedulers=schedulers,
+                                     test_split=test_split))
 
 
 def placement_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str, Any], config: TrainConfig,
                     seeds: Sequence[int], *, p: float, channels: Sequence[int], hidden: int,
-                    test_split: str = "test") -> PairedStudy:
+                    test_split: str = "test") -> TrainedArms:
     """SG-PLACE: the same CNN with dropout (rate ``p``) after the activation and *before* BatchNorm
     (``conv-act-drop-bn-pool``, the guide's advice) or *after* BatchNorm (``conv-act-bn-drop-pool``).
 
@@ -733,7 +677,7 @@ def placement_study(input_shape: Sequence[int], num_classes: int, data: Mapping[
 
 
 def schedule_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
-                   seeds: Sequence[int], *, p_start: float, p_end: float, test_split: str = "test") -> PairedStudy:
+                   seeds: Sequence[int], *, p_start: float, p_end: float, test_split: str = "test") -> TrainedArms:
     """SG-SCHED: every dropout rate of ``make_model(p_hidden=...)`` falls linearly from ``p_start`` to
     ``p_end`` over training (arm ``"scheduled"``) against a fixed rate equal to its mean (``"fixed"``).
 
@@ -745,7 +689,7 @@ def schedule_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any]
     p_start, p_end = probability(p_start, "p_start"), probability(p_end, "p_end")
     if not p_start > p_end:
         raise ValueError(f"p_start must be > p_end (a falling schedule), got {p_start} and {p_end}")
-    _splits(data, ["train", test_split])
+    require_splits(data, ["train", test_split])
     total = config.epochs * updates_per_epoch(len(data["train"].x), config.batch_size)
     if config.max_steps is not None:
         total = min(total, config.max_steps)
@@ -772,10 +716,7 @@ class RatesStudy:
     best_other: str
 
     def test_error(self, cell: str) -> pd.Series:
-        rows = self.errors[self.errors["cell"] == cell]
-        if rows.empty:
-            raise ValueError(f"no cell {cell!r}; cells: {sorted(set(self.errors['cell']))}")
-        return rows.set_index("seed")["test_error"].sort_index()
+        return per_seed(self.errors, "test_error", cell=cell)
 
 
 def _cell(p_input: float, p_hidden: float, p_output: float) -> str:
@@ -825,9 +766,9 @@ def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
     then compared on, so the comparison is not biased by selecting on the same numbers. Every cell
     shares each seed's initial weights and data order.
     """
-    config = _study_config(config, RatesConfig)
+    config = study_config(config, RatesConfig)
     val_split = config.val_split
-    _splits(data, ["train", val_split, config.test_split])
+    require_splits(data, ["train", val_split, config.test_split])
     arms = {_cell(i, h, o): dict(p_input=i, p_hidden=h, p_output=o)
             for i in config.input_rates for h in config.hidden_rates for o in config.output_rates}
     study = train_arms(make_model, arms, data, config.training, config.seeds, test_split=config.test_split)
@@ -852,14 +793,15 @@ def rates_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], c
 # ----------------------------------------------------------------------------- second batch: shared helpers
 
 
-def _arm_rates(value: Any, name: str) -> dict[str, float]:
-    """``{"p_input": …, "p_hidden": …}``: the dropout arm's rates, at least one of them > 0."""
-    if not isinstance(value, Mapping) or not value or set(value) - {"p_input", "p_hidden"}:
-        raise ValueError(f"{name} must map p_input and/or p_hidden to drop probabilities, got {value!r}")
-    rates = {k: probability(v, f"{name}[{k!r}]") for k, v in value.items()}
+def _versus_none(dropout: Any) -> dict[str, dict[str, float]]:
+    """The two arms of a with/without study: ``"dropout"`` (``dropout`` maps p_input and/or p_hidden to
+    drop probabilities, at least one > 0) and ``"none"`` (no keyword arguments: the net without dropout)."""
+    if not isinstance(dropout, Mapping) or not dropout or set(dropout) - {"p_input", "p_hidden"}:
+        raise ValueError(f"dropout must map p_input and/or p_hidden to drop probabilities, got {dropout!r}")
+    rates = {k: probability(v, f"dropout[{k!r}]") for k, v in dropout.items()}
     if not any(rates.values()):
-        raise ValueError(f"{name} must drop something: at least one rate > 0, got {value!r}")
-    return rates
+        raise ValueError(f"dropout must drop something: at least one rate > 0, got {dropout!r}")
+    return {"dropout": rates, "none": {}}
 
 
 def _batch_sizes(values: Any) -> list[int]:
@@ -891,7 +833,7 @@ def updates_to_target(steps: Sequence[float], losses: Sequence[float], target: f
         raise ValueError(f"steps and losses must be 1-D of equal length ≥ 1, got {steps.shape} and {losses.shape}")
     if np.any(np.diff(steps) <= 0):
         raise ValueError(f"steps must increase, got {steps.tolist()}")
-    (target,) = _levels([target], "target")
+    target = positive(target, "target", zero=True)
     below = np.flatnonzero(losses <= target)
     if below.size == 0:
         return float(steps[-1]), False
@@ -914,27 +856,16 @@ class ConvergenceStudy:
     history: pd.DataFrame
 
     def updates(self, arm: str) -> pd.Series:
-        rows = self.times[self.times["arm"] == arm]
-        if rows.empty:
-            raise ValueError(f"no times for arm={arm!r}; arms: {sorted(set(self.times['arm']))}")
-        return rows.set_index("seed")["updates"].sort_index()
+        return per_seed(self.times, "updates", arm=arm)
 
     def ratio(self) -> pd.Series:
         """Per seed: updates to the target with dropout / without (> 1: dropout is slower), indexed by seed."""
         return self.updates("dropout") / self.updates("none")
 
 
-def convergence_study(
-    make_model: Callable[..., nn.Module],
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    dropout: Mapping[str, float],
-    target: float,
-    val_split: str = "val",
-    test_split: str = "test",
-) -> ConvergenceStudy:
+def convergence_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
+                      seeds: Sequence[int], *, dropout: Mapping[str, float], target: float, val_split: str = "val",
+                      test_split: str = "test") -> ConvergenceStudy:
     """SG-SLOW: updates until the validation loss first reaches ``target``, with dropout and without.
 
     Arms ``"dropout"`` (``make_model(**dropout)``, e.g. the guide's input 0.2 / hidden 0.5) and ``"none"``
@@ -945,48 +876,32 @@ def convergence_study(
     only shrink the ratio dropout / none when the dropout arm is the censored one.
     """
     config, seeds = _config(config), seed_list(seeds)
-    dropout = _arm_rates(dropout, "dropout")
-    (target,) = _levels([target], "target")
-    if target == 0.0:
-        raise ValueError("target must be a validation loss > 0")
-    _splits(data, ["train", val_split, test_split])
+    arms = _versus_none(dropout)
+    target = positive(target, "target")
+    require_splits(data, ["train", val_split, test_split])
     config = replace(config, eval_splits=tuple(dict.fromkeys([*config.eval_splits, val_split])))
-    arms = {"dropout": dict(dropout), "none": {}}
     starts = {seed: _initial_loss(make_model, {}, data[val_split], seed) for seed in seeds}
     if any(loss <= target for loss in starts.values()):
-        raise ValueError(
-            f"target must be below the initial validation loss of every seed's net "
-            f"({min(starts.values()):.4g} at the lowest), got {target}"
-        )
+        raise ValueError(f"target must be below the initial validation loss of every seed's net "
+                         f"({min(starts.values()):.4g} at the lowest), got {target}")
     study = train_arms(make_model, arms, data, config, seeds, test_split=test_split)
     val = study.history[study.history["split"] == val_split]
     curves, times = [], []
     for arm, kwargs in arms.items():
         for seed in seeds:
             rows = val[(val["arm"] == arm) & (val["seed"] == seed)].sort_values("epoch")
-            start = dict(
-                arm=arm, seed=seed, epoch=0, step=0, loss=_initial_loss(make_model, kwargs, data[val_split], seed)
-            )
+            start = dict(arm=arm, seed=seed, epoch=0, step=0,
+                         loss=_initial_loss(make_model, kwargs, data[val_split], seed))
             if not math.isclose(start["loss"], starts[seed], rel_tol=1e-6):
-                raise ValueError(
-                    f"make_model(**dropout) and make_model() must start from the same weights for a seed; "
-                    f"seed {seed}: initial validation loss {start['loss']:.6g} vs {starts[seed]:.6g}"
-                )
-            curve = pd.DataFrame(
-                [
-                    start,
-                    *(
-                        dict(arm=arm, seed=seed, epoch=int(r.epoch), step=int(r.step), loss=float(r.loss))
-                        for r in rows.itertuples()
-                    ),
-                ]
-            )
+                raise ValueError(f"make_model(**dropout) and make_model() must start from the same weights for a seed; "
+                                 f"seed {seed}: initial validation loss {start['loss']:.6g} vs {starts[seed]:.6g}")
+            curve = pd.DataFrame([start, *(dict(arm=arm, seed=seed, epoch=int(r.epoch), step=int(r.step),
+                                                loss=float(r.loss)) for r in rows.itertuples())])
             updates, reached = updates_to_target(curve["step"], curve["loss"], target)
             curves.append(curve)
             times.append(dict(arm=arm, seed=seed, updates=updates, reached=reached))
-    return ConvergenceStudy(
-        curves=pd.concat(curves, ignore_index=True), times=pd.DataFrame(times), target=target, history=study.history
-    )
+    return ConvergenceStudy(curves=pd.concat(curves, ignore_index=True), times=pd.DataFrame(times), target=target,
+                            history=study.history)
 
 
 # ----------------------------------------------------------------------------- SG-BATCH: batch size
@@ -1004,10 +919,7 @@ class BatchStudy:
     history: pd.DataFrame
 
     def gain(self, batch_size: int) -> pd.Series:
-        rows = self.gains[self.gains["batch_size"] == batch_size]
-        if rows.empty:
-            raise ValueError(f"no gains for batch_size={batch_size}; sizes: {sorted(set(self.gains['batch_size']))}")
-        return rows.set_index("seed")["gain"].sort_index()
+        return per_seed(self.gains, "gain", batch_size=batch_size)
 
     def slopes(self) -> pd.Series:
         """Per seed: least-squares slope of the gain (pp) on log2(batch size) — pp per doubling."""
@@ -1017,17 +929,9 @@ class BatchStudy:
         return pd.Series(out, name="slope").sort_index()
 
 
-def batch_study(
-    make_model: Callable[..., nn.Module],
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    dropout: Mapping[str, float],
-    batch_sizes: Sequence[int],
-    updates: int,
-    test_split: str = "test",
-) -> BatchStudy:
+def batch_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
+                seeds: Sequence[int], *, dropout: Mapping[str, float], batch_sizes: Sequence[int], updates: int,
+                test_split: str = "test") -> BatchStudy:
     """SG-BATCH: the gain of dropout (test error without − with) at each batch size, every net trained for
     the same number of ``updates`` (``config.max_steps``; ``config.batch_size`` and ``config.epochs`` are
     replaced, no evaluation during training).
@@ -1038,24 +942,17 @@ def batch_study(
     not a mechanism. Both arms share each seed's initial weights and data order at every batch size.
     """
     config, seeds = _config(config), seed_list(seeds)
-    dropout = _arm_rates(dropout, "dropout")
+    arms = _versus_none(dropout)
     sizes, updates = _batch_sizes(batch_sizes), integer(updates, "updates")
-    _splits(data, ["train", test_split])
+    require_splits(data, ["train", test_split])
     n_train = len(data["train"].x)
     if sizes[-1] > n_train:
         raise ValueError(f"batch_sizes must not exceed the {n_train} training examples, got {sizes}")
     rows, histories = [], []
     for size in sizes:
-        sized = replace(
-            config,
-            batch_size=size,
-            max_steps=updates,
-            eval_splits=(),
-            epochs=math.ceil(updates / updates_per_epoch(n_train, size)),
-        )
-        study = train_arms(
-            make_model, {"dropout": dict(dropout), "none": {}}, data, sized, seeds, test_split=test_split
-        )
+        sized = replace(config, batch_size=size, max_steps=updates, eval_splits=(),
+                        epochs=epochs_for(updates, n_train, size))
+        study = train_arms(make_model, arms, data, sized, seeds, test_split=test_split)
         rows.append(study.errors[["arm", "seed", "error"]].assign(batch_size=size))
         histories.append(study.history.assign(batch_size=size))
     errors = pd.concat(rows, ignore_index=True)[["batch_size", "arm", "seed", "error"]]
@@ -1082,15 +979,13 @@ class DeepMLP(nn.Module):
     ``(N, *input_shape)``, flattened; output ``(N, num_classes)`` logits.
     """
 
-    def __init__(
-        self, in_features: int, width: int, depth: int, num_classes: int, *, p: float = 0.0, residual: bool = False
-    ) -> None:
+    def __init__(self, in_features: int, width: int, depth: int, num_classes: int, *, p: float = 0.0,
+                 residual: bool = False) -> None:
         super().__init__()
         self.residual = bool(residual)
         self.stem = nn.Linear(in_features, width)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(width, width), nn.ReLU(), InvertedDropout(p)) for _ in range(depth)
-        )
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.ReLU(), InvertedDropout(p))
+                                    for _ in range(depth))
         self.head = nn.Linear(width, num_classes)
         for layer in (self.stem, *(b[0] for b in self.blocks), self.head):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -1107,20 +1002,12 @@ class DeepMLP(nn.Module):
         return self.head(h)
 
 
-def deep_mlp(
-    input_shape: Sequence[int], width: int, depth: int, num_classes: int, *, p: float = 0.0, architecture: str = "plain"
-) -> DeepMLP:
+def deep_mlp(input_shape: Sequence[int], width: int, depth: int, num_classes: int, *, p: float = 0.0,
+             architecture: str = "plain") -> DeepMLP:
     """:class:`DeepMLP` with its arguments checked: ``architecture`` one of :data:`ARCHITECTURES`."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    return DeepMLP(
-        int(np.prod(input_shape)),
-        integer(width, "width"),
-        integer(depth, "depth"),
-        integer(num_classes, "num_classes"),
-        p=probability(p, "p"),
-        residual=architecture == "residual",
-    )
+    return DeepMLP(int(np.prod(input_shape)), integer(width, "width"), integer(depth, "depth"),
+                   integer(num_classes, "num_classes"), p=probability(p, "p"),
+                   residual=choice(architecture, ARCHITECTURES, "architecture") == "residual")
 
 
 def first_layer_gradient_norm(model: DeepMLP, x: Tensor, y: Tensor, *, passes: int = 1, seed: int = 0) -> float:
@@ -1159,23 +1046,13 @@ class DepthStudy:
 
     def penalty(self, architecture: str) -> pd.Series:
         """Per seed: test error (%) at rate ``p`` − at rate 0 (pp), for the trained nets of ``architecture``."""
-        rows = self.errors[self.errors["architecture"] == architecture]
-        if rows.empty:
-            raise ValueError(f"no errors for architecture={architecture!r}")
-        wide = rows.pivot(index="seed", columns="p", values="error")
-        return (wide[self.p] - wide[0.0]).sort_index()
+        at = lambda rate: per_seed(self.errors, "error", architecture=architecture, p=rate)  # noqa: E731
+        return at(self.p) - at(0.0)
 
     def disruption(self, architecture: str, depth: int | None = None, p: float | None = None) -> pd.Series:
         """Per seed: |log2(first-layer gradient norm at p / at 0)| at initialisation (default: the trained depth, p)."""
         depth, p = self.depth if depth is None else depth, self.p if p is None else p
-        rows = self.gradients[
-            (self.gradients["architecture"] == architecture)
-            & (self.gradients["depth"] == depth)
-            & np.isclose(self.gradients["p"], p)
-        ]
-        if rows.empty:
-            raise ValueError(f"no gradients for architecture={architecture!r}, depth={depth}, p={p}")
-        return rows.set_index("seed")["log2_ratio"].abs().sort_index()
+        return per_seed(self.gradients, "log2_ratio", architecture=architecture, depth=depth, p=float(p)).abs()
 
 
 @dataclass(frozen=True)
@@ -1220,8 +1097,8 @@ def depth_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str,
     multiplied by about (1 − p)^(−depth/2) and carries as many independent mask factors, while a residual
     net's identity path carries a part of the gradient no mask touches.
     """
-    config = _study_config(config, DepthConfig)
-    _splits(data, ["train", config.test_split])
+    config = study_config(config, DepthConfig)
+    require_splits(data, ["train", config.test_split])
     x, y = data["train"].x[:config.grad_batch], data["train"].y[:config.grad_batch]
     grads = []
     for seed in config.seeds:
@@ -1234,34 +1111,18 @@ def depth_study(input_shape: Sequence[int], num_classes: int, data: Mapping[str,
                     norms[rate] = first_layer_gradient_norm(model, x, y, passes=config.passes if rate else 1, seed=seed)
                 for rate, norm in norms.items():
                     ratio = norm / norms[0.0]
-                    grads.append(
-                        dict(
-                            architecture=architecture,
-                            depth=d,
-                            p=rate,
-                            seed=seed,
-                            grad_norm=norm,
-                            ratio=ratio,
-                            log2_ratio=math.log2(ratio),
-                        )
-                    )
+                    grads.append(dict(architecture=architecture, depth=d, p=rate, seed=seed, grad_norm=norm,
+                                      ratio=ratio, log2_ratio=math.log2(ratio)))
 
     def make(architecture: str, rate: float) -> nn.Module:
         return deep_mlp(input_shape, config.width, config.depth, num_classes, p=rate, architecture=architecture)
 
     arms = {f"{a}, p={r:g}": dict(architecture=a, rate=r) for a in ARCHITECTURES for r in (0.0, config.p)}
     study = train_arms(make, arms, data, config.training, config.seeds, test_split=config.test_split)
-    errors = study.errors.assign(
-        architecture=[arms[a]["architecture"] for a in study.errors["arm"]],
-        p=[arms[a]["rate"] for a in study.errors["arm"]],
-    )
-    return DepthStudy(
-        gradients=pd.DataFrame(grads),
-        errors=errors[["architecture", "p", "seed", "error"]],
-        history=study.history,
-        depth=config.depth,
-        p=config.p,
-    )
+    errors = study.errors.assign(architecture=[arms[a]["architecture"] for a in study.errors["arm"]],
+                                 p=[arms[a]["rate"] for a in study.errors["arm"]])
+    return DepthStudy(gradients=pd.DataFrame(grads), errors=errors[["architecture", "p", "seed", "error"]],
+                      history=study.history, depth=config.depth, p=config.p)
 
 
 # ----------------------------------------------------------------------------- SG-STABLE: dominance and stability
@@ -1305,9 +1166,7 @@ def top_share(weight: Tensor, fraction: float) -> float:
     """
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         raise ValueError(f"weight must be a 2-D (out, in) tensor, got {getattr(weight, 'shape', type(weight))}")
-    (fraction,) = _levels([fraction], "fraction", upper=1.0)
-    if fraction == 0.0:
-        raise ValueError("fraction must be in (0, 1), got 0")
+    fraction = probability(fraction, "fraction", zero=False, what="a share")
     mass = weight.detach().double().square().sum(0)
     k = math.ceil(fraction * mass.numel())
     return float(mass.sort(descending=True).values[:k].sum() / mass.sum())
@@ -1324,7 +1183,7 @@ def gradient_spread(norms: np.ndarray, burn_in: float = 0.5) -> float:
     norms = np.asarray(norms, dtype=float)
     if norms.ndim != 2 or norms.shape[0] < 2 or norms.shape[1] < 1:
         raise ValueError(f"norms must be (updates ≥ 2, layers ≥ 1), got shape {norms.shape}")
-    (burn_in,) = _levels([burn_in], "burn_in", upper=1.0)
+    burn_in = probability(burn_in, "burn_in", what="a share")
     tail = norms[min(int(burn_in * norms.shape[0]), norms.shape[0] - 2) :]
     mean = tail.mean(0)
     live = mean > 0
@@ -1344,24 +1203,12 @@ class StabilityStudy:
     history: pd.DataFrame
 
     def measure(self, arm: str, column: str) -> pd.Series:
-        rows = self.summary[self.summary["arm"] == arm]
-        if rows.empty or column not in rows:
-            raise ValueError(f"no {column!r} for arm={arm!r}; arms: {sorted(set(self.summary['arm']))}")
-        return rows.set_index("seed")[column].sort_index()
+        return per_seed(self.summary, column, arm=arm)
 
 
-def stability_study(
-    make_model: Callable[..., nn.Module],
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    dropout: Mapping[str, float],
-    top_fraction: float = 0.1,
-    burn_in: float = 0.5,
-    every: int = 1,
-    test_split: str = "test",
-) -> StabilityStudy:
+def stability_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig,
+                    seeds: Sequence[int], *, dropout: Mapping[str, float], top_fraction: float = 0.1,
+                    burn_in: float = 0.5, every: int = 1, test_split: str = "test") -> StabilityStudy:
     """SG-STABLE: "dropout prevents dominant pathways and stabilises training", measured two ways.
 
     Arms ``"dropout"`` (``make_model(**dropout)``) and ``"none"`` share each seed's initial weights and data
@@ -1371,15 +1218,12 @@ def stability_study(
     sees, so dropout's own mask noise is part of them.
     """
     config, seeds = _config(config), seed_list(seeds)
-    dropout = _arm_rates(dropout, "dropout")
-    (top_fraction,) = _levels([top_fraction], "top_fraction", upper=1.0)
-    if top_fraction == 0.0:
-        raise ValueError("top_fraction must be in (0, 1), got 0")
-    (burn_in,) = _levels([burn_in], "burn_in", upper=1.0)
+    arms = _versus_none(dropout)
+    top_fraction = probability(top_fraction, "top_fraction", zero=False, what="a share")
+    burn_in = probability(burn_in, "burn_in", what="a share")
     every = integer(every, "every")
-    _splits(data, ["train", test_split, *config.eval_splits])
+    require_splits(data, ["train", test_split, *config.eval_splits])
     recorders: dict[tuple[str, int], GradientRecorder] = {}
-    arms = {"dropout": dict(dropout), "none": {}}
 
     def recorder_for(arm: str):
         def build(model: nn.Module) -> GradientRecorder:
@@ -1389,36 +1233,19 @@ def stability_study(
 
         return build
 
-    study = train_arms(
-        make_model,
-        arms,
-        data,
-        config,
-        seeds,
-        schedulers={arm: recorder_for(arm) for arm in arms},
-        keep_models=True,
-        test_split=test_split,
-    )
+    study = train_arms(make_model, arms, data, config, seeds, schedulers={arm: recorder_for(arm) for arm in arms},
+                       keep_models=True, test_split=test_split)
     summary, norms = [], []
     for (arm, seed), recorder in recorders.items():
         model = study.models[(arm, seed)]
         last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         record = np.asarray(recorder.norms, dtype=float)
-        error = float(study.test_error(arm).loc[seed])
-        summary.append(
-            dict(
-                arm=arm,
-                seed=seed,
-                top_share=top_share(last.weight, top_fraction),
-                spread=gradient_spread(record, burn_in),
-                error=error,
-            )
-        )
+        summary.append(dict(arm=arm, seed=seed, top_share=top_share(last.weight, top_fraction),
+                            spread=gradient_spread(record, burn_in), error=float(study.test_error(arm).loc[seed])))
         names = [name for name, _ in recorder.layers]
         for t in range(0, len(record), every):
-            norms += [
-                dict(arm=arm, seed=seed, update=t + 1, layer=name, norm=record[t, j]) for j, name in enumerate(names)
-            ]
+            norms += [dict(arm=arm, seed=seed, update=t + 1, layer=name, norm=record[t, j])
+                      for j, name in enumerate(names)]
     return StabilityStudy(summary=pd.DataFrame(summary), norms=pd.DataFrame(norms), history=study.history)
 
 
@@ -1440,9 +1267,7 @@ def tpe_search(objective: Callable[[float, float], float], bounds: Mapping[str, 
     ``[(p_input, p_hidden, value), …]``, the rates rounded to 6 decimals.
     """
     n_trials, startup = integer(n_trials, "n_trials"), integer(startup, "startup")
-    (step,) = _levels([step], "step", upper=1.0)
-    if step == 0.0:
-        raise ValueError("step must be in (0, 1), got 0")
+    step = probability(step, "step", zero=False, what="a lattice step")
     if not isinstance(bounds, Mapping) or set(bounds) != {"p_input", "p_hidden"}:
         raise ValueError(f"bounds must map p_input and p_hidden to (low, high), got {bounds!r}")
     box = {}
@@ -1535,11 +1360,11 @@ def search_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], 
     the grid or earlier by TPE) is reused, not retrained: the same seed would give the same net. TPE with
     fewer trials n < G is the first n trials of its G-trial run (the same proposals; see :func:`tpe_search`).
     """
-    config = _study_config(config, SearchConfig)
+    config = study_config(config, SearchConfig)
     grid_in, grid_hid = config.input_rates, config.hidden_rates
     val_split, test_split = config.val_split, config.test_split
     points = [(i, h) for i in grid_in for h in grid_hid]
-    _splits(data, ["train", val_split, test_split])
+    require_splits(data, ["train", val_split, test_split])
     training = config.training
     bounds = {"p_input": (min(grid_in), max(grid_in)), "p_hidden": (min(grid_hid), max(grid_hid))}
     rows = []
@@ -1554,7 +1379,7 @@ def search_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], 
                                keep_models=True, test_split=val_split)
             model = study.models[("trial", seed)]
             cache[key] = (float(study.errors["error"].iloc[0]),
-                          100 * evaluate(model, data[test_split], training.task, device=_device_of(model))["error"])
+                          100 * evaluate(model, data[test_split], training.task, device=model_device(model))["error"])
             return (*cache[key], False)
 
         order = np.random.default_rng(seed).permutation(len(points))
@@ -1595,10 +1420,8 @@ def corrected_t_interval(differences: Sequence[float], test_train_ratio: float,
     d = np.asarray(differences, dtype=float)
     if d.ndim != 1 or d.size < 2 or not np.all(np.isfinite(d)):
         raise ValueError(f"differences must be at least two finite numbers, got {np.asarray(differences).tolist()}")
-    (ratio,) = _levels([test_train_ratio], "test_train_ratio")
-    (level,) = _levels([level], "level", upper=1.0)
-    if level == 0.0:
-        raise ValueError("level must be in (0, 1), got 0")
+    ratio = positive(test_train_ratio, "test_train_ratio", zero=True)
+    level = probability(level, "level", zero=False, what="a confidence level")
     se = math.sqrt((1.0 / d.size + ratio) * float(d.var(ddof=1)))
     half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * se
     return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
@@ -1615,9 +1438,7 @@ def paired_error_interval(wrong_a: Sequence[bool], wrong_b: Sequence[bool],
     a, b = np.asarray(wrong_a, dtype=float), np.asarray(wrong_b, dtype=float)
     if a.ndim != 1 or a.shape != b.shape or a.size < 2 or not np.isin(np.r_[a, b], (0.0, 1.0)).all():
         raise ValueError(f"wrong_a and wrong_b must be 0/1 flags of equal length ≥ 2, got {a.shape} and {b.shape}")
-    (level,) = _levels([level], "level", upper=1.0)
-    if level == 0.0:
-        raise ValueError("level must be in (0, 1), got 0")
+    level = probability(level, "level", zero=False, what="a confidence level")
     d = 100.0 * (a - b)
     half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
     return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
@@ -1642,10 +1463,7 @@ class CVStudy:
     history: pd.DataFrame
 
     def estimate(self, procedure: str) -> pd.Series:
-        rows = self.summary[self.summary["procedure"] == procedure]
-        if rows.empty:
-            raise ValueError(f"no estimates for procedure={procedure!r}; procedures: {PROCEDURES}")
-        return rows.set_index("seed")["estimate"].sort_index()
+        return per_seed(self.summary, "estimate", procedure=procedure)
 
     def decisions(self) -> pd.DataFrame:
         """Per seed (index): the decision of each procedure (columns) and ``agree``."""
@@ -1668,16 +1486,11 @@ def _subset(split: Any, index: np.ndarray, name: str) -> Any:
     return SimpleNamespace(**{**vars(split), **changes})
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    """Where ``fit`` left the model (its first parameter's device)."""
-    return next(model.parameters()).device
-
-
 def _wrong(model: nn.Module, split: Any, batch_size: int = 1000) -> np.ndarray:
     """0/1 per example: the eval-mode prediction of ``model`` on ``split`` is wrong."""
     was_training = model.training
     model.eval()
-    device, flags = _device_of(model), []
+    device, flags = model_device(model), []
     try:
         with torch.no_grad():
             for start in range(0, len(split.x), batch_size):
@@ -1688,17 +1501,8 @@ def _wrong(model: nn.Module, split: Any, batch_size: int = 1000) -> np.ndarray:
     return np.concatenate(flags).astype(float)
 
 
-def cv_study(
-    make_model: Callable[..., nn.Module],
-    data: Mapping[str, Any],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    dropout: Mapping[str, float],
-    k: int = 5,
-    level: float = 0.95,
-    val_split: str = "val",
-) -> CVStudy:
+def cv_study(make_model: Callable[..., nn.Module], data: Mapping[str, Any], config: TrainConfig, seeds: Sequence[int],
+             *, dropout: Mapping[str, float], k: int = 5, level: float = 0.95, val_split: str = "val") -> CVStudy:
     """SG-CV: "with or without dropout?" decided by k-fold cross-validation and by a held-out split.
 
     Per seed, cross-validation: scikit-learn's ``StratifiedKFold(k, shuffle=True, random_state=seed)`` on
@@ -1714,18 +1518,15 @@ def cv_study(
     from sklearn.model_selection import StratifiedKFold
 
     config, seeds = _config(config), seed_list(seeds)
-    dropout = _arm_rates(dropout, "dropout")
+    arms = _versus_none(dropout)
     k = integer(k, "k", minimum=2)
-    (level,) = _levels([level], "level", upper=1.0)
-    if level == 0.0:
-        raise ValueError("level must be in (0, 1), got 0")
-    _splits(data, ["train", val_split])
+    level = probability(level, "level", zero=False, what="a confidence level")
+    require_splits(data, ["train", val_split])
     train = data["train"]
     labels = train.y.numpy()
     if np.bincount(labels).min(initial=len(labels)) < k:
         raise ValueError(f"k = {k} folds need at least k training examples of every class")
     config = replace(config, eval_splits=())
-    arms = {"dropout": dict(dropout), "none": {}}
     folds, summary, histories = [], [], []
     for seed in seeds:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)

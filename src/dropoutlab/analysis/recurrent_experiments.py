@@ -55,13 +55,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..checks import choices, integer, integers, optional_integer, probability, seed_list, settle
+from ..checks import integer, integers, optional_integer, probability, seed_list, settle
 from ..corpus import Corpus
 from ..inference import predict_mc
 from ..train import TrainConfig, evaluate, fit, seed_everything, training_modes
 from ..variants import make_dropout
 from ..variants.concrete import ConcreteDropout
 from ..variants.recurrent import EmbeddingDropout, LockedDropout, WeightDrop, embedding_dropout
+from .studies import distinct_choices, per_seed, train_config
 
 __all__ = [
     "ARMS",
@@ -89,21 +90,6 @@ ARMS = ("none", "naive", "variational", "weight-drop")
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _arms(arms: Any, name: str) -> tuple[str, ...]:
-    values = choices(arms, ARMS, name)
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} must be distinct names from {ARMS}, got {arms!r}")
-    return values
-
-
-def _training(config: Any, name: str) -> TrainConfig:
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"{name} must be a TrainConfig, got {type(config).__name__}")
-    if config.task != "classification":
-        raise ValueError(f"{name}.task must be 'classification' (cross-entropy), got {config.task!r}")
-    return config
 
 
 @contextlib.contextmanager
@@ -325,12 +311,7 @@ class LanguageModelStudy:
 
     def per_seed(self, arm: str, column: str = "test_ppl"):
         """One column for one arm, indexed by seed (sorted)."""
-        rows = self.results[self.results["arm"] == arm]
-        if rows.empty:
-            raise ValueError(f"arm must be one of {sorted(set(self.results['arm']))}, got {arm!r}")
-        if column not in rows:
-            raise ValueError(f"column must be one of {list(rows.columns)}, got {column!r}")
-        return rows.set_index("seed")[column].sort_index()
+        return per_seed(self.results, column, arm=arm)
 
 
 @torch.no_grad()
@@ -384,14 +365,14 @@ class LanguageModelConfig:
 
     def __post_init__(self) -> None:
         name = "LanguageModelConfig"
-        settle(self, training=replace(_training(self.training, f"{name}.training"), eval_splits=("val",)),
+        settle(self, training=replace(train_config(self.training, f"{name}.training", task="classification"), eval_splits=("val",)),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                embed_dim=integer(self.embed_dim, f"{name}.embed_dim"),
                hidden=integer(self.hidden, f"{name}.hidden"),
                bptt=integer(self.bptt, f"{name}.bptt"),
                eval_length=integer(self.eval_length, f"{name}.eval_length"),
                mc_samples=integer(self.mc_samples, f"{name}.mc_samples"),
-               arms=_arms(self.arms, f"{name}.arms"),
+               arms=distinct_choices(self.arms, ARMS, f"{name}.arms"),
                threads=optional_integer(self.threads, f"{name}.threads"),
                **{k: probability(getattr(self, k), f"{name}.{k}") for k in _LM_RATES})
 
@@ -490,10 +471,7 @@ class SequenceStudy:
     history: Any  # DataFrame
 
     def per_seed(self, arm: str, column: str = "test_nll"):
-        rows = self.results[self.results["arm"] == arm]
-        if rows.empty:
-            raise ValueError(f"arm must be one of {sorted(set(self.results['arm']))}, got {arm!r}")
-        return rows.set_index("seed")[column].sort_index()
+        return per_seed(self.results, column, arm=arm)
 
 
 @dataclass(frozen=True)
@@ -516,13 +494,13 @@ class SequenceConfig:
 
     def __post_init__(self) -> None:
         name = "SequenceConfig"
-        settle(self, training=replace(_training(self.training, f"{name}.training"), eval_splits=("test",)),
+        settle(self, training=replace(train_config(self.training, f"{name}.training", task="classification"), eval_splits=("test",)),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                hidden=integer(self.hidden, f"{name}.hidden"),
                p_input=probability(self.p_input, f"{name}.p_input"),
                p_hidden=probability(self.p_hidden, f"{name}.p_hidden"),
                p_output=probability(self.p_output, f"{name}.p_output"),
-               arms=_arms(self.arms, f"{name}.arms"),
+               arms=distinct_choices(self.arms, ARMS, f"{name}.arms"),
                threads=optional_integer(self.threads, f"{name}.threads"))
 
 

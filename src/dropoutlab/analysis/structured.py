@@ -45,6 +45,7 @@ from ..variants.structured import (
     drop_block2d,
     dropblock_expected_drop_fraction,
 )
+from .studies import per_seed
 
 __all__ = [
     "ActiveBlocks",
@@ -58,7 +59,6 @@ __all__ = [
     "keep_ramp_scheduler",
     "spatial_correlation",
     "train_arms",
-    "updates_per_epoch",
 ]
 
 DROPCONNECT_INFERENCES = ("gaussian", "scale", "sample")
@@ -207,11 +207,6 @@ def spatial_correlation(maps: Tensor, max_lag: int = 4) -> np.ndarray:
 # ----------------------------------------------------------------------------- training arms
 
 
-def updates_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimizer steps per epoch of :func:`dropoutlab.train.fit` (the last batch may be smaller)."""
-    return math.ceil(integer(n_train, "n_train") / integer(batch_size, "batch_size"))
-
-
 def keep_ramp_scheduler(model: nn.Module, keep_prob: float, steps: int) -> DropoutScheduler:
     """DropBlock's schedule (Ghiasi et al. 2018): keep_prob falls linearly from 1 to ``keep_prob`` over ``steps``.
 
@@ -238,11 +233,7 @@ class ArmStudy:
 
     def test_error(self, arm: str, evaluation: str = "default"):
         """Per-seed test error (%) of one arm (a Series indexed by seed)."""
-        rows = self.errors[(self.errors["arm"] == arm) & (self.errors["evaluation"] == evaluation)]
-        if rows.empty:
-            raise ValueError(f"no errors for arm={arm!r}, evaluation={evaluation!r}; arms: "
-                             f"{sorted(set(self.errors['arm']))}, evaluations: {sorted(set(self.errors['evaluation']))}")
-        return rows.set_index("seed")["error"].sort_index()
+        return per_seed(self.errors, "error", arm=arm, evaluation=evaluation)
 
 
 def _set_inference(model: nn.Module, inference: str) -> None:

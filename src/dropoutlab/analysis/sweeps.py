@@ -31,6 +31,7 @@ import pandas as pd
 from ..checks import choice, integers, optional_integer, probability, seed_list, settle
 from ..models import MLP
 from ..train import TrainConfig, evaluate, fit, seed_everything
+from .studies import epochs_for
 
 KEEP_FIXED = ("n", "pn")
 SCORE_SPLITS = ("train", "test")
@@ -76,8 +77,7 @@ def budget_config(config: TrainConfig, n_train: int) -> TrainConfig:
         return config
     if config.max_steps < 1:
         raise ValueError(f"config.max_steps must be ≥ 1 or None, got {config.max_steps}")
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    return replace(config, epochs=math.ceil(config.max_steps / steps_per_epoch))
+    return replace(config, epochs=epochs_for(config.max_steps, n_train, config.batch_size))
 
 
 def train_and_score(make_model, train, score: Mapping[str, Any], config: TrainConfig, seed: int,
