@@ -69,7 +69,7 @@ from tqdm import TqdmWarning
 from ..checks import choice, integer, integers, positive, positives, probabilities, probability, seed_list, settle
 from ..models import MLP, ConvNet
 from ..schedules import DropoutScheduler, LinearSchedule
-from ..train import TrainConfig, evaluate, model_device, seed_everything
+from ..train import TrainConfig, evaluate, model_device, seed_everything, training_modes
 from ..variants import make_dropout
 from ..variants.bernoulli import InvertedDropout, spatial_dropout
 from ..variants.concrete import ConcreteDropout
@@ -218,19 +218,18 @@ def test_time_rule(model: nn.Module, rule: str, p: float) -> Iterator[nn.Module]
     rates = sorted({round(float(m.p), 6) for m in drops})
     if rates != [round(p, 6)]:
         raise ValueError(f"p={p} must be the rate of every dropout module; the model's rates are {rates}")
-    was_training = model.training
     factor = {"standard, unscaled": 1.0 / (1.0 - p), "inverted, scaled twice": 1.0 - p}.get(rule)
     handles = [m.register_forward_hook(lambda _m, _i, out, f=factor: out * f) for m in drops] if factor else []
-    model.eval()
-    if rule == "dropout left on":
-        for m in drops:
-            m.train()
     try:
-        yield model
+        with training_modes(model):
+            model.eval()
+            if rule == "dropout left on":
+                for m in drops:
+                    m.train()
+            yield model
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -1017,18 +1016,17 @@ def first_layer_gradient_norm(model: DeepMLP, x: Tensor, y: Tensor, *, passes: i
     its gradients are cleared afterwards and its mode restored. Without dropout every pass is the same.
     """
     passes = integer(passes, "passes")
-    was_training = model.training
-    model.train()
     torch.manual_seed(int(seed))
     squares = []
     try:
-        for _ in range(passes):
-            model.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            squares.append(float(model.stem.weight.grad.square().sum()))
+        with training_modes(model):
+            model.train()
+            for _ in range(passes):
+                model.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(model(x), y).backward()
+                squares.append(float(model.stem.weight.grad.square().sum()))
     finally:
         model.zero_grad(set_to_none=True)
-        model.train(was_training)
     return math.sqrt(float(np.mean(squares)))
 
 
@@ -1488,16 +1486,12 @@ def _subset(split: Any, index: np.ndarray, name: str) -> Any:
 
 def _wrong(model: nn.Module, split: Any, batch_size: int = 1000) -> np.ndarray:
     """0/1 per example: the eval-mode prediction of ``model`` on ``split`` is wrong."""
-    was_training = model.training
-    model.eval()
     device, flags = model_device(model), []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(split.x), batch_size):
-                out = model(split.x[start:start + batch_size].to(device)).argmax(1).cpu()
-                flags.append((out != split.y[start:start + batch_size]).numpy())
-    finally:
-        model.train(was_training)
+    with training_modes(model), torch.no_grad():
+        model.eval()
+        for start in range(0, len(split.x), batch_size):
+            out = model(split.x[start:start + batch_size].to(device)).argmax(1).cpu()
+            flags.append((out != split.y[start:start + batch_size]).numpy())
     return np.concatenate(flags).astype(float)
 
 
