@@ -76,8 +76,8 @@ def test_relaxation_study_matches_quadrature_within_sampling_error():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"p": 0.0}, r"relaxation_study: p must be a drop probability in \(0, 1\)"),
-    ({"temperature": 0.0}, "temperature must be > 0"),
-    ({"n_samples": 1}, "n_samples must be >= 2"),
+    ({"temperature": 0.0}, "relaxation_study: temperature must be a finite number > 0"),
+    ({"n_samples": 1}, "relaxation_study: n_samples must be an integer ≥ 2"),
     ({"seeds": []}, "seeds must be a non-empty list"),
 ])
 def test_relaxation_study_bad_arguments(kwargs, match):
@@ -132,7 +132,7 @@ def test_regularizer_study_descent_goes_where_the_terms_pull():
     assert final["weight", 0.1] < 0.1 and final["weight", 0.9] < 0.9
     for start in (0.1, 0.9):
         assert final["both", start] == pytest.approx(study.optimum, abs=1e-3)
-    with pytest.raises(ValueError, match=r"every entry of starts must be a drop probability in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"regularizer_study: starts must be a non-empty list of drop probabilities"):
         regularizer_study(10, 2.0, 0.05, 0.1, ps=[0.2], starts=(1.0,), steps=1)
     with pytest.raises(ValueError, match="regularizer_gradients: sum_sq must be a finite number ≥ 0"):
         regularizer_gradients(10, -1.0, 0.05, 0.1, [0.2])
@@ -180,7 +180,9 @@ def test_rate_sweep_and_grid_bad_arguments():
     train, val, test = _splits()
     config = TrainConfig(batch_size=32, device="cpu")
     with pytest.raises(ValueError, match="concrete_rate_sweep: size 500 exceeds the training split"):
-        concrete_rate_sweep(train, test, RateSweepConfig(config, sizes=[500], seeds=[0], widths=[4], updates=1))
+        concrete_rate_sweep(train, test, RateSweepConfig(config, sizes=[60, 500], seeds=[0], widths=[4], updates=1))
+    with pytest.raises(ValueError, match="fixed_rate_grid: size 500 exceeds the training split"):
+        fixed_rate_grid(train, val, test, GridConfig(config, n=500, rates=[0.1], seeds=[0], widths=[4], updates=1))
     with pytest.raises(ValueError, match=r"RateSweepConfig\.sizes must be a non-empty list of integers ≥ 1"):
         RateSweepConfig(config, sizes=[0], seeds=[0], widths=[4], updates=1)
     with pytest.raises(ValueError, match=r"RateSweepConfig\.updates must be an integer ≥ 1"):
@@ -214,7 +216,7 @@ def test_grid_vs_concrete_selects_on_validation_and_counts_cost():
     assert list(per_seed["chosen_p"]) == [0.2, 0.0]
     np.testing.assert_allclose(per_seed["difference"], [0.055 - 0.06, 0.06 - 0.05])
     assert list(cost["runs"]) == [1, 3] and list(cost["updates"]) == [100, 300]
-    with pytest.raises(ValueError, match="grid_vs_concrete: no concrete run at N=700"):
+    with pytest.raises(ValueError, match=r"no 'test_error' rows for \{'N': 700\}"):
         grid_vs_concrete(grid, concrete, 700, 100)
     with pytest.raises(ValueError, match="seed 1 has grid runs but no concrete run at N=900"):
         grid_vs_concrete(grid, concrete, 900, 100)
@@ -371,7 +373,7 @@ def test_toy_data_noise_level():
     residual_sd = float((y - 2 * x - 8).double().std())
     assert abs(residual_sd - 1.5) < 4.5 * 1.5 / math.sqrt(2 * n)
     torch.testing.assert_close(toy_data(5, seed=3)[0], toy_data(5, seed=3)[0])
-    with pytest.raises(ValueError, match="toy_data: noise_sd must be > 0"):
+    with pytest.raises(ValueError, match="toy_data: noise_sd must be a finite number > 0"):
         toy_data(5, 0, noise_sd=0.0)
 
 

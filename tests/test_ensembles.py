@@ -144,7 +144,7 @@ def test_exact_average_study_is_tidy_and_reproducible(toy_data):
     pd.testing.assert_frame_equal(frame, run())
     with pytest.raises(ValueError, match=f"n_units must be <= {MAX_ENUMERATED_UNITS}"):
         exact_average_study(toy_data, toy_data["val"], [MAX_ENUMERATED_UNITS + 1], [1], [0], config)
-    with pytest.raises(ValueError, match="p_hidden must be > 0"):
+    with pytest.raises(ValueError, match=r"p_hidden must be a drop probability in \(0, 1\)"):
         exact_average_study(toy_data, toy_data["val"], [2], [1], [0], config, p_hidden=0.0)
     with pytest.raises(ValueError, match="depths must be a non-empty list of integers"):
         exact_average_study(toy_data, toy_data["val"], [2], [0], [0], config)
@@ -247,7 +247,7 @@ def test_max_deviation():
         max_deviation([1.0], [1.0, 2.0], [0.1])
     with pytest.raises(ValueError, match="standard errors must be finite"):
         max_deviation([1.0], [1.0], [-0.1])
-    with pytest.raises(ValueError, match="alpha must be in"):
+    with pytest.raises(ValueError, match=r"alpha must be a significance level in \(0, 1\)"):
         max_deviation([1.0], [1.0], [0.1], alpha=0.0)
 
 
@@ -300,7 +300,7 @@ def test_masked_sgd_is_unbiased_for_the_minimiser():
     se = runs.std(0, ddof=1) / math.sqrt(len(runs))
     t = stats.t.ppf(1 - 1e-3 / 2, len(runs) - 1)
     assert (np.abs(runs.mean(0) - best) <= t * se).all()
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         masked_sgd(X, y, 0.5, lr=0.0)
 
 

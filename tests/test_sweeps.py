@@ -77,7 +77,7 @@ def test_rate_sweep_is_tidy_and_reproducible():
 
 
 def test_rate_sweep_bad_input():
-    with pytest.raises(ValueError, match=r"RetainSweepConfig\.retain_rates: a retain probability must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"RetainSweepConfig\.retain_rates must be .*retain.* in \(0, 1\]"):
         RetainSweepConfig([1.5], [8], CONFIG, [0])
     with pytest.raises(ValueError, match=r"RetainSweepConfig\.seeds"):
         RetainSweepConfig([0.5], [8], CONFIG, [])

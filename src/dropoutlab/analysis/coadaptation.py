@@ -28,7 +28,7 @@ measurements; the notebook makes one call to each.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,27 +37,41 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from ..checks import choice, integer, positive, probabilities, probability, seed_list
 from ..experiments import run_settings
 from ..train import loss_and_error_rate, model_device, task_targets, training_modes
 from ..variants.base import is_dropout_module
 from ..variants.bernoulli import StandardDropout
+from .studies import train_config
 
-__all__ = [
-    "AutoencoderStudy",
-    "ClassifierStudy",
-    "ablation_curve",
-    "activation_statistics",
-    "autoencoder_study",
-    "classifier_study",
-    "degradation_area",
-    "dropout_regularizer",
-    "filter_grid",
-    "find_readout",
-    "mean_abs_correlation",
-    "readout_inputs",
-]
+__all__ = ["AutoencoderStudy", "ClassifierStudy", "ablation_curve", "activation_statistics", "autoencoder_study",
+           "classifier_study", "degradation_area", "dropout_regularizer", "filter_grid", "find_readout",
+           "mean_abs_correlation", "readout_inputs"]
 
 ABLATION_TASKS = ("classification", "reconstruction")
+
+
+def _float64(values: Tensor | np.ndarray) -> np.ndarray:
+    return torch.as_tensor(values).detach().to("cpu", torch.float64).numpy()
+
+
+def _as_matrix(h: Tensor | np.ndarray, name: str) -> np.ndarray:
+    a = _float64(h)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{name}: expected a non-empty (examples, units) matrix, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: activations must be finite")
+    return a
+
+
+@torch.no_grad()
+def _in_eval(model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1000) -> Tensor:
+    """``forward`` over ``x`` in batches on the model's device, the model in eval mode (restored afterwards);
+    the outputs concatenated on the CPU."""
+    device = model_device(model)
+    with training_modes(model):
+        model.eval()
+        return torch.cat([forward(x[s:s + batch_size].to(device)).detach().cpu() for s in range(0, len(x), batch_size)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +90,7 @@ def filter_grid(weights: Tensor | np.ndarray, image_shape: Sequence[int], n_filt
     (blank in ``imshow``). Returns a float64 array of ``rows·H + (rows−1)·padding`` by
     ``columns·W + (columns−1)·padding``.
     """
-    w = torch.as_tensor(weights).detach().to("cpu", torch.float64).numpy()
+    w = _float64(weights)
     shape = tuple(int(s) for s in image_shape)
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
@@ -88,9 +102,8 @@ def filter_grid(weights: Tensor | np.ndarray, image_shape: Sequence[int], n_filt
     n = w.shape[0] if n_filters is None else int(n_filters)
     if not 1 <= n <= w.shape[0]:
         raise ValueError(f"filter_grid: n_filters must be in [1, {w.shape[0]}], got {n_filters!r}")
-    cols = math.ceil(math.sqrt(n)) if columns is None else int(columns)
-    if cols < 1 or padding < 0:
-        raise ValueError(f"filter_grid: columns must be ≥ 1 and padding ≥ 0, got {columns!r}, {padding!r}")
+    cols = math.ceil(math.sqrt(n)) if columns is None else integer(columns, "filter_grid: columns")
+    padding = integer(padding, "filter_grid: padding", 0)
     rows = math.ceil(n / cols)
     h, wd = shape
     grid = np.full((rows * h + (rows - 1) * padding, cols * wd + (cols - 1) * padding), np.nan)
@@ -111,8 +124,7 @@ def activation_statistics(h: Tensor | np.ndarray, threshold: float = 0.01) -> di
     ``dead_fraction``: fraction of units that are 0 on every example.
     """
     a = _as_matrix(h, "activation_statistics(h)")
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise ValueError(f"activation_statistics: threshold must be a finite number > 0, got {threshold!r}")
+    positive(threshold, "activation_statistics: threshold")
     return {"mean_activation": float(a.mean()), "near_zero_fraction": float((a < threshold).mean()),
             "zero_fraction": float((a == 0).mean()), "dead_fraction": float((a == 0).all(axis=0).mean())}
 
@@ -158,12 +170,11 @@ def dropout_regularizer(h: Tensor | np.ndarray, readout_weight: Tensor | np.ndar
     and large when big contributions cancel each other.
     """
     a = _as_matrix(h, "dropout_regularizer(h)")
-    u = torch.as_tensor(readout_weight).detach().to("cpu", torch.float64).numpy()
+    u = _float64(readout_weight)
     if u.ndim != 2 or u.shape[1] != a.shape[1]:
         raise ValueError(f"dropout_regularizer: readout_weight must be (outputs, {a.shape[1]}), got {u.shape}")
-    if not 0.0 < float(p) < 1.0:
-        raise ValueError(f"dropout_regularizer: drop probability p must be in (0, 1), got {p!r}")
-    lam = float(p) / (1.0 - float(p))
+    p = probability(p, "dropout_regularizer: p", zero=False)
+    lam = p / (1.0 - p)
     value = lam * float(((u**2).sum(axis=0) * (a**2).mean(axis=0)).sum())
     if not relative:
         return value
@@ -191,16 +202,11 @@ def readout_inputs(model: nn.Module, x: Tensor, readout: nn.Module | None = None
     readout = readout if readout is not None else find_readout(model)
     captured: list[Tensor] = []
     handle = readout.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().cpu()))
-    device = model_device(model)
-    outputs = []
     try:
-        with training_modes(model):
-            model.eval()
-            for start in range(0, len(x), batch_size):
-                outputs.append(model(x[start:start + batch_size].to(device)).detach().cpu())
+        output = _in_eval(model, model, x, batch_size)
     finally:
         handle.remove()
-    return torch.cat(captured).flatten(1), torch.cat(outputs)
+    return torch.cat(captured).flatten(1), output
 
 
 def _head_after(model: nn.Module, readout: nn.Module) -> nn.Module:
@@ -232,38 +238,27 @@ def ablation_curve(model: nn.Module, dataset: Any, fractions: Sequence[float] = 
     Returns a DataFrame with columns ``fraction, units_ablated, draw, loss, error`` (error NaN
     for reconstruction; loss is cross-entropy or MSE).
     """
-    if task not in ABLATION_TASKS:
-        raise ValueError(f"ablation_curve: task must be one of {ABLATION_TASKS}, got {task!r}")
-    fractions = [float(f) for f in fractions]
-    if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
-        raise ValueError(f"ablation_curve: fractions must be non-empty and lie in [0, 1], got {fractions}")
-    if int(draws) < 1:
-        raise ValueError(f"ablation_curve: draws must be ≥ 1, got {draws!r}")
+    choice(task, ABLATION_TASKS, "ablation_curve: task")
+    fractions = probabilities(fractions, "ablation_curve: fractions", one=True, what="fractions")
+    draws = integer(draws, "ablation_curve: draws")
     readout = readout if readout is not None else find_readout(model)
     head = head if head is not None else _head_after(model, readout)
     hidden, output = readout_inputs(model, dataset.x, readout, batch_size)
-    device = model_device(model)
-    with training_modes(model):
-        model.eval()
-
-        def run_head(h: Tensor) -> Tensor:
-            return torch.cat([head(h[s:s + batch_size].to(device)).detach().cpu() for s in range(0, len(h), batch_size)])
-
-        if not torch.allclose(run_head(hidden), output, rtol=1e-4, atol=1e-5):
-            raise ValueError("ablation_curve: the readout and the modules after it do not reproduce the model "
-                             "output; pass head= (a function from the readout's input to the output)")
-        target = task_targets(dataset, task)
-        units = hidden.shape[1]
-        generator = torch.Generator().manual_seed(int(seed))
-        orders = [torch.randperm(units, generator=generator) for _ in range(int(draws))]
-        rows = []
-        for draw, order in enumerate(orders):
-            for fraction in fractions:
-                k = int(round(fraction * units))
-                mask = torch.ones(units, dtype=hidden.dtype)
-                mask[order[:k]] = 0.0
-                loss, error = loss_and_error_rate(run_head(hidden * mask), target, task)
-                rows.append({"fraction": fraction, "units_ablated": k, "draw": draw, "loss": loss, "error": error})
+    if not torch.allclose(_in_eval(model, head, hidden, batch_size), output, rtol=1e-4, atol=1e-5):
+        raise ValueError("ablation_curve: the readout and the modules after it do not reproduce the model "
+                         "output; pass head= (a function from the readout's input to the output)")
+    target = task_targets(dataset, task)
+    units = hidden.shape[1]
+    generator = torch.Generator().manual_seed(int(seed))
+    orders = [torch.randperm(units, generator=generator) for _ in range(draws)]
+    rows = []
+    for draw, order in enumerate(orders):
+        for fraction in fractions:
+            k = int(round(fraction * units))
+            mask = torch.ones(units, dtype=hidden.dtype)
+            mask[order[:k]] = 0.0
+            loss, error = loss_and_error_rate(_in_eval(model, head, hidden * mask, batch_size), target, task)
+            rows.append({"fraction": fraction, "units_ablated": k, "draw": draw, "loss": loss, "error": error})
     return pd.DataFrame(rows)
 
 
@@ -300,15 +295,6 @@ def degradation_area(curve, metric: str = "error", by: Sequence[str] = ()):
 # --------------------------------------------------------------------------------------------
 
 
-def _as_matrix(h: Tensor | np.ndarray, name: str) -> np.ndarray:
-    a = torch.as_tensor(h).detach().to("cpu", torch.float64).numpy()
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"{name}: expected a non-empty (examples, units) matrix, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: activations must be finite")
-    return a
-
-
 def _rate_feeding(model: nn.Module, readout: nn.Module) -> tuple[float, float]:
     """Drop rate of the last dropout module before ``readout`` (0 if none), and its train-time scale."""
     rate, scale = 0.0, 1.0
@@ -319,14 +305,6 @@ def _rate_feeding(model: nn.Module, readout: nn.Module) -> tuple[float, float]:
             rate = float(getattr(module, "rate", getattr(module, "p", 0.0)))
             scale = 1.0 if isinstance(module, StandardDropout) or rate >= 1.0 else 1.0 / (1.0 - rate)
     return rate, scale
-
-
-@torch.no_grad()
-def _encode(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    device = model_device(model)
-    with training_modes(model):
-        model.eval()
-        return torch.cat([model.encode(x[s:s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)])
 
 
 @dataclass
@@ -350,7 +328,7 @@ class AutoencoderStudy:
 
 
 def autoencoder_study(make_model: Callable[..., nn.Module], settings: dict[str, dict[str, Any]], data: dict[str, Any],
-                      config, seeds: Iterable[int], *, threshold: float = 0.01, reference_p: float = 0.5,
+                      config, seeds: Sequence[int], *, threshold: float = 0.01, reference_p: float = 0.5,
                       n_filters: int = 100, sample_size: int = 100) -> AutoencoderStudy:
     """Train ``make_model(**settings[label])`` autoencoders and measure their hidden code on ``data["test"]``.
 
@@ -358,10 +336,8 @@ def autoencoder_study(make_model: Callable[..., nn.Module], settings: dict[str, 
     encoder whose first ``nn.Linear`` holds the filters. ``config.task`` must be
     "reconstruction". See :class:`AutoencoderStudy` for what is returned.
     """
-
-    if config.task != "reconstruction":
-        raise ValueError(f"autoencoder_study: config.task must be 'reconstruction', got {config.task!r}")
-    seeds = list(seeds)
+    config = train_config(config, "autoencoder_study: config", task="reconstruction")
+    seeds = seed_list(seeds, "autoencoder_study: seeds")
     history, models = run_settings(make_model, settings, data, config, seeds, keep_models=True)
     test = data["test"]
     sample = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:sample_size]
@@ -369,7 +345,7 @@ def autoencoder_study(make_model: Callable[..., nn.Module], settings: dict[str, 
     for (label, seed), model in models.items():
         readout = find_readout(model)
         hidden, output = readout_inputs(model, test.x, readout)
-        code = _encode(model, test.x)
+        code = _in_eval(model, model.encode, test.x)
         _, train_scale = _rate_feeding(model, readout)
         mse, _ = loss_and_error_rate(output, task_targets(test, "reconstruction"), "reconstruction")
         corr, active = mean_abs_correlation(hidden)
@@ -386,8 +362,7 @@ def autoencoder_study(make_model: Callable[..., nn.Module], settings: dict[str, 
             filters[label] = filter_grid(encoder_linear.weight, test.x.shape[1:],
                                          n_filters=min(n_filters, encoder_linear.out_features))
     return AutoencoderStudy(metrics=pd.DataFrame(rows), unit_means=pd.concat(unit_rows, ignore_index=True),
-                            activation_sample=pd.concat(samples, ignore_index=True), filters=filters,
-                            history=history)
+                            activation_sample=pd.concat(samples, ignore_index=True), filters=filters, history=history)
 
 
 @dataclass
@@ -406,17 +381,16 @@ class ClassifierStudy:
 
 
 def classifier_study(make_model: Callable[..., nn.Module], settings: dict[str, dict[str, Any]], data: dict[str, Any],
-                     config, seeds: Iterable[int], *, fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
+                     config, seeds: Sequence[int], *, fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
                      draws: int = 5, reference_p: float = 0.5) -> ClassifierStudy:
     """Train classifiers for settings × seeds and measure co-adaptation of their top hidden layer.
 
     Measured on ``data["test"]`` in eval mode; the ablation orders are drawn from the run's seed,
     so the settings are ablated in the same unit orders.
     """
-
-    if config.task != "classification":
-        raise ValueError(f"classifier_study: config.task must be 'classification', got {config.task!r}")
-    history, models = run_settings(make_model, settings, data, config, list(seeds), keep_models=True)
+    config = train_config(config, "classifier_study: config", task="classification")
+    seeds = seed_list(seeds, "classifier_study: seeds")
+    history, models = run_settings(make_model, settings, data, config, seeds, keep_models=True)
     test = data["test"]
     rows, curves = [], []
     for (label, seed), model in models.items():
@@ -430,7 +404,7 @@ def classifier_study(make_model: Callable[..., nn.Module], settings: dict[str, d
                      "dropout_regularizer": dropout_regularizer(hidden, readout.weight, reference_p),
                      "relative_regularizer": dropout_regularizer(hidden, readout.weight, reference_p, relative=True),
                      "error_area": degradation_area(curve)})
-        curves.append(curve.assign(setting=label, seed=seed))
-    ablation = pd.concat(curves, ignore_index=True)
-    ablation = ablation[["setting", "seed", *[c for c in ablation.columns if c not in ("setting", "seed")]]]
-    return ClassifierStudy(metrics=pd.DataFrame(rows), ablation=ablation, history=history)
+        curve.insert(0, "setting", label)
+        curve.insert(1, "seed", seed)
+        curves.append(curve)
+    return ClassifierStudy(metrics=pd.DataFrame(rows), ablation=pd.concat(curves, ignore_index=True), history=history)

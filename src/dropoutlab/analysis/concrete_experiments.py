@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,46 +37,32 @@ import torch
 from scipy import integrate, optimize, special, stats
 from torch import Tensor, nn
 
-from ..checks import integer, integers, positive, probabilities, probability, seed_list, settle
+from ..checks import choice, integer, integers, positive, probabilities, probability, seed_list, settle
 from ..data import Dataset
 from ..inference import predict_mc
 from ..models import MLP
 from ..paths import dry_run
-from ..train import ForecastClock, TrainConfig, dropout_rates, evaluate, fit, resolve_device, seed_everything
+from ..train import (
+    ForecastClock,
+    TrainConfig,
+    dropout_rates,
+    evaluate,
+    fit,
+    model_device,
+    regularization,
+    regularized_modules,
+    resolve_device,
+    seed_everything,
+)
 from ..variants.concrete import ConcreteDropout, concrete_drop_mask, concrete_regularizer_weights
-from .studies import epochs_for, train_config, updates_per_epoch
+from .studies import epochs_for, per_seed, train_config, updates_per_epoch
 
-__all__ = [
-    "HeteroscedasticConcreteMLP",
-    "RatePlateau",
-    "GridConfig",
-    "RateSweep",
-    "RateSweepConfig",
-    "ToyConfig",
-    "RegularizerStudy",
-    "RelaxationStudy",
-    "adam_drift_range",
-    "concrete_layers",
-    "concrete_mlp",
-    "concrete_rate_sweep",
-    "fit_heteroscedastic",
-    "fixed_rate_grid",
-    "grid_vs_concrete",
-    "heteroscedastic_loss",
-    "input_dropout_floor",
-    "layer_trend_scores",
-    "rate_plateau",
-    "regularizer_gradients",
-    "regularizer_optimum",
-    "regularizer_study",
-    "relaxation_study",
-    "relaxed_keep_mean",
-    "sum_of_squares",
-    "toy_data",
-    "toy_study",
-    "toy_uncertainty",
-    "trend_scores",
-]
+__all__ = ["GridConfig", "HeteroscedasticConcreteMLP", "RatePlateau", "RateSweep", "RateSweepConfig",
+           "RegularizerStudy", "RelaxationStudy", "ToyConfig", "adam_drift_range", "concrete_layers", "concrete_mlp",
+           "concrete_rate_sweep", "fit_heteroscedastic", "fixed_rate_grid", "grid_vs_concrete", "heteroscedastic_loss",
+           "input_dropout_floor", "layer_trend_scores", "rate_plateau", "regularizer_gradients", "regularizer_optimum",
+           "regularizer_study", "relaxation_study", "relaxed_keep_mean", "sum_of_squares", "toy_data", "toy_study",
+           "toy_uncertainty", "trend_scores"]
 
 EPS = 1e-7  # ε of the relaxation, as in the official notebooks
 
@@ -89,9 +76,8 @@ def relaxed_keep_mean(p: float, temperature: float, eps: float = EPS) -> float:
     ``z̃(u) = σ((log(p+ε) − log(1−p+ε) + log(u+ε) − log(1−u+ε))/t)`` switches from ≈ 0 to ≈ 1
     near ``u = 1 − p``, which is passed to the integrator as a break point.
     """
-    p = probability(p, "relaxed_keep_mean: p", zero=False)
-    if not temperature > 0:
-        raise ValueError(f"relaxed_keep_mean: temperature must be > 0, got {temperature!r}")
+    name = "relaxed_keep_mean"
+    p, temperature = probability(p, f"{name}: p", zero=False), positive(temperature, f"{name}: temperature")
     shift = math.log(p + eps) - math.log(1.0 - p + eps)
 
     def drop(u: float) -> float:
@@ -126,13 +112,8 @@ def relaxation_study(p: float = 0.1, temperature: float = 0.1, n_samples: int = 
                      keep_sample: int = 20_000) -> RelaxationStudy:
     """CD-RX: draw ``n_samples`` relaxed masks per seed (float64) and compare their mean with theory."""
     name = "relaxation_study"
-    p = probability(p, f"{name}: p", zero=False)
-    if not temperature > 0:
-        raise ValueError(f"{name}: temperature must be > 0, got {temperature!r}")
-    n_samples = integer(n_samples, f"{name}: n_samples")
-    if n_samples < 2:
-        raise ValueError(f"{name}: n_samples must be >= 2 for a standard error, got {n_samples}")
-    seeds = seed_list(seeds, f"{name}: seeds")
+    p, temperature = probability(p, f"{name}: p", zero=False), positive(temperature, f"{name}: temperature")
+    n_samples, seeds = integer(n_samples, f"{name}: n_samples", 2), seed_list(seeds, f"{name}: seeds")  # 2: for an s.e.
     exact = relaxed_keep_mean(p, temperature)
     like = torch.empty(0, dtype=torch.float64)
     rows, sample = [], None
@@ -144,9 +125,8 @@ def relaxation_study(p: float = 0.1, temperature: float = 0.1, n_samples: int = 
                      "deviation_exact": mean - exact})
         if sample is None:
             sample = (1.0 - keep[:keep_sample]).numpy().copy()
-    bias = pd.DataFrame([{"p": q, "temperature": t, "exact_keep": relaxed_keep_mean(q, t),
-                          "bias": relaxed_keep_mean(q, t) - (1.0 - q)}
-                         for q in bias_ps for t in bias_temperatures])
+    bias = pd.DataFrame([{"p": q, "temperature": t, "exact_keep": (exact_qt := relaxed_keep_mean(q, t)),
+                          "bias": exact_qt - (1.0 - q)} for q in bias_ps for t in bias_temperatures])
     return RelaxationStudy(p, temperature, n_samples, exact, pd.DataFrame(rows), bias, sample)
 
 
@@ -181,11 +161,12 @@ def regularizer_gradients(input_dim: int, sum_sq: float, weight_regularizer: flo
     """
     name = "regularizer_gradients"
     _check_reg_args(name, input_dim, sum_sq, weight_regularizer, dropout_regularizer)
+    ps = probabilities(ps, f"{name}: ps", zero=False)
     rows = []
     for term, wr, dr in (("weight", weight_regularizer, 0.0), ("dropout", 0.0, dropout_regularizer)):
         module = _probe_module(input_dim, sum_sq, wr, dr)
         for p in ps:
-            module.set_p(probability(p, f"{name}: every entry of ps", zero=False))
+            module.set_p(p)
             module.p_logit.grad = None
             module.regularizer().backward()
             p_now = float(module.p.detach())
@@ -193,7 +174,7 @@ def regularizer_gradients(input_dim: int, sum_sq: float, weight_regularizer: flo
             autograd = float(module.p_logit.grad) / (p_now * (1.0 - p_now))
             formula = (wr * sum_sq / (1.0 - p_now) ** 2 if term == "weight"
                        else dr * input_dim * math.log(p_now / (1.0 - p_now)))
-            rows.append({"p": float(p), "term": term, "autograd": autograd, "formula": formula})
+            rows.append({"p": p, "term": term, "autograd": autograd, "formula": formula})
     return pd.DataFrame(rows)
 
 
@@ -206,8 +187,7 @@ def sum_of_squares(module: ConcreteDropout) -> float:
                          if module.include_bias or not n.split(".")[-1].startswith("bias")))
 
 
-def regularizer_optimum(input_dim: int, sum_sq: float, weight_regularizer: float,
-                        dropout_regularizer: float) -> float:
+def regularizer_optimum(input_dim: int, sum_sq: float, weight_regularizer: float, dropout_regularizer: float) -> float:
     """The p minimising the regulariser alone: root of wr·S/(1−p)² + dr·K·log(p/(1−p)) = 0.
 
     Equals 1/2 without the weight term; lies in (0, 1/2) when both terms are present.
@@ -248,14 +228,15 @@ def regularizer_study(input_dim: int, sum_sq: float, weight_regularizer: float, 
     (the other factor set to 0) and for both, from each start in ``starts``.
     """
     name = "regularizer_study"
+    starts, steps = probabilities(starts, f"{name}: starts", zero=False), integer(steps, f"{name}: steps")
+    lr = positive(lr, f"{name}: lr")
     gradients = regularizer_gradients(input_dim, sum_sq, weight_regularizer, dropout_regularizer, ps)
-    steps = integer(steps, f"{name}: steps")
     rows = []
     for term, wr, dr in (("weight", weight_regularizer, 0.0), ("dropout", 0.0, dropout_regularizer),
                          ("both", weight_regularizer, dropout_regularizer)):
         for start in starts:
             module = _probe_module(input_dim, sum_sq, wr, dr)
-            module.set_p(probability(start, f"{name}: every entry of starts", zero=False))
+            module.set_p(start)
             optimizer = torch.optim.Adam([module.p_logit], lr=lr)
             rows.append({"term": term, "start": start, "step": 0, "p": module.rate})
             for step in range(1, steps + 1):
@@ -269,12 +250,6 @@ def regularizer_study(input_dim: int, sum_sq: float, weight_regularizer: float, 
 
 
 # ----------------------------------------------------------------------------- CD-MN, CD-GRID
-
-
-def _subset(data: Dataset, n: int, seed: int, name: str) -> Dataset:
-    if n > len(data):
-        raise ValueError(f"{name}: size {n} exceeds the training split ({len(data)} examples)")
-    return data if n == len(data) else data.subset(n, seed)
 
 
 def concrete_mlp(in_features: int, widths: Sequence[int], out_features: int, n_train: int, *,
@@ -299,20 +274,14 @@ def concrete_layers(model: nn.Module) -> dict[str, str]:
     return {f"rate/{n}": ("input" if i == 0 else f"hidden {i}") for i, n in enumerate(names)}
 
 
-def _thin(frame, max_points: int):
-    if len(frame) <= max_points:
-        return frame
-    keep = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
-    return frame.iloc[keep]
-
-
 @dataclass
 class RateSweep:
     """Result of :func:`concrete_rate_sweep`.
 
     ``trajectories``: long format ``N, seed, epoch, step, layer, depth, rate`` from step 0 (the
-    initial p) to the last update, thinned to at most ``max_points`` points per run. ``rates``: the final ``rate`` per ``N, seed, layer, depth``.
-    ``errors``: ``N, seed, test_error, test_loss`` in eval mode. ``updates``: updates per run.
+    initial p) to the last update, thinned to at most ``max_points`` points per run. ``rates``: the final
+    ``rate`` per ``N, seed, layer, depth``. ``errors``: ``N, seed, test_error, test_loss`` in eval mode.
+    ``updates``: updates per run.
     """
 
     trajectories: Any
@@ -322,14 +291,15 @@ class RateSweep:
     batch_size: int
 
 
-def _train_on_subset(make_model: Callable[[int], nn.Module], train, n: int, seed: int, config: TrainConfig,
-                     updates: int, name: str):
-    """Train ``make_model(n)`` on the (n, seed) subset for ``updates`` updates; history with a step-0 row."""
-    subset = _subset(train, n, seed, name)
-    run_config = replace(config, seed=seed, epochs=epochs_for(updates, n, config.batch_size),
-                         max_steps=updates, eval_splits=())
+def _train_on_subset(make_model: Callable[[], nn.Module], train: Dataset, n: int, seed: int, config: TrainConfig,
+                     updates: int):
+    """Train ``make_model()`` (built after seeding) on the (n, seed) subset for ``updates`` updates; history with
+    a step-0 row."""
+    subset = train if n == len(train) else train.subset(n, seed)
+    run_config = replace(config, seed=seed, epochs=epochs_for(updates, n, config.batch_size), max_steps=updates,
+                         eval_splits=())
     seed_everything(seed)
-    model = make_model(n)
+    model = make_model()
     start = {"epoch": 0, "step": 0, "split": "train_running", **dropout_rates(model)}
     frame = fit(model, {"train": subset}, run_config).to_frame()
     return model, pd.concat([pd.DataFrame([start]), frame], ignore_index=True)
@@ -356,12 +326,9 @@ class RateSweepConfig:
     def __post_init__(self) -> None:
         name = "RateSweepConfig"
         settle(self, training=train_config(self.training, f"{name}.training"),
-               sizes=tuple(integers(self.sizes, f"{name}.sizes")),
-               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               widths=tuple(integers(self.widths, f"{name}.widths")),
-               updates=integer(self.updates, f"{name}.updates"),
-               length_scale=positive(self.length_scale, f"{name}.length_scale"),
-               tau=positive(self.tau, f"{name}.tau"),
+               sizes=tuple(integers(self.sizes, f"{name}.sizes")), seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+               widths=tuple(integers(self.widths, f"{name}.widths")), updates=integer(self.updates, f"{name}.updates"),
+               length_scale=positive(self.length_scale, f"{name}.length_scale"), tau=positive(self.tau, f"{name}.tau"),
                p_init=probability(self.p_init, f"{name}.p_init", zero=False),
                temperature=positive(self.temperature, f"{name}.temperature"),
                max_points=integer(self.max_points, f"{name}.max_points", 2))
@@ -374,28 +341,27 @@ def concrete_rate_sweep(train: Dataset, test: Dataset, config: RateSweepConfig) 
     time); the subset for (N, seed) is ``stratified_indices(train.y, N, seed)``, nested in N.
     The regulariser factors scale with 1/N. Test error and loss are measured in eval mode.
     """
-    name = "concrete_rate_sweep"
     training = config.training
-    in_features = int(train.x[0].numel())
-    out_features = int(train.y.max()) + 1
+    if max(config.sizes) > len(train):
+        raise ValueError(f"concrete_rate_sweep: size {max(config.sizes)} exceeds the training split "
+                         f"({len(train)} examples)")
+    in_features, out_features = int(train.x[0].numel()), int(train.y.max()) + 1
+    concrete = dict(length_scale=config.length_scale, tau=config.tau, p_init=config.p_init,
+                    temperature=config.temperature)
     trajectories, finals, errors = [], [], []
     for n in config.sizes:
         for seed in config.seeds:
-            def make(n_train: int) -> nn.Module:
-                return concrete_mlp(in_features, config.widths, out_features, n_train,
-                                    length_scale=config.length_scale, tau=config.tau, p_init=config.p_init,
-                                    temperature=config.temperature)
-
-            model, frame = _train_on_subset(make, train, n, seed, training, config.updates, name)
-            labels = concrete_layers(model)
-            running = _thin(frame[frame["split"] == "train_running"], config.max_points)
-            for depth, (column, label) in enumerate(labels.items()):
+            make = partial(concrete_mlp, in_features, config.widths, out_features, n, **concrete)
+            model, frame = _train_on_subset(make, train, n, seed, training, config.updates)
+            running, rates = frame[frame["split"] == "train_running"], dropout_rates(model)
+            if len(running) > config.max_points:  # thinned evenly, first and last step kept
+                keep = np.linspace(0, len(running) - 1, config.max_points).round().astype(int)
+                running = running.iloc[np.unique(keep)]
+            for depth, (column, label) in enumerate(concrete_layers(model).items()):
                 trajectories.append(pd.DataFrame({"N": n, "seed": seed, "epoch": running["epoch"].to_numpy(),
                                                   "step": running["step"].to_numpy(), "layer": label,
                                                   "depth": depth, "rate": running[column].to_numpy()}))
-            modules = [m for m in model.modules() if isinstance(m, ConcreteDropout)]
-            finals += [{"N": n, "seed": seed, "layer": label, "depth": depth, "rate": module.rate}
-                       for depth, (label, module) in enumerate(zip(labels.values(), modules))]
+                finals.append({"N": n, "seed": seed, "layer": label, "depth": depth, "rate": rates[column]})
             metrics = evaluate(model, test, device=training.device)
             errors.append({"N": n, "seed": seed, "test_error": metrics["error"], "test_loss": metrics["loss"]})
     return RateSweep(pd.concat(trajectories, ignore_index=True), pd.DataFrame(finals), pd.DataFrame(errors),
@@ -419,8 +385,7 @@ class GridConfig:
         settle(self, training=train_config(self.training, f"{name}.training"), n=integer(self.n, f"{name}.n"),
                rates=tuple(probabilities(self.rates, f"{name}.rates")),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               widths=tuple(integers(self.widths, f"{name}.widths")),
-               updates=integer(self.updates, f"{name}.updates"))
+               widths=tuple(integers(self.widths, f"{name}.widths")), updates=integer(self.updates, f"{name}.updates"))
 
 
 def fixed_rate_grid(train: Dataset, val: Dataset, test: Dataset, config: GridConfig):
@@ -429,18 +394,16 @@ def fixed_rate_grid(train: Dataset, val: Dataset, test: Dataset, config: GridCon
     Same subsets (``stratified_indices(train.y, n, seed)``), seeds and update budget as
     :func:`concrete_rate_sweep`. Returns ``p, seed, val_error, test_error, updates``.
     """
-    name = "fixed_rate_grid"
     training = config.training
-    in_features = int(train.x[0].numel())
-    out_features = int(train.y.max()) + 1
+    if config.n > len(train):
+        raise ValueError(f"fixed_rate_grid: size {config.n} exceeds the training split ({len(train)} examples)")
+    in_features, out_features = int(train.x[0].numel()), int(train.y.max()) + 1
     rows = []
     for p in config.rates:
+        make = partial(MLP, in_features, config.widths, out_features, dropout="inverted", p_input=p, p_hidden=p)
         for seed in config.seeds:
-            def make(n_train: int, p: float = float(p)) -> nn.Module:
-                return MLP(in_features, config.widths, out_features, dropout="inverted", p_input=p, p_hidden=p)
-
-            model, _ = _train_on_subset(make, train, config.n, seed, training, config.updates, name)
-            rows.append({"p": float(p), "seed": seed,
+            model, _ = _train_on_subset(make, train, config.n, seed, training, config.updates)
+            rows.append({"p": p, "seed": seed,
                          "val_error": evaluate(model, val, device=training.device)["error"],
                          "test_error": evaluate(model, test, device=training.device)["error"],
                          "updates": config.updates})
@@ -455,9 +418,7 @@ def grid_vs_concrete(grid, concrete_errors, n: int, concrete_updates: int):
     concrete_test_error, difference`` (concrete − grid, in the error's units); cost has one row
     per method with the number of training ``runs`` and ``updates`` behind one final model.
     """
-    concrete = concrete_errors[concrete_errors["N"] == n].set_index("seed")["test_error"]
-    if concrete.empty:
-        raise ValueError(f"grid_vs_concrete: no concrete run at N={n}; sizes run: {sorted(set(concrete_errors['N']))}")
+    concrete = per_seed(concrete_errors, "test_error", N=n)
     rows = []
     for seed, runs in grid.groupby("seed", sort=True):
         if seed not in concrete.index:
@@ -486,8 +447,7 @@ def trend_scores(frame, x: str, y: str, seed: str = "seed", direction: str = "de
     training-set size), ρ is computed per (seed, within) and averaged over ``within`` for each seed.
     The seeds are the independent runs: one score each.
     """
-    if direction not in ("decreasing", "increasing"):
-        raise ValueError(f"trend_scores: direction must be 'decreasing' or 'increasing', got {direction!r}")
+    choice(direction, ("decreasing", "increasing"), "trend_scores: direction")
     missing = [c for c in (x, y, seed, within) if c is not None and c not in frame.columns]
     if missing:
         raise ValueError(f"trend_scores: frame has no column(s) {missing}")
@@ -571,8 +531,8 @@ def rate_plateau(trajectories, tolerance: float, window: float = 0.2, *, lr: flo
     """
     name = "rate_plateau"
     window = probability(window, f"{name}: window", zero=False, what="a fraction")
-    for what, value in (("tolerance", tolerance), ("lr", lr), ("min_reach", min_reach)):
-        positive(value, f"{name}: {what}")
+    tolerance, lr = positive(tolerance, f"{name}: tolerance"), positive(lr, f"{name}: lr")
+    min_reach = positive(min_reach, f"{name}: min_reach")
     keys = list(keys)
     missing = [c for c in (*keys, "step", "rate") if c not in trajectories.columns]
     if missing:
@@ -588,14 +548,14 @@ def rate_plateau(trajectories, tolerance: float, window: float = 0.2, *, lr: flo
         span = window * (steps[-1] - steps[0])
         start = float(np.interp(steps[-1] - span, steps, rates))
         end = float(rates[-1])
-        reach = float(lr) * span
+        reach = lr * span
         rows.append({**dict(zip(keys, key)), "p_start": start, "p_end": end,
                      "relative_change": abs(end - start) / start, "reach": reach,
                      "drift_fraction": abs(float(special.logit(end) - special.logit(start))) / reach})
     changes = pd.DataFrame(rows)
     largest = changes.loc[changes["relative_change"].idxmax()]
     plateaued = bool((changes["relative_change"] < tolerance).all() and (changes["reach"] >= min_reach).all())
-    return RatePlateau(changes, largest, float(window), float(tolerance), float(min_reach), plateaued)
+    return RatePlateau(changes, largest, window, tolerance, min_reach, plateaued)
 
 
 # ----------------------------------------------------------------------------- CD-TOY
@@ -656,9 +616,7 @@ def heteroscedastic_loss(y: Tensor, output: Tensor) -> Tensor:
 def toy_data(n: int, seed: int, slope: float = 2.0, intercept: float = 8.0,
              noise_sd: float = 1.0) -> tuple[Tensor, Tensor]:
     """``x ~ N(0, 1)``, ``y = slope·x + intercept + noise_sd·N(0, 1)`` as float32 ``(n, 1)`` tensors."""
-    n = integer(n, "toy_data: n")
-    if not noise_sd > 0:
-        raise ValueError(f"toy_data: noise_sd must be > 0, got {noise_sd!r}")
+    n, noise_sd = integer(n, "toy_data: n"), positive(noise_sd, "toy_data: noise_sd")
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, generator=generator, dtype=torch.float64)
     y = slope * x + intercept + noise_sd * torch.randn(n, 1, generator=generator, dtype=torch.float64)
@@ -682,12 +640,12 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
     seed_everything(seed)
     model.to(device).train()
     x, y = x.to(device), y.to(device)
-    regularized = [m for m in model.modules() if m is not model and callable(getattr(m, "regularizer", None))]
+    regularized = regularized_modules(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order_generator = torch.Generator().manual_seed(seed)
     caps = dry_run()
     step, max_steps = 0, None if caps is None else caps.steps
-    clock = ForecastClock("fit_heteroscedastic", type(model).__name__, seed)
+    clock = ForecastClock(name, type(model).__name__, seed)
     planned = epochs * updates_per_epoch(x.shape[0], batch_size)
     if clock.active:  # a forecast times the first updates only
         max_steps = clock.cap(planned)
@@ -701,7 +659,8 @@ def fit_heteroscedastic(model: nn.Module, x: Tensor, y: Tensor, epochs: int, bat
             step += 1
             idx = order[start:start + batch_size]
             data_term = heteroscedastic_loss(y[idx], model(x[idx]))
-            loss = data_term + torch.stack([m.regularizer().reshape(()) for m in regularized]).sum()
+            reg = regularization(model, regularized)
+            loss = data_term if reg is None else data_term + reg
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name}: non-finite loss at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
@@ -728,8 +687,7 @@ def toy_uncertainty(model: nn.Module, x: Tensor, y: Tensor, samples: int = 20) -
     predictive log-likelihood log (1/T) Σ_t N(y | μ_t, e^{s_t}).
     """
     samples = integer(samples, "toy_uncertainty: samples", 2)
-    device = next(model.parameters()).device
-    out = predict_mc(model, x.to(device), samples).double().cpu()
+    out = predict_mc(model, x.to(model_device(model)), samples).double().cpu()
     d = out.shape[-1] // 2
     mean, log_var = out[..., :d], out[..., d:]
     target = y.double()
@@ -753,9 +711,7 @@ def input_dropout_floor(p_input: float, slope: float = 2.0, noise_sd: float = 1.
     aleatoric sd of :func:`toy_uncertainty` is ≈ √(noise_sd² + slope²·E[x²]·p/(1−p)) (a floor:
     dropout in the hidden layers adds to both). Returns ``(epistemic_sd, aleatoric_sd)``.
     """
-    p = float(p_input)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"input_dropout_floor: p_input must be a drop probability in [0, 1), got {p_input!r}")
+    p = probability(p_input, "input_dropout_floor: p_input")
     extra = slope**2 * x_second_moment * p / (1.0 - p)
     return math.sqrt(extra), math.sqrt(noise_sd**2 + extra)
 

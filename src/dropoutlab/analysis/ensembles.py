@@ -45,32 +45,17 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import integer, integers, probabilities, probability, seed_list
+from ..checks import integer, integers, positive, probabilities, probability, seed_list
 from ..inference import MAX_ENUMERATED_UNITS, enumerate_subnetworks, predict_mc, predict_weight_scaling
 from ..models import MLP
-from ..train import TrainConfig, fit, seed_everything
+from ..train import TrainConfig, fit, model_device, seed_everything
 from ..variants import drop_to_keep, make_dropout
 from ..variants.base import is_dropout_module
 
-__all__ = [
-    "RidgeStudy",
-    "dropout_ridge_monte_carlo",
-    "dropout_ridge_objective",
-    "dropout_ridge_solution",
-    "dropout_ridge_study",
-    "ensemble_distances",
-    "exact_average_study",
-    "first_k_reaching",
-    "hidden_widths",
-    "masked_sgd",
-    "max_deviation",
-    "mc_averaging_study",
-    "mc_error_curve",
-    "mc_per_net",
-    "noise_moments",
-    "split_at_first_dropout",
-    "summarize_mc_curve",
-]
+__all__ = ["RidgeStudy", "dropout_ridge_monte_carlo", "dropout_ridge_objective", "dropout_ridge_solution",
+           "dropout_ridge_study", "ensemble_distances", "exact_average_study", "first_k_reaching", "hidden_widths",
+           "masked_sgd", "max_deviation", "mc_averaging_study", "mc_error_curve", "mc_per_net", "noise_moments",
+           "split_at_first_dropout", "summarize_mc_curve"]
 
 #: Rows (masks × examples) per forward pass of the exact average.
 CHUNK_ROWS = 2**17
@@ -137,23 +122,17 @@ def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, chunk_rows: in
     integer(chunk_rows, "ensemble_distances: chunk_rows")
     model64 = copy.deepcopy(model).double()
     trunk, head = split_at_first_dropout(model64)
-    device = next(model64.parameters()).device
+    device = model_device(model64)
     x64, y = x.to(device=device, dtype=torch.float64), y.to(device)
     log_ws = torch.log_softmax(predict_weight_scaling(model64, x64), dim=-1)
-    with torch.no_grad():
-        trunk.eval()
-        features = trunk(x64).flatten(1)
+    features = predict_weight_scaling(trunk, x64).flatten(1)
     average = enumerate_subnetworks(head, features, chunk=max(1, chunk_rows // len(features)))
     log_gm = torch.log_softmax(average.expected_log_prob, dim=-1)
     log_am = average.arithmetic_mean.clamp_min(torch.finfo(torch.float64).tiny).log()
     rows = torch.arange(len(y), device=device)
     gap = log_ws[rows, y] - average.expected_log_prob[rows, y]
-    result = {
-        "n_units": average.n_units,
-        "max_abs_ws_gm": float((log_ws.exp() - log_gm.exp()).abs().max()),
-        "kl_gm_ws": float(_kl(log_gm, log_ws).mean()),
-        "kl_am_ws": float(_kl(log_am, log_ws).mean()),
-    }
+    result = {"n_units": average.n_units, "max_abs_ws_gm": float((log_ws.exp() - log_gm.exp()).abs().max()),
+              "kl_gm_ws": float(_kl(log_gm, log_ws).mean()), "kl_am_ws": float(_kl(log_am, log_ws).mean())}
     for name, log_prob in (("ws", log_ws), ("gm", log_gm), ("am", log_am)):
         result[f"error_{name}"] = float((log_prob.argmax(-1) != y).double().mean())
         result[f"nll_{name}"] = float(-log_prob[rows, y].mean())
@@ -164,8 +143,8 @@ def ensemble_distances(model: nn.Module, x: Tensor, y: Tensor, *, chunk_rows: in
 
 def hidden_widths(n_units: int, depth: int) -> list[int]:
     """Split ``n_units`` hidden units over ``depth`` layers as evenly as possible (wider first)."""
-    integer(n_units, "hidden_widths: n_units (at least one per layer)", integer(depth, "hidden_widths: depth"))
-    base, extra = divmod(int(n_units), int(depth))
+    depth = integer(depth, "hidden_widths: depth")
+    base, extra = divmod(integer(n_units, "hidden_widths: n_units (at least one per layer)", depth), depth)
     return [base + (i < extra) for i in range(depth)]
 
 
@@ -186,19 +165,16 @@ def exact_average_study(data: Mapping[str, Any], evaluation: Any, n_units: Seque
     too_large = [n for n in n_units if n > MAX_ENUMERATED_UNITS]
     if too_large:
         raise ValueError(f"exact_average_study: n_units must be <= {MAX_ENUMERATED_UNITS}, got {too_large}")
-    p_hidden = probability(p_hidden, "exact_average_study: p_hidden")
-    if p_hidden == 0.0:
-        raise ValueError("exact_average_study: p_hidden must be > 0 (there is nothing to average without dropout)")
-    in_features = data["train"].x[0].numel()
-    num_classes = data["train"].num_classes or int(data["train"].y.max()) + 1
+    p_hidden = probability(p_hidden, "exact_average_study: p_hidden", zero=False)  # p = 0: nothing to average
+    train = data["train"]
+    in_features, num_classes = train.x[0].numel(), train.num_classes or int(train.y.max()) + 1
     rows = []
     for depth in depths:
         for units in n_units:
             widths = hidden_widths(units, depth)
             for seed in seeds:
                 seed_everything(seed)
-                model = MLP(in_features, widths, num_classes, activation=activation, p_input=0.0,
-                            p_hidden=p_hidden)
+                model = MLP(in_features, widths, num_classes, activation=activation, p_input=0.0, p_hidden=p_hidden)
                 fit(model, dict(data), replace(config, seed=seed))
                 distances = ensemble_distances(model, evaluation.x, evaluation.y, chunk_rows=chunk_rows)
                 rows.append({"depth": depth, "n_units": units, "widths": "-".join(map(str, widths)),
@@ -222,7 +198,7 @@ def mc_error_curve(model: nn.Module, x: Tensor, y: Tensor, ks: Sequence[int], re
     integer(repeats, "mc_error_curve: repeats")
     if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != len(x):
         raise ValueError("mc_error_curve: y must be a 1-d label tensor with one label per example of x")
-    device = next(model.parameters()).device
+    device = model_device(model)
     x, y = x.to(device), y.to(device)
     error_ws = float((predict_weight_scaling(model, x).argmax(-1) != y).double().mean())
     rows = []
@@ -291,8 +267,7 @@ def first_k_reaching(table, n_se: float = 2.0) -> int | None:
 
     A description of the curve of :func:`summarize_mc_curve` (``None`` if no k gets there), not a test.
     """
-    if not n_se >= 0:
-        raise ValueError(f"first_k_reaching: n_se must be >= 0, got {n_se!r}")
+    positive(n_se, "first_k_reaching: n_se", zero=True)
     reached = table[table["difference"] <= n_se * table["difference_se"].fillna(0.0)]
     return int(reached["k"].min()) if len(reached) else None
 
@@ -342,8 +317,7 @@ def max_deviation(estimates: Sequence[float], targets: Sequence[float], standard
                          f"length, got {estimates.size}, {targets.size}, {errors.size}")
     if not np.all(np.isfinite(errors)) or np.any(errors < 0):
         raise ValueError(f"max_deviation: standard errors must be finite and >= 0, got {errors.tolist()}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"max_deviation: alpha must be in (0, 1), got {alpha!r}")
+    probability(alpha, "max_deviation: alpha", zero=False, what="a significance level")
     z = float(stats.norm.ppf(1.0 - alpha / 2.0))
     return float(np.abs(estimates - targets).max()), z * float(errors.max())
 
@@ -351,17 +325,17 @@ def max_deviation(estimates: Sequence[float], targets: Sequence[float], standard
 # ----------------------------------------------------------------------------- dropout and ridge
 
 
-def _regression_inputs(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple:
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+def _ridge_inputs(owner: str, X: np.ndarray, y: np.ndarray, p: float, w: np.ndarray | None = None) -> tuple:
+    """``X``, ``y`` (and ``w``) as float64 arrays of matching shapes, and the keep rate q = 1 − ``p``."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ValueError(f"X must be (N, D) and y (N,), got X {X.shape} and y {y.shape}")
-    if w is None:
-        return X, y
-    w = np.asarray(w, dtype=np.float64)
-    if w.shape != (X.shape[1],):
-        raise ValueError(f"w must have one weight per column of X ({X.shape[1]}), got shape {w.shape}")
-    return X, y, w
+        raise ValueError(f"{owner}: X must be (N, D) and y (N,), got X {X.shape} and y {y.shape}")
+    if w is not None:
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != (X.shape[1],):
+            raise ValueError(f"{owner}: w must have one weight per column of X ({X.shape[1]}), got shape {w.shape}")
+    q = drop_to_keep(probability(p, f"{owner}: p"))
+    return (X, y, q) if w is None else (X, y, w, q)
 
 
 def dropout_ridge_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: float) -> float:
@@ -370,8 +344,7 @@ def dropout_ridge_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: floa
     Srivastava et al. 2014, §9.1 (their p is our keep rate q; no 1/q rescaling):
     E_R‖y − (R∗X)w‖² = ‖y − qXw‖² + q(1−q)‖Γw‖², Γ = diag(XᵀX)^½.
     """
-    X, y, w = _regression_inputs(X, y, w)
-    q = drop_to_keep(probability(p, "dropout_ridge_objective: p"))
+    X, y, w, q = _ridge_inputs("dropout_ridge_objective", X, y, p, w)
     gamma_sq = (X**2).sum(0)  # diag(XᵀX)
     return float(((y - q * X @ w) ** 2).sum() + q * (1.0 - q) * (gamma_sq * w**2).sum())
 
@@ -379,8 +352,7 @@ def dropout_ridge_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: floa
 def dropout_ridge_monte_carlo(X: np.ndarray, y: np.ndarray, w: np.ndarray, p: float, n_masks: int = 20_000,
                               seed: int = 0, chunk: int = 1_000) -> tuple[float, float]:
     """Monte-Carlo estimate of E_R‖y − (R∗X)w‖² over ``n_masks`` masks: ``(mean, standard error)``."""
-    X, y, w = _regression_inputs(X, y, w)
-    q = drop_to_keep(probability(p, "dropout_ridge_monte_carlo: p"))
+    X, y, w, q = _ridge_inputs("dropout_ridge_monte_carlo", X, y, p, w)
     integer(n_masks, "dropout_ridge_monte_carlo: n_masks", 2)
     rng = np.random.default_rng(seed)
     values = []
@@ -399,10 +371,7 @@ def dropout_ridge_solution(X: np.ndarray, y: np.ndarray, p: float) -> np.ndarray
     Equivalently q·w minimises the ridge objective ‖y − Xw̃‖² + ((1−q)/q)·‖Γw̃‖²
     (Srivastava et al. 2014, §9.1).
     """
-    X, y = _regression_inputs(X, y)
-    q = drop_to_keep(probability(p, "dropout_ridge_solution: p"))
-    if q == 0.0:
-        raise ValueError("dropout_ridge_solution: p must be < 1")
+    X, y, q = _ridge_inputs("dropout_ridge_solution", X, y, p)
     gram = X.T @ X
     return np.linalg.solve(q * gram + (1.0 - q) * np.diag(np.diag(gram)), X.T @ y)
 
@@ -416,13 +385,10 @@ def masked_sgd(X: np.ndarray, y: np.ndarray, p: float, steps: int = 20_000, lr: 
     step the average converges to the minimiser of the expected objective without bias
     (Bach & Moulines, NeurIPS 2013).
     """
-    X, y = _regression_inputs(X, y)
-    q = drop_to_keep(probability(p, "masked_sgd: p"))
+    X, y, q = _ridge_inputs("masked_sgd", X, y, p)
     integer(steps, "masked_sgd: steps", 2)
-    if not lr > 0:
-        raise ValueError(f"masked_sgd: lr must be > 0, got {lr!r}")
-    if not 0.0 <= average_from < 1.0:
-        raise ValueError(f"masked_sgd: average_from must be in [0, 1), got {average_from!r}")
+    positive(lr, "masked_sgd: lr")
+    probability(average_from, "masked_sgd: average_from", what="a fraction")
     rng = np.random.default_rng(seed)
     n = X.shape[0]
     w = np.zeros(X.shape[1])
@@ -482,7 +448,6 @@ def dropout_ridge_study(p_values: Sequence[float], n_rows: int = 200, n_features
             "relative_error": (mc - closed) / closed, "relative_tolerance": z * se / closed,
             "sgd_relative_error": float(np.linalg.norm(sgd - best) / np.linalg.norm(best)),
             "ridge_relative_error": float(np.linalg.norm(ridge - best) / np.linalg.norm(best))})
-        for j in range(n_features):
-            solution_rows.append({"p": p, "keep": q, "coefficient": j, "closed_form": best[j], "sgd": sgd[j],
-                                  "ridge": ridge[j]})
+        solution_rows += [{"p": p, "keep": q, "coefficient": j, "closed_form": best[j], "sgd": sgd[j], "ridge": ridge[j]}
+                          for j in range(n_features)]
     return RidgeStudy(X=X, y=y, w=w, objective=pd.DataFrame(objective_rows), solution=pd.DataFrame(solution_rows))

@@ -24,7 +24,7 @@ per-run measurements, not here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,32 +33,16 @@ import pandas as pd
 from scipy import stats
 from torch import nn
 
-from ..checks import integer, integers
+from ..checks import choice, choices, integer, integers, optional_integer, probability, seed_list
 from ..models import ConvNet, parse_order
-from ..train import evaluate, fit, resolve_device, seed_everything
+from ..train import evaluate, fit, seed_everything
 from .stats import diff_ci, holm, mean_ci
-from .studies import epochs_for
+from .studies import epochs_for, require_splits
 from .variance_shift import measure_bn_input_variance
 
-__all__ = [
-    "ORDERINGS",
-    "Ordering",
-    "OrderingStatistics",
-    "RECOMMENDED",
-    "SEED_BEST",
-    "SEED_WORST",
-    "TABLE_NET",
-    "association",
-    "batch_size_gap",
-    "batch_size_sweep",
-    "group_statistics",
-    "make_ordering_net",
-    "ordering_label",
-    "ordering_statistics",
-    "ordering_sweep",
-    "ordering_table",
-    "per_seed_association",
-]
+__all__ = ["ORDERINGS", "Ordering", "OrderingStatistics", "RECOMMENDED", "SEED_BEST", "SEED_WORST", "TABLE_NET",
+           "association", "batch_size_gap", "batch_size_sweep", "group_statistics", "make_ordering_net",
+           "ordering_label", "ordering_statistics", "ordering_sweep", "ordering_table", "per_seed_association"]
 
 
 @dataclass(frozen=True)
@@ -102,17 +86,9 @@ def ordering_label(order: str) -> str:
     return " → ".join(_TOKEN_NAMES[t] for t in parse_order(order))
 
 
-def _check_ids(orderings: Iterable[str] | None, name: str = "orderings") -> list[str]:
-    if orderings is None:
-        return list(ORDERINGS)
-    if isinstance(orderings, str):
-        orderings = [orderings]
-    ids = list(orderings)
-    unknown = [o for o in ids if o not in ORDERINGS]
-    if unknown or not ids:
-        raise ValueError(f"{name} must be a non-empty list of ordering ids from {', '.join(ORDERINGS)}; "
-                         f"got {ids!r}")
-    return ids
+def _check_ids(orderings: Sequence[str] | str | None, name: str = "orderings") -> tuple[str, ...]:
+    """Ordering ids of :data:`ORDERINGS` (None: all of them)."""
+    return tuple(ORDERINGS) if orderings is None else choices(orderings, tuple(ORDERINGS), name)
 
 
 def ordering_table():
@@ -129,11 +105,10 @@ def make_ordering_net(ordering: str, **overrides: Any) -> nn.Module:
     ``overrides`` replace entries of :data:`TABLE_NET` (e.g. ``input_shape``, ``channels``,
     ``padding`` for small images); ``order`` itself cannot be overridden.
     """
-    (ordering,) = _check_ids([ordering], "ordering")
+    ordering = choice(ordering, tuple(ORDERINGS), "ordering")
     if "order" in overrides:
         raise ValueError("make_ordering_net: 'order' is fixed by the ordering id; pass another id instead")
-    kwargs = {**TABLE_NET, **overrides}
-    return ConvNet(order=ORDERINGS[ordering].order, **kwargs)
+    return ConvNet(order=ORDERINGS[ordering].order, **{**TABLE_NET, **overrides})
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,8 +118,6 @@ def make_ordering_net(ordering: str, **overrides: Any) -> nn.Module:
 
 def _shift_columns(variance) -> dict[str, float]:
     """Per-run summary of :func:`measure_bn_input_variance`: per-BN ratios and the largest two-sided shift."""
-    if variance is None or len(variance) == 0:
-        return {"variance_shift": math.nan, "running_shift": math.nan}
     ratio = variance["ratio"].to_numpy(float)  # var_eval / var_train, Li et al.'s Δ
     running = (variance["var_eval"] / variance["running_var"]).to_numpy(float)
     columns = {f"ratio_bn{i + 1}": float(r) for i, r in enumerate(ratio)}
@@ -154,7 +127,7 @@ def _shift_columns(variance) -> dict[str, float]:
     return columns
 
 
-def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderings: Iterable[str] | None = None, *,
+def ordering_sweep(data: Mapping[str, Any], config, seeds: Sequence[int], orderings: Sequence[str] | None = None, *,
                    net: Mapping[str, Any] | None = None, test_split: str = "test", n_measure: int = 512,
                    measure_variance: bool = True):
     """Train every ordering × seed with ``config`` and return one row per run.
@@ -167,30 +140,22 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     (:func:`dropoutlab.analysis.variance_shift.measure_bn_input_variance`).
 
     Columns: ``ordering``, ``order``, ``seed``, ``batch_size``, ``updates`` (optimiser steps made),
-    ``train_loss`` (running average of the last epoch, dropout on), ``test_loss``, ``test_error`` (%), and with the measurement
-    ``ratio_bn<k>`` = var_eval/var_train at the k-th BN input (Li et al.'s Δ),
+    ``train_loss`` (running average of the last epoch, dropout on), ``test_loss``, ``test_error`` (%), and
+    with the measurement ``ratio_bn<k>`` = var_eval/var_train at the k-th BN input (Li et al.'s Δ),
     ``running_ratio_bn<k>`` = var_eval/running_var, ``variance_shift`` = max over BN layers of
     max(Δ, 1/Δ) and ``running_shift`` the same for the running-variance ratio.
     """
-
-
-    ids = _check_ids(orderings)
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, got an empty list")
-    missing = [s for s in ("train", test_split) if s not in data]
-    if missing:
-        raise ValueError(f"data has no split(s) {missing}; it has {sorted(data)}")
+    ids, seeds = _check_ids(orderings), seed_list(seeds)
+    require_splits(data, ["train", test_split])
     integer(n_measure, "n_measure", 2)
-    net = dict(net or {})
     x_measure = data["train"].x[:n_measure]
     rows = []
     for ordering in ids:
         for seed in seeds:
             seed_everything(seed)
-            model = make_ordering_net(ordering, **net)
+            model = make_ordering_net(ordering, **(net or {}))
             history = fit(model, data, replace(config, seed=seed))
-            metrics = evaluate(model, data[test_split], config.task, device=resolve_device(config.device))
+            metrics = evaluate(model, data[test_split], config.task, device=config.device)
             row = {"ordering": ordering, "order": ORDERINGS[ordering].order, "seed": seed,
                    "batch_size": config.batch_size, "updates": int(history.last("train_running", "step")),
                    "train_loss": history.last("train_running", "loss"),
@@ -202,8 +167,8 @@ def ordering_sweep(data: Mapping[str, Any], config, seeds: Iterable[int], orderi
     return pd.DataFrame(rows)
 
 
-def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int], seeds: Iterable[int],
-                     orderings: Iterable[str], *, updates: int | None = None, reuse=None, **sweep_kwargs: Any):
+def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Sequence[int], seeds: Sequence[int],
+                     orderings: Sequence[str], *, updates: int | None = None, reuse=None, **sweep_kwargs: Any):
     """:func:`ordering_sweep` at every batch size, for a fixed number of ``updates`` (or fixed epochs).
 
     With ``updates`` every run makes exactly that many optimiser steps: the epochs are scaled with
@@ -215,27 +180,24 @@ def batch_size_sweep(data: Mapping[str, Any], config, batch_sizes: Iterable[int]
     are taken from it instead of being trained again. Returns the rows of every
     (batch size, ordering, seed), sorted by batch size.
     """
-    sizes = integers(batch_sizes, "batch_sizes")
-    if updates is not None:  # None: fixed epochs
-        integer(updates, "updates")
-    ids, seeds = _check_ids(orderings), list(seeds)
+    sizes, updates = integers(batch_sizes, "batch_sizes"), optional_integer(updates, "updates")  # None: fixed epochs
+    ids, seeds = _check_ids(orderings), seed_list(seeds)
     n_train = len(data["train"])
     frames = []
     for size in sizes:
-        size_config = replace(config, batch_size=int(size))
+        size_config = replace(config, batch_size=size)
         if updates is not None:
-            size_config = replace(size_config, epochs=epochs_for(updates, n_train, int(size)),
-                                  max_steps=int(updates))
+            size_config = replace(size_config, epochs=epochs_for(updates, n_train, size), max_steps=updates)
         for ordering in ids:
-            done = None
+            done = set()
             if reuse is not None:
                 match = (reuse["ordering"] == ordering) & (reuse["batch_size"] == size) & reuse["seed"].isin(seeds)
                 if updates is not None:
                     match &= reuse["updates"] == updates if "updates" in reuse else False
-                done = reuse[match]
-            todo = [s for s in seeds if done is None or s not in set(done["seed"])]
-            if done is not None and len(done):
-                frames.append(done)
+                if match.any():
+                    frames.append(reuse[match])
+                    done = set(reuse.loc[match, "seed"])
+            todo = [s for s in seeds if s not in done]
             if todo:
                 frames.append(ordering_sweep(data, size_config, todo, [ordering], **sweep_kwargs))
     frame = pd.concat(frames, ignore_index=True)
@@ -348,8 +310,7 @@ def group_statistics(values: Mapping[str, Sequence[float]], reference: Mapping[s
     so its U only gives the effect size. See :class:`OrderingStatistics` for the fields.
     """
     groups = _groups(values)
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    alpha = probability(alpha, "alpha", zero=False, what="a significance level")
     if reference is not None:
         missing = sorted(set(groups) - set(map(str, reference)))
         if missing:
@@ -358,10 +319,7 @@ def group_statistics(values: Mapping[str, Sequence[float]], reference: Mapping[s
     names = list(groups)
     means = np.array([groups[g].mean() for g in names])
     best, worst = names[int(np.argmin(means))], names[int(np.argmax(means))]
-    if against is None:
-        against = best
-    elif against not in groups:
-        raise ValueError(f"against must be one of the groups {names}, got {against!r}")
+    against = best if against is None else choice(against, names, "against")
     rows = []
     for name in names:
         summary = mean_ci(groups[name])
@@ -389,10 +347,14 @@ def group_statistics(values: Mapping[str, Sequence[float]], reference: Mapping[s
                               comparator=against)
 
 
-def _per_group(runs, column: str, group: str = "ordering") -> dict[str, np.ndarray]:
-    for name in (group, column):
+def _require_columns(runs, *names: str) -> None:
+    for name in names:
         if name not in runs:
             raise ValueError(f"runs has no column {name!r}; it has {list(runs.columns)}")
+
+
+def _per_group(runs, column: str, group: str = "ordering") -> dict[str, np.ndarray]:
+    _require_columns(runs, group, column)
     return {str(k): v.to_numpy(float) for k, v in runs.groupby(group, sort=False)[column]}
 
 
@@ -405,7 +367,7 @@ def ordering_statistics(runs, metric: str = "test_loss", alpha: float = 0.05,
     them, the mean ± half-width of ``test_error`` (``error_mean``, ``error_half_width``).
     """
     values = _per_group(runs, metric)
-    _check_ids(values, "runs['ordering']")
+    _check_ids(list(values), "runs['ordering']")
     result = group_statistics(values, {o: ORDERINGS[o].seed_test_loss for o in values}, alpha, against)
     table = result.table.rename(columns={"group": "ordering", "reference": "seed_test_loss",
                                          "reference_rank": "seed_rank"})
@@ -425,9 +387,7 @@ def batch_size_gap(runs, high: str, low: str, metric: str = "test_loss"):
     its 95 % t-interval ``diff_low``/``diff_high`` (NaN with one seed).
     """
     ids = _check_ids([high, low], "high and low")
-    for name in ("batch_size", "ordering", "seed", metric):
-        if name not in runs:
-            raise ValueError(f"runs has no column {name!r}; it has {list(runs.columns)}")
+    _require_columns(runs, "batch_size", "ordering", "seed", metric)
     rows = []
     for size, frame in runs.groupby("batch_size", sort=True):
         wide = frame[frame["ordering"].isin(ids)].pivot_table(index="seed", columns="ordering", values=metric)
@@ -472,9 +432,7 @@ def per_seed_association(runs, x: str, y: str, group: str = "ordering", seed: st
     replicates of the association. Returns a DataFrame with ``seed``, ``n`` (groups with finite
     values) and ``spearman_rho`` (NaN with fewer than 3 groups or a constant column).
     """
-    for name in (group, seed, x, y):
-        if name not in runs:
-            raise ValueError(f"runs has no column {name!r}; it has {list(runs.columns)}")
+    _require_columns(runs, group, seed, x, y)
     rows = []
     for value, frame in runs.groupby(seed, sort=True):
         if frame[group].duplicated().any():

@@ -23,30 +23,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..checks import choice, integers, optional_integer, probability, seed_list, settle
+from ..checks import choice, integer, integers, optional_integer, probabilities, probability, seed_list, settle
 from ..models import MLP
 from ..train import TrainConfig, evaluate, fit, seed_everything
-from .studies import epochs_for
+from .studies import epochs_for, study_config, train_config
 
 KEEP_FIXED = ("n", "pn")
-SCORE_SPLITS = ("train", "test")
 
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------
-
-
-def _retain(value: float, name: str = "retain_rates") -> float:
-    retain = float(value)
-    if not 0.0 < retain <= 1.0:
-        raise ValueError(f"{name}: a retain probability must be in (0, 1], got {value!r}")
-    return round(retain, 6)
 
 
 def widths_for_retain(base_widths: Sequence[int], retain: float, keep_fixed: str = "n") -> list[int]:
@@ -56,28 +49,17 @@ def widths_for_retain(base_widths: Sequence[int], retain: float, keep_fixed: str
     expected number of retained units ``retain · n`` stays ``base_widths``, so ``n = base / retain``
     rounded to the nearest unit (Fig. 9b: pn = 256, 256, 512).
     """
-    if keep_fixed not in KEEP_FIXED:
-        raise ValueError(f"keep_fixed must be one of {KEEP_FIXED}, got {keep_fixed!r}")
-    widths = [int(w) for w in base_widths]
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"base_widths must be positive integers, got {list(base_widths)!r}")
-    retain = _retain(retain, "retain")
-    if keep_fixed == "n":
-        return widths
-    return [max(1, round(w / retain)) for w in widths]
+    keep_fixed, widths = choice(keep_fixed, KEEP_FIXED, "keep_fixed"), integers(base_widths, "base_widths")
+    retain = round(probability(retain, "retain", zero=False, one=True, what="a keep (retain) probability"), 6)
+    return widths if keep_fixed == "n" else [max(1, round(w / retain)) for w in widths]
 
 
 def budget_config(config: TrainConfig, n_train: int) -> TrainConfig:
     """``config`` for a training set of ``n_train`` examples: evaluation off during training, and
     with ``max_steps`` set, just enough epochs to spend exactly that update budget."""
-    if n_train < 1:
-        raise ValueError(f"n_train must be ≥ 1, got {n_train}")
+    n_train, steps = integer(n_train, "n_train"), optional_integer(config.max_steps, "config.max_steps")
     config = replace(config, eval_splits=())
-    if config.max_steps is None:
-        return config
-    if config.max_steps < 1:
-        raise ValueError(f"config.max_steps must be ≥ 1 or None, got {config.max_steps}")
-    return replace(config, epochs=epochs_for(config.max_steps, n_train, config.batch_size))
+    return config if steps is None else replace(config, epochs=epochs_for(steps, n_train, config.batch_size))
 
 
 def train_and_score(make_model, train, score: Mapping[str, Any], config: TrainConfig, seed: int,
@@ -95,24 +77,9 @@ def train_and_score(make_model, train, score: Mapping[str, Any], config: TrainCo
     return rows
 
 
-def _frame(rows: list[dict[str, Any]]):
-    return pd.DataFrame(rows)
-
-
-def _score_sets(train, test, train_score_size: int | None) -> dict[str, Any]:
-    if train_score_size is None or train_score_size >= len(train):
-        return {"train": train, "test": test}
-    return {"train": train.subset(train_score_size, 0), "test": test}
-
-
-def _mlp_factory(in_features: int, widths: Sequence[int], out_features: int, **kwargs: Any):
-    return lambda: MLP(in_features, widths, out_features, **kwargs)
-
-
 def _shape(dataset) -> tuple[int, int]:
-    features = int(np.prod(tuple(dataset.x.shape[1:])))
-    classes = dataset.num_classes or int(dataset.y.max()) + 1
-    return features, classes
+    """MLP input features and classes of ``dataset`` (classes from the labels when not recorded)."""
+    return int(np.prod(dataset.input_shape)), dataset.num_classes or int(dataset.y.max()) + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,13 +106,10 @@ class RetainSweepConfig:
 
     def __post_init__(self) -> None:
         name = "RetainSweepConfig"
-        rates = list(self.retain_rates) if isinstance(self.retain_rates, (list, tuple, range, np.ndarray)) else [
-            self.retain_rates]
-        if not rates:
-            raise ValueError(f"{name}.retain_rates: give at least one retain probability")
-        if not isinstance(self.training, TrainConfig):
-            raise ValueError(f"{name}.training must be a TrainConfig, got {type(self.training).__name__}")
-        settle(self, retain_rates=tuple(_retain(r, f"{name}.retain_rates") for r in rates),
+        train_config(self.training, f"{name}.training")
+        rates = probabilities(self.retain_rates, f"{name}.retain_rates", zero=False, one=True,
+                              what="keep (retain) probabilities")
+        settle(self, retain_rates=tuple(round(r, 6) for r in rates),
                base_widths=tuple(integers(self.base_widths, f"{name}.base_widths")),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                keep_fixed=choice(self.keep_fixed, KEEP_FIXED, f"{name}.keep_fixed"),
@@ -163,33 +127,31 @@ def rate_sweep(train, test, config: RetainSweepConfig):
 
     Returns columns: keep_fixed, retain, p_drop, widths, seed, steps, split, loss, error.
     """
-    if not isinstance(config, RetainSweepConfig):
-        raise ValueError(f"config must be a RetainSweepConfig, got {type(config).__name__}")
+    config = study_config(config, RetainSweepConfig)
     features, classes = _shape(train)
-    score = _score_sets(train, test, config.train_score_size)
+    size = config.train_score_size
+    score = {"train": train if size is None or size >= len(train) else train.subset(size, 0), "test": test}
     rows: list[dict[str, Any]] = []
     for retain in config.retain_rates:
         widths = widths_for_retain(config.base_widths, retain, config.keep_fixed)
         p_drop = round(1.0 - retain, 6)
-        make_model = _mlp_factory(features, widths, classes, activation=config.activation, dropout=config.dropout,
-                                  p_input=config.p_input, p_hidden=p_drop)
+        make_model = partial(MLP, features, widths, classes, activation=config.activation, dropout=config.dropout,
+                             p_input=config.p_input, p_hidden=p_drop)
         labels = {"keep_fixed": config.keep_fixed, "retain": retain, "p_drop": p_drop,
                   "widths": "-".join(map(str, widths))}
         for seed in config.seeds:
             rows += train_and_score(make_model, train, score, config.training, seed, labels)
-    return _frame(rows)
+    return pd.DataFrame(rows)
 
 
 def seeds_per_size(sizes: Iterable[int], seeds: Sequence[int], small_n: int = 500,
                    small_n_seeds: int = 5) -> dict[int, list[int]]:
     """Seeds for each training-set size: ``seeds``, extended to ``small_n_seeds`` seeds for N ≤ ``small_n``
     (the error of a net trained on a few hundred examples varies a lot with the subset)."""
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds: give at least one seed")
+    seeds = seed_list(seeds)
     extra = [s for s in range(max(seeds) + 1, max(seeds) + 1 + small_n_seeds) if s not in seeds]
     small = (seeds + extra)[:max(small_n_seeds, len(seeds))]
-    return {int(n): (small if int(n) <= small_n else seeds) for n in sizes}
+    return {n: (small if n <= small_n else seeds) for n in integers(sizes, "sizes")}
 
 
 def data_size_sweep(train, test, sizes: Iterable[int], settings: Mapping[str, Mapping[str, Any]],
@@ -206,17 +168,15 @@ def data_size_sweep(train, test, sizes: Iterable[int], settings: Mapping[str, Ma
 
     Returns columns: setting, n_train, seed, steps, split ("train": the subset, "test"), loss, error.
     """
-    if config.max_steps is None:
+    if train_config(config, "config").max_steps is None:
         raise ValueError("config.max_steps must be set: the data-size sweep compares sizes at a fixed update budget")
-    sizes = [int(n) for n in sizes]
-    if not sizes:
-        raise ValueError("sizes: give at least one training-set size")
-    too_big = [n for n in sizes if n > len(train) or n < 1]
+    sizes = integers(sizes, "sizes")
+    too_big = [n for n in sizes if n > len(train)]
     if too_big:
         raise ValueError(f"sizes: {too_big} not in [1, {len(train)}] (the size of the training split)")
     if not settings:
         raise ValueError("settings: give at least one {label: MLP keyword arguments}")
-    seeds_for = seeds_per_size(sizes, list(seeds), small_n=0) if not isinstance(seeds, Mapping) else seeds
+    seeds_for = seeds if isinstance(seeds, Mapping) else dict.fromkeys(sizes, seed_list(seeds))
     missing = [n for n in sizes if n not in seeds_for]
     if missing:
         raise ValueError(f"seeds: no seeds for size(s) {missing}")
@@ -224,13 +184,12 @@ def data_size_sweep(train, test, sizes: Iterable[int], settings: Mapping[str, Ma
     rows: list[dict[str, Any]] = []
     for n in sizes:
         for seed in seeds_for[n]:
-            subset = train.subset(int(n), int(seed))
+            subset = train.subset(n, int(seed))
             for label, kwargs in settings.items():
-                make_model = _mlp_factory(features, widths, classes, activation=activation, dropout=dropout,
-                                          **kwargs)
+                make_model = partial(MLP, features, widths, classes, activation=activation, dropout=dropout, **kwargs)
                 rows += train_and_score(make_model, subset, {"train": subset, "test": test}, config, int(seed),
                                         {"setting": label, "n_train": n})
-    return _frame(rows)
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,20 +269,20 @@ def u_shape_measurements(frame, interval: tuple[float, float] = (0.4, 0.8), low_
     * ``underfit`` — ``a``/``b``: train error at ``low_retain`` and at ``reference_retain``.
     """
     test, train = errors_by(frame, "retain", "test"), errors_by(frame, "retain", "train")
-    return {
-        "min_inside": {"values": min_outside_minus_inside(test, interval)},
-        "rise": _paired(_column(test, low_retain, "low_retain"), _column(test, reference_retain, "reference_retain")),
-        "underfit": _paired(_column(train, low_retain, "low_retain"),
-                            _column(train, reference_retain, "reference_retain")),
-    }
+
+    def low_vs_reference(wide):
+        return _paired(_column(wide, low_retain, "low_retain"), _column(wide, reference_retain, "reference_retain"))
+
+    return {"min_inside": {"values": min_outside_minus_inside(test, interval)}, "rise": low_vs_reference(test),
+            "underfit": low_vs_reference(train)}
 
 
 def pn_vs_n_measurements(n_fixed, pn_fixed, max_retain: float = 0.3) -> tuple[float, dict[str, np.ndarray]]:
     """SR-F9b: at the smallest retain rate ≤ ``max_retain`` in both sweeps, the test errors with n
     fixed (``a``) and with pn fixed (``b``) per seed. Returns ``(retain, {"a": ..., "b": ...})``."""
     errors_n, errors_pn = errors_by(n_fixed, "retain"), errors_by(pn_fixed, "retain")
-    common = sorted(float(r) for r in errors_pn.columns
-                    if float(r) <= max_retain + 1e-9 and any(math.isclose(float(r), float(q)) for q in errors_n.columns))
+    common = sorted(float(r) for r in errors_pn.columns if float(r) <= max_retain + 1e-9
+                    and any(math.isclose(float(r), float(q)) for q in errors_n.columns))
     if not common:
         raise ValueError(f"max_retain={max_retain}: no retain rate ≤ it is in both sweeps "
                          f"(n fixed: {list(errors_n.columns)}, pn fixed: {list(errors_pn.columns)})")
@@ -345,12 +304,10 @@ def sweet_spot_measurements(frame, baseline: str, treatment: str, small_sizes: I
 
     Every pair keeps the seeds both of its arms have.
     """
-    small_sizes, peak_sizes = [int(n) for n in small_sizes], [int(n) for n in peak_sizes]
-    if not small_sizes or not peak_sizes:
-        raise ValueError("small_sizes and peak_sizes: give at least one size each")
+    small_sizes, peak_sizes = integers(small_sizes, "small_sizes"), integers(peak_sizes, "peak_sizes")
     rows = frame[frame["split"] == "test"]
     sizes = sorted(int(n) for n in rows["n_train"].unique())
-    largest = max(sizes) if largest is None else int(largest)
+    largest = max(sizes) if largest is None else integer(largest, "largest")
     missing = [n for n in (*small_sizes, *peak_sizes, largest) if n not in sizes]
     if missing:
         raise ValueError(f"sizes {sorted(set(missing))} are not in the sweep; sizes: {sizes}")
