@@ -153,7 +153,7 @@ def test_other_arguments_are_refused_naming_them(toy_corpora):
     with pytest.raises(ValueError, match="config must be a LanguageModelConfig"):
         language_model_study(*toy_corpora, TrainConfig())
     sequence = SequenceConfig(training=TrainConfig(), seeds=[0], hidden=4, p_input=0.1, p_hidden=0.1, p_output=0.1)
-    with pytest.raises(ValueError, match="data must map 'train' and 'test'"):
+    with pytest.raises(ValueError, match=r"data has no split\(s\) \['test'\]"):
         sequence_digits_study({"train": None}, sequence)
     with pytest.raises(ValueError, match="arm must be one of"):
         CharLM(5, 4, 4, "zoneout")

@@ -140,12 +140,13 @@ def test_nwgm_is_sigma_of_the_mean_and_below_the_expectation_for_low_outputs():
 
 
 @pytest.mark.parametrize(("call", "match"), [
-    (lambda: theory.linear_regulariser(torch.ones(2, 2), torch.ones(2, 2), torch.ones(1, 2), 1.0), "drop probability p must be in"),
+    (lambda: theory.linear_regulariser(torch.ones(2, 2), torch.ones(2, 2), torch.ones(1, 2), 1.0),
+     "linear_regulariser: p must be a drop probability in"),
     (lambda: theory.nwgm_study(2, 17, 0.5, 0, False), "n_inputs must be ≤ 16"),
-    (lambda: theory.isotropic_inputs(3, 5, torch.Generator()), "n must be ≥ d"),
+    (lambda: theory.isotropic_inputs(3, 5, torch.Generator()), "n must be an integer ≥ 5"),
     (lambda: theory.monte_carlo_regulariser(torch.ones(2, 2), torch.ones(2, 2), torch.ones(1, 2), torch.ones(1, 2),
                                             0.5, 1, torch.Generator()), "n_masks must be an integer ≥ 2"),
-    (lambda: theory.regulariser_study(0.3, 10, [0.1, 0.5]), "must be one of p_values"),
+    (lambda: theory.regulariser_study(0.3, 10, [0.1, 0.5]), "regulariser_study: p must be one of"),
     (lambda: theory.exact_expected_loss([torch.ones(17, 2, dtype=D), torch.ones(1, 17, dtype=D)],
                                         torch.ones(1, 2, dtype=D), torch.ones(1, 1, dtype=D), 0.5), "at most 16"),
 ])

@@ -155,6 +155,8 @@ def test_converged_at():
     assert converged_at([1, 10], [2.0, 2.0], 0.1) == 1
     with pytest.raises(ValueError, match="strictly increasing"):
         converged_at([10, 1], [1.0, 1.0], 0.1)
+    with pytest.raises(ValueError, match="converged_at: tolerance must be a finite number > 0"):
+        converged_at([1, 10], [1.0, 1.0], 0.0)
 
 
 def test_split_indices_partition_and_seed():
@@ -171,6 +173,8 @@ def test_rotate_images_matches_rot90():
     torch.testing.assert_close(rotate_images(x, 0.0), x)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         rotate_images(x[0], 90.0)
+    with pytest.raises(ValueError, match="rotate_images: degrees must be a finite number"):
+        rotate_images(x, math.nan)
 
 
 def test_load_regression():
@@ -178,7 +182,7 @@ def test_load_regression():
     assert X.shape == (442, 10) and y.shape == (442,)
     X, y = load_regression("friedman", seed=1, n_samples=50)
     assert X.shape == (50, 10)
-    with pytest.raises(ValueError, match="diabetes"):
+    with pytest.raises(ValueError, match=r"load_regression: name must be one of \('diabetes', 'friedman'\)"):
         load_regression("boston")
 
 

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import Tensor, nn
 
 from ..checks import finite, integer, integers, keep_probability, positive, probability, seed_list, settle
@@ -44,42 +43,16 @@ from ..train import TrainConfig
 from ..variants import make_dropout
 from ..variants.adaptive import ADL, Standout
 from ..variants.base import keep_to_drop
-from .structured import train_arms
+from .structured import Z_CHECK, train_arms
 from .studies import TrainedArms, distinct_choices, per_seed, require_splits, study_config, train_config
 
-__all__ = [
-    "ADLConfig",
-    "ADLFrequency",
-    "ADLNet",
-    "AdaptiveMLP",
-    "CURRICULUM_ARMS",
-    "CurriculumCNN",
-    "CurriculumConfig",
-    "MLPConfig",
-    "MLP_ARMS",
-    "MetaDropoutConfig",
-    "MetaStudy",
-    "adl_selection_frequency",
-    "adl_study",
-    "class_pools",
-    "curriculum_schedules",
-    "curriculum_study",
-    "meta_dropout_study",
-    "mlp_study",
-]
+__all__ = ["ADLConfig", "ADLFrequency", "ADLNet", "AdaptiveMLP", "CURRICULUM_ARMS", "CurriculumCNN", "CurriculumConfig",
+           "MLPConfig", "MLP_ARMS", "MetaDropoutConfig", "MetaStudy", "adl_selection_frequency", "adl_study",
+           "class_pools", "curriculum_schedules", "curriculum_study", "meta_dropout_study", "mlp_study"]
 
 MLP_ARMS = ("dropout", "standout", "annealed")
 CURRICULUM_ARMS = ("fixed", "curriculum", "anti-curriculum")
 ADL_ARMS = ("no ADL", "ADL")
-Z_CHECK = float(stats.norm.isf(0.0005))  # two-sided 1e-3: 3.29 standard errors
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _data(data: Any) -> dict[str, Dataset]:
-    require_splits(data, ["train", "test"])
-    return dict(data)
 
 
 def _training(config: Any, name: str) -> TrainConfig:
@@ -156,9 +129,9 @@ def mlp_study(data: Mapping[str, Dataset], config: MLPConfig) -> TrainedArms:
     the rate falls linearly from p and the last epoch trains without dropout. Evaluated on
     ``data["test"]`` after every epoch.
     """
-    data, config = _data(data), study_config(config, MLPConfig)
-    shape = data["train"].x.shape[1:]
-    in_features, classes = int(np.prod(shape)), data["train"].num_classes
+    require_splits(data, ("train", "test"))
+    config = study_config(config, MLPConfig)
+    in_features, classes = int(np.prod(data["train"].x.shape[1:])), data["train"].num_classes
 
     def model(mode: str) -> nn.Module:
         return AdaptiveMLP(in_features, config.widths, classes, mode=mode, p=config.p, alpha=config.alpha,
@@ -272,7 +245,8 @@ def curriculum_study(data: Mapping[str, Dataset], config: CurriculumConfig) -> T
     The fixed arm has no scheduler (its rates are those of the constructor); the others get a
     :class:`DropoutScheduler` with :func:`curriculum_schedules`, stepped after every update by ``fit``.
     """
-    data, config = _data(data), study_config(config, CurriculumConfig)
+    require_splits(data, ("train", "test"))
+    config = study_config(config, CurriculumConfig)
     rates = dict(p_input=keep_to_drop(config.keep_input), p_conv=keep_to_drop(config.keep_conv),
                  p_fc=keep_to_drop(config.keep_fc))
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
@@ -336,8 +310,7 @@ def adl_selection_frequency(drop_rate: float = 0.75, gamma: float = 0.9, n_draws
     marks = np.unique(np.geomspace(1, n_draws, num=min(n_draws, 200)).astype(int))
     se = math.sqrt(drop_rate * (1.0 - drop_rate) / n_draws)
     return ADLFrequency(drop_rate=drop_rate, n_draws=n_draws, frequency=float(chosen.mean()), se=se,
-                        tolerance=Z_CHECK * se,
-                        running=pd.DataFrame({"draw": marks, "frequency": share[marks - 1]}))
+                        tolerance=Z_CHECK * se, running=pd.DataFrame({"draw": marks, "frequency": share[marks - 1]}))
 
 
 class ADLNet(nn.Module):
@@ -394,7 +367,8 @@ class ADLConfig:
 
 def adl_study(data: Mapping[str, Dataset], config: ADLConfig) -> TrainedArms:
     """ADL-1's training part: :class:`ADLNet` without (``"no ADL"``) and with ADL (``"ADL"``), paired by seed."""
-    data, config = _data(data), study_config(config, ADLConfig)
+    require_splits(data, ("train", "test"))
+    config = study_config(config, ADLConfig)
     shape, classes = tuple(data["train"].x.shape[1:]), data["train"].num_classes
 
     def model(adl: bool) -> nn.Module:
@@ -412,9 +386,9 @@ def class_pools(dataset: Dataset, classes: Sequence[int], prefix: str) -> dict[s
     """``{f"{prefix}{c}": images of class c}`` for each class ``c`` of ``dataset`` (few-shot pools)."""
     if not isinstance(dataset, Dataset):
         raise ValueError(f"dataset must be a dropoutlab Dataset, got {type(dataset).__name__}")
-    classes = [int(c) for c in classes] if isinstance(classes, (list, tuple, range)) else None
-    if not classes or any(not 0 <= c < dataset.num_classes for c in classes) or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct labels of {dataset.name} (0…{dataset.num_classes - 1}), got {classes!r}")
+    classes = integers(classes, "classes", 0, distinct=True)
+    if max(classes) >= dataset.num_classes:
+        raise ValueError(f"classes must be labels of {dataset.name} (0…{dataset.num_classes - 1}), got {classes}")
     return {f"{prefix}{c}": dataset.x[dataset.y == c] for c in classes}
 
 

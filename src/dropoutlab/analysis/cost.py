@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._io import atomic_write_text
-from ..checks import integer, integers, probability
+from ..checks import choice, integer, integers, optional_integer, positive, probability, seed_list, settle
 from ..models import MLP, ConvNet, RowLSTM
 from ..paths import dry_run
 from ..train import (
@@ -56,21 +56,8 @@ from ..train import (
 from ..variants import get_variant, make_dropout
 from .studies import updates_per_epoch
 
-__all__ = [
-    "ARCHITECTURES",
-    "COST_ARMS",
-    "CostNets",
-    "CostStudy",
-    "GUIDE_TABLE",
-    "TABLE_ARMS",
-    "TableChecks",
-    "baseline_label",
-    "family_table",
-    "measure_cost",
-    "shared_axes",
-    "step_memory",
-    "table_checks",
-]
+__all__ = ["ARCHITECTURES", "COST_ARMS", "CostNets", "CostStudy", "GUIDE_TABLE", "TABLE_ARMS", "TableChecks",
+           "baseline_label", "family_table", "measure_cost", "shared_axes", "step_memory", "table_checks"]
 
 ARCHITECTURES = {"mlp": "MLP", "cnn": "CNN", "rnn": "LSTM"}
 
@@ -142,36 +129,33 @@ class CostNets:
     p_rnn: float = 0.5
 
     def __post_init__(self) -> None:
-        shape = tuple(self.input_shape)
-        if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-            raise ValueError(f"input_shape must be (C, H, W) of positive integers, got {self.input_shape!r}")
-        object.__setattr__(self, "input_shape", shape)
-        integer(self.num_classes, "num_classes")
-        object.__setattr__(self, "widths", tuple(integers(self.widths, "widths")))
-        object.__setattr__(self, "channels", tuple(integers(self.channels, "channels")))
-        integer(self.hidden, "hidden")
-        integer(self.rnn_hidden, "rnn_hidden")
+        shape = tuple(integers(self.input_shape, "input_shape"))
+        if len(shape) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape!r}")
+        for name in ("num_classes", "hidden", "rnn_hidden"):
+            integer(getattr(self, name), name)
         for name in ("p_input", "p_hidden", "p_conv", "p_rnn"):
             probability(getattr(self, name), name)
+        settle(self, input_shape=shape, widths=tuple(integers(self.widths, "widths")),
+               channels=tuple(integers(self.channels, "channels")))
 
     def build(self, arch: str, variant: str = "none", **kwargs: Any) -> nn.Module:
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
-        if variant != "none":
-            get_variant(variant)  # a clear error for an unknown name
+        choice(arch, ARCHITECTURES, "arch")
         none = variant == "none"
+        if not none:
+            get_variant(variant)  # a clear error for an unknown name
         if arch == "mlp":
-            return MLP(int(np.prod(self.input_shape)), list(self.widths), self.num_classes,
-                       dropout="none" if none else variant, p_input=0.0 if none else self.p_input,
-                       p_hidden=0.0 if none else self.p_hidden, dropout_kwargs=kwargs or None)
+            return MLP(int(np.prod(self.input_shape)), list(self.widths), self.num_classes, dropout=variant,
+                       p_input=0.0 if none else self.p_input, p_hidden=0.0 if none else self.p_hidden,
+                       dropout_kwargs=kwargs or None)
         if arch == "cnn":
             return ConvNet(self.input_shape, list(self.channels), order="conv-act-drop-pool", padding=1,
-                           dropout="none" if none else variant, p=0.0 if none else self.p_conv, hidden=self.hidden,
+                           dropout=variant, p=0.0 if none else self.p_conv, hidden=self.hidden,
                            num_classes=self.num_classes, dropout_kwargs=kwargs or None)
         if kwargs:
             raise ValueError(f"rnn: the row-LSTM takes no dropout kwargs, got {sorted(kwargs)}")
         return RowLSTM(row_size=self.input_shape[-1], hidden=self.rnn_hidden, num_classes=self.num_classes,
-                       dropout="none" if none else variant, p=0.0 if none else self.p_rnn)
+                       dropout=variant, p=0.0 if none else self.p_rnn)
 
 
 def _arms(arms: Mapping[str, tuple[str, str, Mapping[str, Any]]]) -> dict[str, tuple[str, str, dict[str, Any]]]:
@@ -198,10 +182,6 @@ def _storage(t: Tensor) -> tuple[int, int]:
     return s.data_ptr(), s.nbytes()
 
 
-def _tensor_bytes(t: Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
 def step_memory(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
                 regularizer_weight: float = 1.0) -> dict[str, int]:
     """Bytes one training update holds at its peak, counted (not sampled): deterministic on any machine.
@@ -213,9 +193,9 @@ def step_memory(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y
     ``memory`` = state + saved. Dropout's masks and the activation copies it makes live in ``saved``.
     """
     params = list(model.parameters())
-    state = sum(2 * _tensor_bytes(p) for p in params)  # values and gradients
+    state = sum(2 * p.nbytes for p in params)  # values and gradients
     for buffers in optimizer.state.values():
-        state += sum(_tensor_bytes(v) for v in buffers.values() if isinstance(v, Tensor))
+        state += sum(v.nbytes for v in buffers.values() if isinstance(v, Tensor))
     skip = {_storage(p)[0] for p in params} | {_storage(x)[0]}
     storages: dict[int, int] = {}
 
@@ -251,9 +231,10 @@ class CostStudy:
     Times are CPU time: of the measuring thread (``time.thread_time``) when torch runs on one thread
     — the forward, backward and optimiser step all run there —, of the process (``time.process_time``)
     otherwise. Unlike the wall clock, CPU time does not count the time the process waits for a core on
-    a shared machine; ``wall_seconds_per_update`` (wall clock) is kept beside it. ``ratio(label, what)`` is the per-round ratio of an arm to its net without dropout
-    (``what``: "epoch_seconds", "wall_seconds_per_update", "memory" or "saved"), seeds and rounds in
-    order; ``summary()`` one row per arm.
+    a shared machine; ``wall_seconds_per_update`` (wall clock) is kept beside it. ``ratio(label, what)``
+    is the per-round ratio of an arm to its net without dropout (``what``: "epoch_seconds",
+    "wall_seconds_per_update", "memory" or "saved"), seeds and rounds in order; ``summary()`` one row
+    per arm.
     """
 
     rounds: pd.DataFrame
@@ -262,10 +243,8 @@ class CostStudy:
     loaded: int = 0  # seeds whose measurement came from the run store
 
     def ratio(self, label: str, what: str = "epoch_seconds") -> np.ndarray:
-        if label not in self.arms:
-            raise ValueError(f"label must be one of {list(self.arms)}, got {label!r}")
-        if what not in RATIOS:
-            raise ValueError(f"what must be one of {', '.join(RATIOS)}, got {what!r}")
+        choice(label, list(self.arms), "label")
+        choice(what, RATIOS, "what")
         base = baseline_label(self.arms[label][0])
         wide = self.rounds.pivot_table(index=["seed", "round"], columns="arm", values=what, sort=True)
         return (wide[label] / wide[base]).to_numpy(dtype=float)
@@ -277,12 +256,10 @@ class CostStudy:
             time_ratio, memory_ratio = self.ratio(label), self.ratio(label, "memory")
             rows.append(dict(arm=label, net=ARCHITECTURES[arch], variant=variant,
                              ms_per_update=1e3 * own["seconds_per_update"].median(),
-                             epoch_seconds=own["epoch_seconds"].median(),
-                             time_ratio=float(np.median(time_ratio)), time_low=float(time_ratio.min()),
-                             time_high=float(time_ratio.max()),
+                             epoch_seconds=own["epoch_seconds"].median(), time_ratio=float(np.median(time_ratio)),
+                             time_low=float(time_ratio.min()), time_high=float(time_ratio.max()),
                              wall_ratio=float(np.median(self.ratio(label, "wall_seconds_per_update"))),
-                             memory_mb=own["memory"].iloc[0] / 2**20,
-                             memory_ratio=float(np.median(memory_ratio)),
+                             memory_mb=own["memory"].iloc[0] / 2**20, memory_ratio=float(np.median(memory_ratio)),
                              saved_ratio=float(np.median(self.ratio(label, "saved")))))
         return pd.DataFrame(rows)
 
@@ -313,15 +290,16 @@ def _find_stored(key: str, folders: Sequence[Path]) -> list[dict[str, Any]] | No
     return None
 
 
-def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, Any]]], split: Any, seed: int, *,
-                  batch_size: int, lr: float, steps: int, warmup: int, rounds: int,
-                  regularizer_weight: float, clock: Callable[[], float],
-                  tick: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+def _measure_seed(nets: CostNets, arms: Mapping[str, tuple[str, str, dict[str, Any]]], split: Any, seed: int,
+                  settings: Mapping[str, Any], tick: Callable[[], None]) -> list[dict[str, Any]]:
+    """One seed's rows of :func:`measure_cost` (``settings`` as it stores them; ``tick`` after every update)."""
+    batch_size, steps, warmup, rounds = (settings[k] for k in ("batch_size", "steps", "warmup", "rounds"))
+    regularizer_weight, clock = settings["regularizer_weight"], getattr(time, settings["clock"])
     models, optimizers, regularized = {}, {}, {}
     for label, (arch, variant, kwargs) in arms.items():
         seed_everything(seed)
         models[label] = nets.build(arch, variant, **kwargs).train()
-        optimizers[label] = torch.optim.Adam(models[label].parameters(), lr=lr)
+        optimizers[label] = torch.optim.Adam(models[label].parameters(), lr=settings["lr"])
         regularized[label] = regularized_modules(models[label])
     batches = _batches(split, seed, warmup + steps, batch_size)
     labels = list(arms)
@@ -379,18 +357,9 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
     settings loads them. In a dry run the rounds shrink to the dry run's updates; in a time forecast
     the measurement runs in full and logs its time (:class:`~dropoutlab.train.ForecastClock`).
     """
-    arms = _arms(arms)
-    seeds = list(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, (str, bytes)) else seeds
-    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    seeds = [integer(s, "seeds entries", minimum=0) for s in seeds]
-    batch_size, steps, rounds = (integer(batch_size, "batch_size"), integer(steps, "steps"),
-                                 integer(rounds, "rounds"))
-    warmup = integer(warmup, "warmup", minimum=0)
-    if threads is not None:
-        threads = integer(threads, "threads")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    arms, seeds = _arms(arms), seed_list(seeds)
+    batch_size, steps, rounds = integer(batch_size, "batch_size"), integer(steps, "steps"), integer(rounds, "rounds")
+    warmup, threads, lr = integer(warmup, "warmup", minimum=0), optional_integer(threads, "threads"), positive(lr, "lr")
     if not hasattr(train_split, "x") or not hasattr(train_split, "y") or len(train_split.x) == 0:
         raise ValueError("train_split must be a non-empty dataset split with tensors x and y")
     caps = dry_run()
@@ -398,7 +367,7 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
         steps, warmup, rounds = min(steps, caps.steps), min(warmup, 1), 1
     if regularizer_weight is None:
         regularizer_weight = TrainConfig().regularizer_weight
-    settings = dict(batch_size=batch_size, lr=float(lr), steps=steps, warmup=warmup, rounds=rounds, threads=threads,
+    settings = dict(batch_size=batch_size, lr=lr, steps=steps, warmup=warmup, rounds=rounds, threads=threads,
                     regularizer_weight=float(regularizer_weight),
                     clock="thread_time" if threads == 1 else "process_time")
     store_dir, folders = run_store() if caps is None else (None, [])
@@ -408,16 +377,14 @@ def measure_cost(nets: CostNets, arms: Mapping[str, tuple[str, str, Mapping[str,
         if threads is not None:
             torch.set_num_threads(threads)
         for seed in seeds:
-            key = _cost_key(nets, arms, train_split, seed, settings) if store_dir is not None else None
-            stored = _find_stored(key, folders) if key is not None else None
+            key = None if store_dir is None else _cost_key(nets, arms, train_split, seed, settings)
+            stored = None if key is None else _find_stored(key, folders)
             if stored is not None:
                 rows += stored
                 loaded += 1
                 continue
             forecast = ForecastClock("measure_cost", f"{len(arms)} arms interleaved", seed)
-            measured = _measure_seed(nets, arms, train_split, seed, clock=getattr(time, settings["clock"]),
-                                     tick=forecast.tick,
-                                     **{k: v for k, v in settings.items() if k not in ("threads", "clock")})
+            measured = _measure_seed(nets, arms, train_split, seed, settings, forecast.tick)
             forecast.finish(warmup + rounds * steps)  # a forecast's log counts the measurement (it runs in full)
             if store_dir is not None:
                 atomic_write_text(Path(store_dir) / f"cost-{key}.json",
@@ -438,9 +405,9 @@ def shared_axes(multiplier: Tensor) -> tuple[int, ...]:
     probe of thousands of lines is never mistaken for a shared one.
     """
     if multiplier.dim() < 2:
-        raise ValueError(f"multiplier must have a sample axis and at least one more, got shape {tuple(multiplier.shape)}")
-    return tuple(d for d in range(1, multiplier.dim())
-                 if bool((multiplier == multiplier.narrow(d, 0, 1)).all()))
+        raise ValueError(f"multiplier must have a sample axis and at least one more, got shape "
+                         f"{tuple(multiplier.shape)}")
+    return tuple(d for d in range(1, multiplier.dim()) if bool((multiplier == multiplier.narrow(d, 0, 1)).all()))
 
 
 @dataclass(frozen=True)
@@ -506,17 +473,14 @@ def table_checks(*, seed: int = 0, p: float = 0.3) -> TableChecks:
         train_ok, eval_ok = _two_valued(m, scale), torch.allclose(out, test_factor * x, rtol=1e-6, atol=0)
         add(technique, "per element" if not axes else f"shared over axes {axes}", not axes,
             f"train ×{{0, {scale:.4g}}}: {train_ok}; eval ×{test_factor:.4g}: {eval_ok}", train_ok and eval_ok)
-    x4 = probe(64, 32, 8, 8)
-    m, out = run(make_dropout("spatial", p=p), x4)
-    axes = shared_axes(m)
-    train_ok, eval_ok = _two_valued(m, 1.0 / (1.0 - p)), torch.equal(out, x4)
-    add("spatial", f"shared over axes {axes} of (N, C, H, W)", axes == (2, 3),
-        f"train ×{{0, {1 / (1 - p):.4g}}}: {train_ok}; eval identity: {eval_ok}", train_ok and eval_ok)
-    m, out = run(make_dropout("locked", p=p, batch_first=True), x)
-    axes = shared_axes(m)
-    train_ok, eval_ok = _two_valued(m, 1.0 / (1.0 - p)), torch.equal(out, x)
-    add("variational", f"shared over axes {axes} of (N, T, F)", axes == (1,),
-        f"train ×{{0, {1 / (1 - p):.4g}}}: {train_ok}; eval identity: {eval_ok}", train_ok and eval_ok)
+    for technique, variant, kwargs, probed, layout, shared in (
+            ("spatial", "spatial", {}, probe(64, 32, 8, 8), "(N, C, H, W)", (2, 3)),
+            ("variational", "locked", {"batch_first": True}, x, "(N, T, F)", (1,))):
+        m, out = run(make_dropout(variant, p=p, **kwargs), probed)
+        axes = shared_axes(m)
+        train_ok, eval_ok = _two_valued(m, 1.0 / (1.0 - p)), torch.equal(out, probed)
+        add(technique, f"shared over axes {axes} of {layout}", axes == shared,
+            f"train ×{{0, {1 / (1 - p):.4g}}}: {train_ok}; eval identity: {eval_ok}", train_ok and eval_ok)
     m, out = run(make_dropout("gaussian", p=p), x)
     axes, distinct, mean = shared_axes(m), len(_values(m)), float(m.double().mean())
     eval_ok = torch.equal(out, x)

@@ -55,41 +55,22 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..checks import integer, integers, optional_integer, probability, seed_list, settle
+from ..checks import integer, integers, optional_integer, positive, probability, seed_list, settle
 from ..corpus import Corpus
 from ..inference import predict_mc
-from ..train import TrainConfig, evaluate, fit, seed_everything, training_modes
+from ..train import TrainConfig, evaluate, fit, model_device, seed_everything, training_modes
 from ..variants import make_dropout
 from ..variants.concrete import ConcreteDropout
 from ..variants.recurrent import EmbeddingDropout, LockedDropout, WeightDrop, embedding_dropout
-from .studies import distinct_choices, per_seed, train_config
+from .studies import distinct_choices, per_seed, require_splits, study_config, train_config
 
-__all__ = [
-    "ARMS",
-    "CharLM",
-    "CharWindows",
-    "ConcreteKComparison",
-    "DropoutLSTM",
-    "LanguageModelConfig",
-    "LanguageModelStudy",
-    "LockedMaskCheck",
-    "MaxNormComparison",
-    "SequenceClassifier",
-    "SequenceConfig",
-    "SequenceStudy",
-    "char_windows",
-    "concrete_k_comparison",
-    "embedding_max_norm_comparison",
-    "language_model_study",
-    "locked_mask_check",
-    "mc_nll_curve",
-    "sequence_digits_study",
-]
+__all__ = ["ARMS", "CharLM", "CharWindows", "ConcreteKComparison", "DropoutLSTM", "LanguageModelConfig",
+           "LanguageModelStudy", "LockedMaskCheck", "MaxNormComparison", "SequenceClassifier", "SequenceConfig",
+           "SequenceStudy", "char_windows", "concrete_k_comparison", "embedding_max_norm_comparison",
+           "language_model_study", "locked_mask_check", "mc_nll_curve", "sequence_digits_study"]
 
 ARMS = ("none", "naive", "variational", "weight-drop")
-
-
-# ----------------------------------------------------------------------------- validation
+_LM_RATES = ("p_input", "p_hidden", "p_output", "p_weight", "p_embed")
 
 
 @contextlib.contextmanager
@@ -106,6 +87,11 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _classification(config: Any, name: str, split: str) -> TrainConfig:
+    """A classification TrainConfig, evaluated on ``data[split]`` after every epoch."""
+    return replace(train_config(config, name, task="classification"), eval_splits=(split,))
+
+
 # ----------------------------------------------------------------------------- the LSTM
 
 
@@ -120,8 +106,7 @@ def _lstm_loop(lstm: nn.LSTM, x: Tensor, mask: Tensor) -> Tensor:
     H = lstm.hidden_size
     w_hh_t = lstm.weight_hh_l0.t()
     gates_x = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
-    h = x.new_zeros(B, H)
-    c = x.new_zeros(B, H)
+    h = c = x.new_zeros(B, H)
     outputs = []
     for t in range(T):
         gates = torch.addmm(gates_x[:, t], h * mask, w_hh_t)
@@ -147,17 +132,8 @@ class DropoutLSTM(nn.Module):
     * weight-drop: locked input/output dropout and ``WeightDrop(lstm, p_weight, ("weight_hh_l0",))``.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden: int,
-        arm: str,
-        *,
-        p_input: float = 0.0,
-        p_hidden: float = 0.0,
-        p_output: float = 0.0,
-        p_weight: float = 0.0,
-    ) -> None:
+    def __init__(self, input_size: int, hidden: int, arm: str, *, p_input: float = 0.0, p_hidden: float = 0.0,
+                 p_output: float = 0.0, p_weight: float = 0.0) -> None:
         super().__init__()
         if arm not in ARMS:
             raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
@@ -203,29 +179,15 @@ class CharLM(nn.Module):
     character types dropped, one ``(V,)`` mask per forward call).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_dim: int,
-        hidden: int,
-        arm: str,
-        *,
-        p_input: float = 0.0,
-        p_hidden: float = 0.0,
-        p_output: float = 0.0,
-        p_weight: float = 0.0,
-        p_embed: float = 0.0,
-    ) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, arm: str, *, p_input: float = 0.0,
+                 p_hidden: float = 0.0, p_output: float = 0.0, p_weight: float = 0.0, p_embed: float = 0.0) -> None:
         super().__init__()
         embedding = nn.Embedding(integer(vocab_size, "vocab_size", 2), integer(embed_dim, "embed_dim"))
-        self.rnn = DropoutLSTM(
-            embed_dim, hidden, arm, p_input=p_input, p_hidden=p_hidden, p_output=p_output, p_weight=p_weight
-        )
+        self.rnn = DropoutLSTM(embed_dim, hidden, arm, p_input=p_input, p_hidden=p_hidden, p_output=p_output,
+                               p_weight=p_weight)
         self.decoder = nn.Linear(hidden, vocab_size)
-        p_embed = probability(p_embed, "p_embed")
-        self.embed: nn.Module = (
-            EmbeddingDropout(embedding, p_embed) if arm in ("variational", "weight-drop") else embedding
-        )
+        p_embed, locked = probability(p_embed, "p_embed"), arm in ("variational", "weight-drop")
+        self.embed: nn.Module = EmbeddingDropout(embedding, p_embed) if locked else embedding
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.rnn(self.embed(x))).transpose(1, 2)
@@ -238,24 +200,12 @@ class SequenceClassifier(nn.Module):
     dropout acts on the last hidden state only (one step, so naive and locked coincide there).
     """
 
-    def __init__(
-        self,
-        steps: int,
-        features: int,
-        hidden: int,
-        num_classes: int,
-        arm: str,
-        *,
-        p_input: float = 0.0,
-        p_hidden: float = 0.0,
-        p_output: float = 0.0,
-        p_weight: float = 0.0,
-    ) -> None:
+    def __init__(self, steps: int, features: int, hidden: int, num_classes: int, arm: str, *, p_input: float = 0.0,
+                 p_hidden: float = 0.0, p_output: float = 0.0, p_weight: float = 0.0) -> None:
         super().__init__()
         self.steps, self.features = integer(steps, "steps"), integer(features, "features")
-        self.rnn = DropoutLSTM(
-            features, hidden, arm, p_input=p_input, p_hidden=p_hidden, p_output=p_output, p_weight=p_weight
-        )
+        self.rnn = DropoutLSTM(features, hidden, arm, p_input=p_input, p_hidden=p_hidden, p_output=p_output,
+                               p_weight=p_weight)
         self.head = nn.Linear(hidden, integer(num_classes, "num_classes", 2))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -324,7 +274,7 @@ def mc_nll_curve(model: nn.Module, data: CharWindows, samples: int, batch_size: 
     windows are moved to the model's device. Returns float64 ``(samples,)``.
     """
     samples = integer(samples, "samples")
-    device = next(model.parameters()).device
+    device = model_device(model)
     totals, count = torch.zeros(samples, dtype=torch.float64), 0
     counts = torch.arange(1, samples + 1, dtype=torch.float64, device=device).log()
     for start in range(0, len(data), batch_size):
@@ -365,12 +315,10 @@ class LanguageModelConfig:
 
     def __post_init__(self) -> None:
         name = "LanguageModelConfig"
-        settle(self, training=replace(train_config(self.training, f"{name}.training", task="classification"), eval_splits=("val",)),
+        settle(self, training=_classification(self.training, f"{name}.training", "val"),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               embed_dim=integer(self.embed_dim, f"{name}.embed_dim"),
-               hidden=integer(self.hidden, f"{name}.hidden"),
-               bptt=integer(self.bptt, f"{name}.bptt"),
-               eval_length=integer(self.eval_length, f"{name}.eval_length"),
+               embed_dim=integer(self.embed_dim, f"{name}.embed_dim"), hidden=integer(self.hidden, f"{name}.hidden"),
+               bptt=integer(self.bptt, f"{name}.bptt"), eval_length=integer(self.eval_length, f"{name}.eval_length"),
                mc_samples=integer(self.mc_samples, f"{name}.mc_samples"),
                arms=distinct_choices(self.arms, ARMS, f"{name}.arms"),
                threads=optional_integer(self.threads, f"{name}.threads"),
@@ -378,10 +326,8 @@ class LanguageModelConfig:
 
     @property
     def rates(self) -> dict[str, float]:
+        """The five drop probabilities, as :class:`CharLM`'s keyword arguments."""
         return {k: getattr(self, k) for k in _LM_RATES}
-
-
-_LM_RATES = ("p_input", "p_hidden", "p_output", "p_weight", "p_embed")
 
 
 def language_model_study(train: Corpus, val: Corpus, test: Corpus, config: LanguageModelConfig) -> LanguageModelStudy:
@@ -389,11 +335,12 @@ def language_model_study(train: Corpus, val: Corpus, test: Corpus, config: Langu
 
     Training windows have length ``bptt`` (``fit`` shuffles them with the seed); validation and test
     windows ``eval_length`` (each window starts from a zero state, the same for every arm). The
-    validation perplexity is logged after every epoch; after training, test perplexity with dropout off, and the MC average of
-    ``mc_samples`` dropout passes for every arm with dropout.
+    validation perplexity is logged after every epoch; after training, test perplexity with dropout
+    off, and the MC average of ``mc_samples`` dropout passes for every arm with dropout.
 
-    ``config.threads``: torch's CPU thread count while the study runs (restored after). A one-layer LSTM of ~100 units is a chain of small matrix products that a second thread slows down
-    (measured 2–8× slower with 2 threads on 2 busy cores), so the default is 1; results are bit-identical
+    ``config.threads``: torch's CPU thread count while the study runs (restored after). A one-layer
+    LSTM of ~100 units is a chain of small matrix products that a second thread slows down (measured
+    2–8× slower with 2 threads on 2 busy cores), so the default is 1; results are bit-identical
     whatever the kernel's own thread setting.
 
     Shapes: corpora are 1-D id streams over one vocabulary; windows ``(N, L)``; logits ``(N, V, L)``.
@@ -402,61 +349,35 @@ def language_model_study(train: Corpus, val: Corpus, test: Corpus, config: Langu
         raise ValueError("train, val and test must be Corpus objects (dropoutlab.corpus.load_corpus)")
     if not train.vocab == val.vocab == test.vocab:
         raise ValueError("train, val and test must share one vocabulary")
-    if not isinstance(config, LanguageModelConfig):
-        raise ValueError(f"config must be a LanguageModelConfig, got {type(config).__name__}")
-    data = {
-        "train": char_windows(train, config.bptt),
-        "val": char_windows(val, config.eval_length),
-        "test": char_windows(test, config.eval_length),
-    }
-    with _torch_threads(config.threads):
-        return _lm_runs(train.vocab_size, data, config)
-
-
-def _lm_runs(vocab_size: int, data: dict[str, CharWindows], config: LanguageModelConfig) -> LanguageModelStudy:
+    config = study_config(config, LanguageModelConfig)
+    data = {"train": char_windows(train, config.bptt), "val": char_windows(val, config.eval_length),
+            "test": char_windows(test, config.eval_length)}
     rows, frames, curves = [], [], []
-    mc_samples = config.mc_samples
-    for arm in config.arms:
-        for seed in config.seeds:
-            seed_everything(seed)
-            model = CharLM(vocab_size, config.embed_dim, config.hidden, arm, **config.rates)
-            started = time.perf_counter()
-            history = fit(model, data, replace(config.training, seed=seed))
-            seconds = time.perf_counter() - started
-            frame = history.to_frame().drop(columns=["error"]).assign(ppl=lambda f: np.exp(f["loss"]))
-            frame.insert(0, "seed", seed)
-            frame.insert(0, "arm", arm)
-            frames.append(frame)
-            val_nll = evaluate(model, data["val"], batch_size=256)["loss"]
-            test_nll = evaluate(model, data["test"], batch_size=256)["loss"]
-            if arm != "none":
-                curve = mc_nll_curve(model, data["test"], mc_samples)
-                mc = float(curve[-1])
-                curves.append(
-                    pd.DataFrame(
-                        dict(arm=arm, seed=seed, samples=np.arange(1, mc_samples + 1), nll=curve, ppl=np.exp(curve))
-                    )
-                )
-            else:
+    with _torch_threads(config.threads):
+        for arm in config.arms:
+            for seed in config.seeds:
+                seed_everything(seed)
+                model = CharLM(train.vocab_size, config.embed_dim, config.hidden, arm, **config.rates)
+                started = time.perf_counter()
+                history = fit(model, data, replace(config.training, seed=seed))
+                seconds = time.perf_counter() - started
+                frame = history.to_frame().drop(columns=["error"]).assign(ppl=lambda f: np.exp(f["loss"]))
+                frame.insert(0, "seed", seed)
+                frame.insert(0, "arm", arm)
+                frames.append(frame)
+                val_nll = evaluate(model, data["val"], batch_size=256)["loss"]
+                test_nll = evaluate(model, data["test"], batch_size=256)["loss"]
                 mc = math.nan
-            rows.append(
-                dict(
-                    arm=arm,
-                    seed=seed,
-                    val_nll=val_nll,
-                    test_nll=test_nll,
-                    test_mc_nll=mc,
-                    val_ppl=math.exp(val_nll),
-                    test_ppl=math.exp(test_nll),
-                    test_mc_ppl=math.exp(mc),
-                    seconds=seconds,
-                )
-            )
-    return LanguageModelStudy(
-        results=pd.DataFrame(rows),
-        history=pd.concat(frames, ignore_index=True),
-        mc_curve=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-    )
+                if arm != "none":
+                    curve = mc_nll_curve(model, data["test"], config.mc_samples)
+                    mc = float(curve[-1])
+                    curves.append(pd.DataFrame(dict(arm=arm, seed=seed, samples=np.arange(1, config.mc_samples + 1),
+                                                    nll=curve, ppl=np.exp(curve))))
+                rows.append(dict(arm=arm, seed=seed, val_nll=val_nll, test_nll=test_nll, test_mc_nll=mc,
+                                 val_ppl=math.exp(val_nll), test_ppl=math.exp(test_nll), test_mc_ppl=math.exp(mc),
+                                 seconds=seconds))
+    return LanguageModelStudy(results=pd.DataFrame(rows), history=pd.concat(frames, ignore_index=True),
+                              mc_curve=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
 
 
 # ----------------------------------------------------------------------------- GR-SEQ
@@ -494,12 +415,9 @@ class SequenceConfig:
 
     def __post_init__(self) -> None:
         name = "SequenceConfig"
-        settle(self, training=replace(train_config(self.training, f"{name}.training", task="classification"), eval_splits=("test",)),
-               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               hidden=integer(self.hidden, f"{name}.hidden"),
-               p_input=probability(self.p_input, f"{name}.p_input"),
-               p_hidden=probability(self.p_hidden, f"{name}.p_hidden"),
-               p_output=probability(self.p_output, f"{name}.p_output"),
+        settle(self, training=_classification(self.training, f"{name}.training", "test"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")), hidden=integer(self.hidden, f"{name}.hidden"),
+               **{k: probability(getattr(self, k), f"{name}.{k}") for k in ("p_input", "p_hidden", "p_output")},
                arms=distinct_choices(self.arms, ARMS, f"{name}.arms"),
                threads=optional_integer(self.threads, f"{name}.threads"))
 
@@ -510,13 +428,11 @@ def sequence_digits_study(data: Mapping[str, Any], config: SequenceConfig) -> Se
     ``data`` maps ``train`` and ``test`` to image datasets ``(N, 1, 8, 8)`` (scikit-learn's digits);
     the test NLL and error are measured with dropout off after training.
     """
-    if not isinstance(data, Mapping) or "train" not in data or "test" not in data:
-        raise ValueError("data must map 'train' and 'test' to datasets")
+    require_splits(data, ("train", "test"))
     shape = tuple(data["train"].x.shape[1:])
     if len(shape) != 3 or shape[0] != 1:
         raise ValueError(f"data must hold images (N, 1, steps, features), got input shape {shape}")
-    if not isinstance(config, SequenceConfig):
-        raise ValueError(f"config must be a SequenceConfig, got {type(config).__name__}")
+    config = study_config(config, SequenceConfig)
     rates = dict(p_input=config.p_input, p_hidden=config.p_hidden, p_output=config.p_output)
     rows, frames = [], []
     with _torch_threads(config.threads):
@@ -576,15 +492,8 @@ def locked_mask_check(model: nn.Module, batch: int = 32, steps: int = 50, seed: 
                 example = mask[:4].numpy().copy()
             deviation = float((mask - mask[:, :1]).abs().max())
             distinct = int(((mask[:, 0] != mask[:1, 0]).any(dim=1)).sum())
-            rows.append(
-                dict(
-                    module=name,
-                    p=float(module.p),
-                    time_deviation=deviation,
-                    distinct_samples=distinct,
-                    drop_share=float((mask == 0).float().mean()),
-                )
-            )
+            rows.append(dict(module=name, p=float(module.p), time_deviation=deviation, distinct_samples=distinct,
+                             drop_share=float((mask == 0).float().mean())))
     finally:
         torch.set_rng_state(generator_state)
     table = pd.DataFrame(rows)
@@ -616,33 +525,21 @@ class ConcreteKComparison:
     table: Any  # DataFrame
 
 
-def concrete_k_comparison(
-    features: int, steps: Sequence[int], p: float = 0.1, dropout_regularizer: float = 1e-5
-) -> ConcreteKComparison:
+def concrete_k_comparison(features: int, steps: Sequence[int], p: float = 0.1,
+                          dropout_regularizer: float = 1e-5) -> ConcreteKComparison:
     """The dropout (entropy) term ``dr·K·(p log p + (1 − p) log(1 − p))`` of a ``ConcreteDropout(Linear(K, ·))``
     on inputs ``(B, T, K)``, with the package's K and with the notebook's ``x[0].numel() = T·K``."""
-    features = integer(features, "features")
-    steps = integers(steps, "steps")
+    features, steps = integer(features, "features"), integers(steps, "steps")
     p = probability(p, "p", zero=False)
-    layer = ConcreteDropout(
-        nn.Linear(features, 4), p=float(p), weight_regularizer=0.0, dropout_regularizer=dropout_regularizer
-    )
+    layer = ConcreteDropout(nn.Linear(features, 4), p=p, weight_regularizer=0.0,
+                            dropout_regularizer=dropout_regularizer)
     package = float(layer.regularizer().detach())  # the weight term is zero: only the dropout term remains
     rows = []
     for t in steps:
-        x = torch.zeros(2, t, features)
-        reference_k = int(x[0].numel())
+        reference_k = t * features  # the notebook's x[0].numel() for x of shape (B, T, K)
         reference = package / layer.input_dim * reference_k
-        rows.append(
-            dict(
-                steps=t,
-                package_K=layer.input_dim,
-                reference_K=reference_k,
-                package_term=package,
-                reference_term=reference,
-                ratio=reference / package,
-            )
-        )
+        rows.append(dict(steps=t, package_K=layer.input_dim, reference_K=reference_k, package_term=package,
+                         reference_term=reference, ratio=reference / package))
     return ConcreteKComparison(table=pd.DataFrame(rows))
 
 
@@ -660,9 +557,8 @@ class MaxNormComparison:
 
 
 @torch.no_grad()
-def embedding_max_norm_comparison(
-    vocab: int = 50, dim: int = 16, p: float = 0.5, max_norm: float = 1.0, scale: float = 3.0, seed: int = 0
-) -> MaxNormComparison:
+def embedding_max_norm_comparison(vocab: int = 50, dim: int = 16, p: float = 0.5, max_norm: float = 1.0,
+                                  scale: float = 3.0, seed: int = 0) -> MaxNormComparison:
     """Embeddings with rows of norm ≈ ``scale``·√dim·… > ``max_norm``, looked up with embedding dropout ``p``.
 
     "package": :func:`~dropoutlab.variants.recurrent.embedding_dropout` (renormalise the raw rows in
@@ -670,9 +566,7 @@ def embedding_max_norm_comparison(
     up with ``max_norm`` (the renormalisation acts on the scaled copy; the raw weight is untouched).
     """
     vocab, dim = integer(vocab, "vocab", 2), integer(dim, "dim")
-    p = probability(p, "p")
-    if not (isinstance(max_norm, (int, float)) and max_norm > 0):
-        raise ValueError(f"max_norm must be a number > 0, got {max_norm!r}")
+    p, max_norm = probability(p, "p"), positive(max_norm, "max_norm")
     gen = torch.Generator().manual_seed(seed)
     base = torch.randn(vocab, dim, generator=gen) * scale
     idx = torch.arange(vocab)
@@ -690,14 +584,6 @@ def embedding_max_norm_comparison(
         eval_out = F.embedding(idx, base.clone(), None, max_norm)
         train_norm = float(out.norm(dim=1)[kept].mean())
         eval_norm = float(eval_out.norm(dim=1).mean())
-        rows.append(
-            dict(
-                rule=rule,
-                train_kept_norm=train_norm,
-                eval_norm=eval_norm,
-                ratio=train_norm / eval_norm,
-                expected_ratio=1 / (1 - p),
-                raw_weight_max_norm=float(weight.norm(dim=1).max()),
-            )
-        )
+        rows.append(dict(rule=rule, train_kept_norm=train_norm, eval_norm=eval_norm, ratio=train_norm / eval_norm,
+                         expected_ratio=1 / (1 - p), raw_weight_max_norm=float(weight.norm(dim=1).max())))
     return MaxNormComparison(table=pd.DataFrame(rows))

@@ -34,7 +34,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import integer, integers, probabilities, probability, seed_list
+from ..checks import choices, integer, integers, probabilities, probability, seed_list
 from ..schedules import DropoutScheduler, keep_ramp_from_keep
 from ..train import TrainConfig, evaluate, fit, seed_everything, training_modes
 from ..variants import make_dropout
@@ -45,24 +45,13 @@ from ..variants.structured import (
     drop_block2d,
     dropblock_expected_drop_fraction,
 )
-from .studies import per_seed
+from .studies import per_seed, require_splits
 
-__all__ = [
-    "ActiveBlocks",
-    "ArmStudy",
-    "DROPCONNECT_INFERENCES",
-    "active_block_count",
-    "dropblock_check",
-    "dropblock_drop_fractions",
-    "example_masks",
-    "feature_maps",
-    "keep_ramp_scheduler",
-    "spatial_correlation",
-    "train_arms",
-]
+__all__ = ["ActiveBlocks", "ArmStudy", "DROPCONNECT_INFERENCES", "active_block_count", "dropblock_check",
+           "dropblock_drop_fractions", "example_masks", "feature_maps", "keep_ramp_scheduler", "spatial_correlation",
+           "train_arms"]
 
 DROPCONNECT_INFERENCES = ("gaussian", "scale", "sample")
-MASK_KINDS = ("element-wise", "spatial", "DropBlock")
 Z_CHECK = float(stats.norm.isf(0.0005))  # two-sided 1e-3: 3.29 standard errors
 
 
@@ -84,13 +73,9 @@ def dropblock_drop_fractions(feature_sizes: Sequence[int], block_sizes: Sequence
     from the trial-to-trial spread), ``rel_error`` (realised/nominal − 1), ``expected_rel_error``
     and ``z`` ((realised − expected)/se).
     """
-
-    feats = integers(feature_sizes, "feature_sizes")
-    blocks = integers(block_sizes, "block_sizes")
+    feats, blocks = integers(feature_sizes, "feature_sizes"), integers(block_sizes, "block_sizes")
     keeps = probabilities(keep_probs, "keep_probs", zero=False, what="keep probabilities")
-    n_trials = integer(n_trials, "n_trials")
-    if n_trials < 2:
-        raise ValueError(f"n_trials must be ≥ 2 (the standard error needs two trials), got {n_trials}")
+    n_trials = integer(n_trials, "n_trials", 2)  # the standard error needs two trials
     batch, channels = integer(batch, "batch"), integer(channels, "channels")
     gen = torch.Generator().manual_seed(int(seed))
     rows = []
@@ -163,14 +148,13 @@ def feature_maps(model: nn.Module, x: Tensor, layer: str, batch_size: int = 500)
     batch_size = integer(batch_size, "batch_size")
     outputs: list[Tensor] = []
     handle = named[layer].register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
-    with training_modes(model):
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(x), batch_size):
-                    model(x[start:start + batch_size])
-        finally:
-            handle.remove()
+    try:
+        with training_modes(model), torch.no_grad():
+            model.eval()
+            for start in range(0, len(x), batch_size):
+                model(x[start:start + batch_size])
+    finally:
+        handle.remove()
     return torch.cat(outputs)
 
 
@@ -236,16 +220,6 @@ class ArmStudy:
         return per_seed(self.errors, "error", arm=arm, evaluation=evaluation)
 
 
-def _set_inference(model: nn.Module, inference: str) -> None:
-    for module in model.modules():
-        if isinstance(module, DropConnectLinear):
-            module.inference = inference
-
-
-def _has_dropconnect(model: nn.Module) -> bool:
-    return any(isinstance(m, DropConnectLinear) for m in model.modules())
-
-
 def train_arms(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any],
                config: TrainConfig, seeds: Sequence[int], *,
                schedulers: Mapping[str, Callable[[nn.Module], Any]] | None = None,
@@ -259,18 +233,14 @@ def train_arms(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[
     each network is evaluated on ``data[test_split]``; a network with DropConnect layers is
     evaluated once per rule in ``inferences`` (once with its own rule when ``inferences`` is empty).
     """
-
     if not arms:
         raise ValueError("arms must name at least one arm: {label: model keyword arguments}")
     seeds = seed_list(seeds)
-    if test_split not in data:
-        raise ValueError(f"data has no split {test_split!r}; it has {sorted(data)}")
+    require_splits(data, [test_split])
     unknown = sorted(set(schedulers or {}) - set(arms))
     if unknown:
         raise ValueError(f"schedulers name unknown arms {unknown}; arms: {list(arms)}")
-    bad = [i for i in inferences if i not in DROPCONNECT_INFERENCES]
-    if bad:
-        raise ValueError(f"inferences must be among {DROPCONNECT_INFERENCES}, got {bad}")
+    inferences = choices(inferences, DROPCONNECT_INFERENCES, "inferences") if len(inferences) else ()
     frames, errors, models = [], [], {}
     for arm, kwargs in arms.items():
         for seed in seeds:
@@ -282,10 +252,11 @@ def train_arms(make_model: Callable[..., nn.Module], arms: Mapping[str, Mapping[
             frame.insert(0, "seed", seed)
             frame.insert(0, "arm", arm)
             frames.append(frame)
-            evaluations = list(inferences) if inferences and _has_dropconnect(model) else ["default"]
-            for evaluation in evaluations:
+            dropconnect = [m for m in model.modules() if isinstance(m, DropConnectLinear)]
+            for evaluation in inferences if inferences and dropconnect else ("default",):
                 if evaluation != "default":
-                    _set_inference(model, evaluation)
+                    for module in dropconnect:
+                        module.inference = evaluation
                 metrics = evaluate(model, data[test_split], config.task, batch_size=eval_batch_size)
                 errors.append(dict(arm=arm, seed=seed, evaluation=evaluation, error=100 * metrics["error"],
                                    loss=metrics["loss"]))
@@ -356,16 +327,15 @@ def active_block_count(model: nn.Module, x: Tensor, n_passes: int = 1000, seed: 
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(paths)]
     torch.manual_seed(int(seed))
-    with training_modes(model):
-        model.train()
-        try:
-            with torch.no_grad():
-                for _ in range(n_passes):
-                    model(x)
-        finally:
-            for h in handles:
-                h.remove()
-            model.load_state_dict(state)
+    try:
+        with training_modes(model), torch.no_grad():
+            model.train()
+            for _ in range(n_passes):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.load_state_dict(state)
     n_draws = n_passes * per_pass
     frequency = (counts / n_draws).numpy()
     rates = np.array([float(m.p) for m in paths])

@@ -30,49 +30,36 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from scipy import optimize
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
-from ..checks import integer
+from ..checks import choice, integer, probability
 from ..data import Dataset
 from ..inference import enumerate_subnetworks
 from ..train import TrainConfig, fit, seed_everything
-from ..variants.base import validate_p
 from ..variants.bernoulli import InvertedDropout, StandardDropout, inverted_dropout
 
-__all__ = [
-    "deep_linear_regulariser",
-    "equalisation_study",
-    "exact_expected_loss",
-    "glm_penalty",
-    "glm_study",
-    "induced_regulariser_minimum",
-    "induced_study",
-    "isotropic_inputs",
-    "linear_regulariser",
-    "monte_carlo_regulariser",
-    "nwgm_check",
-    "nwgm_study",
-    "product_spread",
-    "regulariser_study",
-]
+__all__ = ["deep_linear_regulariser", "equalisation_study", "exact_expected_loss", "glm_penalty", "glm_study",
+           "induced_regulariser_minimum", "induced_study", "isotropic_inputs", "linear_regulariser",
+           "monte_carlo_regulariser", "nwgm_check", "nwgm_study", "product_spread", "regulariser_study"]
 
 DTYPE = torch.float64
 
 
-def _lam(p: float, name: str) -> float:
-    """λ = p/(1 − p), the variance of the inverted-dropout gate b/(1 − p)."""
-    p = validate_p(p, name, allow_one=False)
+def _lam(p: float, owner: str) -> float:
+    """λ = p/(1 − p), the variance of the inverted-dropout gate b/(1 − p); ``p`` a drop probability in [0, 1)."""
+    p = probability(p, f"{owner}: p")
     return p / (1.0 - p)
-
 
 
 def isotropic_inputs(n: int, d: int, generator: torch.Generator) -> Tensor:
@@ -80,9 +67,7 @@ def isotropic_inputs(n: int, d: int, generator: torch.Generator) -> Tensor:
 
     The check of MA-2's isotropic form then needs no sampling of x: √n times an orthonormal basis.
     """
-    integer(d, "isotropic_inputs: d")
-    if integer(n, "isotropic_inputs: n") < d:
-        raise ValueError(f"isotropic_inputs: n must be ≥ d = {d}, got {n}")
+    integer(n, "isotropic_inputs: n", integer(d, "isotropic_inputs: d"))
     q, _ = torch.linalg.qr(torch.randn(n, d, generator=generator, dtype=DTYPE))
     return q * math.sqrt(n)
 
@@ -127,7 +112,7 @@ def exact_expected_loss(weights: list[Tensor], x: Tensor, y: Tensor, p: float) -
     ``weights`` = [W1, …, WL] (``W_l``: ``(out, in)``); a gate on every hidden unit (layers 1…L−1),
     all gates independent, the kept units scaled by 1/(1 − p). At most 16 hidden units in all.
     """
-    _lam(p, "exact_expected_loss")
+    probability(p, "exact_expected_loss: p")
     widths = [w.shape[0] for w in weights[:-1]]
     if sum(widths) > 16:
         raise ValueError(f"exact_expected_loss: at most 16 hidden units can be enumerated, got {sum(widths)}")
@@ -142,6 +127,15 @@ def exact_expected_loss(weights: list[Tensor], x: Tensor, y: Tensor, p: float) -
     return (probs * losses).sum()
 
 
+def _mask_draws(h: Tensor, p: float, n_masks: int, generator: torch.Generator, chunk: int,
+                value: Callable[[Tensor], Tensor]) -> tuple[float, float]:
+    """Mean and standard error of ``value`` over ``n_masks`` draws of the package's ``inverted_dropout`` on
+    ``h`` (``chunk`` draws at a time; ``value`` maps a chunk of dropped copies of ``h`` to one number each)."""
+    values = torch.cat([value(inverted_dropout(h.expand(min(chunk, n_masks - begin), -1, -1), p, training=True,
+                                               generator=generator)) for begin in range(0, n_masks, chunk)])
+    return float(values.mean()), float(values.std() / math.sqrt(n_masks))
+
+
 def monte_carlo_regulariser(w1: Tensor, w2: Tensor, x: Tensor, y: Tensor, p: float, n_masks: int,
                             generator: torch.Generator, chunk: int = 500) -> tuple[float, float]:
     """MA-2 by sampling: the mean over ``n_masks`` draws of (loss with dropout − loss without).
@@ -149,17 +143,12 @@ def monte_carlo_regulariser(w1: Tensor, w2: Tensor, x: Tensor, y: Tensor, p: flo
     Each draw gates every (example, hidden unit) with the package's ``inverted_dropout``; a draw's
     value is the squared-error sum averaged over the examples. Returns (estimate, standard error).
     """
-    _lam(p, "monte_carlo_regulariser")
+    probability(p, "monte_carlo_regulariser: p")
     integer(n_masks, "monte_carlo_regulariser: n_masks", 2)
     h = x @ w1.T
     clean = ((y - h @ w2.T) ** 2).sum(-1).mean()
-    values = []
-    for begin in range(0, n_masks, chunk):
-        size = min(chunk, n_masks - begin)
-        dropped = inverted_dropout(h.expand(size, -1, -1), p, training=True, generator=generator)
-        values.append(((y - dropped @ w2.T) ** 2).sum(-1).mean(-1) - clean)
-    values = torch.cat(values)
-    return float(values.mean()), float(values.std() / math.sqrt(n_masks))
+    return _mask_draws(h, p, n_masks, generator, chunk,
+                       lambda dropped: ((y - dropped @ w2.T) ** 2).sum(-1).mean(-1) - clean)
 
 
 # ----------------------------------------------------------------------------- MA-3
@@ -187,23 +176,28 @@ def induced_regulariser_minimum(m: Tensor, r: int, seed: int, outer: int = 40) -
     lagrange = torch.zeros_like(m)
     mu = 10.0
 
+    def factors(t: Tensor) -> tuple[Tensor, Tensor]:  # U (rows, r) and V (cols, r) of the flat parameters
+        return t[: rows * r].view(rows, r), t[rows * r:].view(cols, r)
+
+    def regulariser(u: Tensor, v: Tensor) -> Tensor:
+        return (u.norm(dim=0) ** 2 * v.norm(dim=0) ** 2).sum()
+
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
         t = torch.from_numpy(flat).requires_grad_(True)
-        u, v = t[: rows * r].view(rows, r), t[rows * r:].view(cols, r)
+        u, v = factors(t)
         c = u @ v.T - m
-        value = (u.norm(dim=0) ** 2 * v.norm(dim=0) ** 2).sum() + (lagrange * c).sum() + mu / 2 * (c ** 2).sum()
+        value = regulariser(u, v) + (lagrange * c).sum() + mu / 2 * (c ** 2).sum()
         value.backward()
         return float(value.detach()), t.grad.numpy().copy()
 
     for _ in range(outer):
         z = optimize.minimize(objective, z, jac=True, method="L-BFGS-B",
                               options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12}).x
-        u, v = torch.from_numpy(z[: rows * r]).view(rows, r), torch.from_numpy(z[rows * r:]).view(cols, r)
+        u, v = factors(torch.from_numpy(z))
         lagrange = lagrange + mu * (u @ v.T - m)
-    u, v = torch.from_numpy(z[: rows * r]).view(rows, r), torch.from_numpy(z[rows * r:]).view(cols, r)
-    nuclear = float(torch.linalg.matrix_norm(m, ord="nuc"))
-    return {"seed": seed, "value": float((u.norm(dim=0) ** 2 * v.norm(dim=0) ** 2).sum()),
-            "bound": nuclear ** 2 / r,
+    u, v = factors(torch.from_numpy(z))
+    return {"seed": seed, "value": float(regulariser(u, v)),
+            "bound": float(torch.linalg.matrix_norm(m, ord="nuc")) ** 2 / r,
             "residual": float(torch.linalg.matrix_norm(u @ v.T - m) / torch.linalg.matrix_norm(m)),
             "spread": product_spread(u.T, v)}
 
@@ -225,7 +219,7 @@ def equalisation_study(m: Tensor, r: int, p: float, seeds: list[int], config: Tr
     Vidal (2018): dropout's regulariser is minimised, for the learned map, by equalised factors, so
     dropout SGD should drive the products ‖w2_i‖·‖w1_i‖ towards equality; plain SGD has no such pull.
     """
-    _lam(p, "equalisation_study")
+    probability(p, "equalisation_study: p")
     k, d = m.shape
     rows, products = [], []
     for seed in seeds:
@@ -240,16 +234,12 @@ def equalisation_study(m: Tensor, r: int, p: float, seeds: list[int], config: Tr
             w1, w2 = model[0].weight.detach().double(), model[2].weight.detach().double()
             rows.append({"seed": seed, "arm": arm, "spread_before": before, "spread_after": product_spread(w1, w2),
                          "train_mse": history.last("train", "loss")})
-            for i, value in enumerate((w2.norm(dim=0) * w1.norm(dim=1)).tolist()):
-                products.append({"seed": seed, "arm": arm, "unit": i, "product": value})
+            products += [{"seed": seed, "arm": arm, "unit": i, "product": value}
+                         for i, value in enumerate((w2.norm(dim=0) * w1.norm(dim=1)).tolist())]
     return EqualisationStudy(pd.DataFrame(rows), pd.DataFrame(products))
 
 
 # ----------------------------------------------------------------------------- WA-GLM
-
-
-def _softplus(eta: Tensor) -> Tensor:
-    return torch.nn.functional.softplus(eta)
 
 
 def glm_penalty(x: Tensor, beta: Tensor, intercept: float, p: float, n_masks: int,
@@ -269,19 +259,16 @@ def glm_penalty(x: Tensor, beta: Tensor, intercept: float, p: float, n_masks: in
     x, beta = x.to(DTYPE), beta.to(DTYPE)
     eta = x @ beta + intercept
     a1 = torch.sigmoid(eta)
-    a2 = a1 * (1.0 - a1)
-    quadratic = float(0.5 * lam * (a2 * ((x ** 2) @ (beta ** 2))).mean())
+    quadratic = float(0.5 * lam * (a1 * (1.0 - a1) * ((x ** 2) @ (beta ** 2))).mean())
     if p == 0.0:
         return {"p": p, "exact": 0.0, "se": 0.0, "quadratic": quadratic, "relative_error": 0.0}
-    values = []
-    for begin in range(0, n_masks, chunk):
-        size = min(chunk, n_masks - begin)
-        noisy = inverted_dropout(x.expand(size, -1, -1), p, training=True, generator=generator) @ beta + intercept
-        values.append((_softplus(noisy) - _softplus(eta) - a1 * (noisy - eta)).mean(-1))
-    values = torch.cat(values)
-    exact = float(values.mean())
-    return {"p": p, "exact": exact, "se": float(values.std() / math.sqrt(n_masks)), "quadratic": quadratic,
-            "relative_error": (quadratic - exact) / exact}
+
+    def excess(dropped: Tensor) -> Tensor:  # A(η̃) − A(η) − A'(η)·(η̃ − η), averaged over the examples
+        noisy = dropped @ beta + intercept
+        return (F.softplus(noisy) - F.softplus(eta) - a1 * (noisy - eta)).mean(-1)
+
+    exact, se = _mask_draws(x, p, n_masks, generator, chunk, excess)
+    return {"p": p, "exact": exact, "se": se, "quadratic": quadratic, "relative_error": (quadratic - exact) / exact}
 
 
 # ----------------------------------------------------------------------------- BS-NWGM
@@ -302,7 +289,7 @@ def nwgm_study(n_units: int, n_inputs: int, p: float, seed: int, all_low: bool) 
     integer(n_units, "nwgm_study: n_units")
     if integer(n_inputs, "nwgm_study: n_inputs") > 16:
         raise ValueError(f"nwgm_study: n_inputs must be ≤ 16 (2^n masks are enumerated), got {n_inputs}")
-    _lam(p, "nwgm_study")
+    probability(p, "nwgm_study: p")
     g = torch.Generator().manual_seed(seed)
     rows = []
     rate = float(StandardDropout(p).p)  # the rate the module holds (float32: 0.3 is 0.30000001…)
@@ -322,11 +309,10 @@ def nwgm_study(n_units: int, n_inputs: int, p: float, seed: int, all_low: bool) 
         s = masks @ (w * o) + c
         outputs = torch.sigmoid(s)
         variance = float((probs * (outputs - e) ** 2).sum())
-        mean_s = float((1.0 - rate) * (w * o).sum() + c)
-        rows.append({"unit": unit, "E": e, "NWGM": nwgm, "sigma_of_mean": 1.0 / (1.0 + math.exp(-mean_s)),
-                     "identity_error": abs(nwgm - 1.0 / (1.0 + math.exp(-mean_s))),
-                     "all_low": bool((outputs <= 0.5).all()), "V": variance,
-                     "gap": e - nwgm, "estimate": variance * (1 - 2 * e) / (2 * e * (1 - e))})
+        sigma_of_mean = 1.0 / (1.0 + math.exp(-float((1.0 - rate) * (w * o).sum() + c)))
+        rows.append({"unit": unit, "E": e, "NWGM": nwgm, "sigma_of_mean": sigma_of_mean,
+                     "identity_error": abs(nwgm - sigma_of_mean), "all_low": bool((outputs <= 0.5).all()),
+                     "V": variance, "gap": e - nwgm, "estimate": variance * (1 - 2 * e) / (2 * e * (1 - e))})
     return pd.DataFrame(rows)
 
 
@@ -359,14 +345,19 @@ def regulariser_study(p: float, n_masks: int, p_values: list[float], seed: int =
     N(0, 1/9). The deep nets are d-6-6-k with weights N(0, 1/4); each hidden unit is then rescaled by a
     factor c log-uniform in [1/4, 4] (incoming × c, outgoing × 1/c) and the terms recomputed.
     """
-    _lam(p, "regulariser_study")
-    if p not in p_values:
-        raise ValueError(f"regulariser_study: p = {p} must be one of p_values {p_values}")
+    probability(p, "regulariser_study: p")
+    choice(p, p_values, "regulariser_study: p")
     g = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int) -> Tensor:
+        return torch.randn(shape, generator=g, dtype=DTYPE)
+
+    def log_uniform(low: float, high: float, size: int) -> Tensor:
+        return torch.exp(torch.empty(size, dtype=DTYPE).uniform_(math.log(low), math.log(high), generator=g))
+
     x = isotropic_inputs(n, d, g)
-    y = x @ torch.randn(k, d, generator=g, dtype=DTYPE).T
-    w1 = torch.randn(r, d, generator=g, dtype=DTYPE) / 3
-    w2 = torch.randn(k, r, generator=g, dtype=DTYPE) / 3
+    y = x @ normal(k, d).T
+    w1, w2 = normal(r, d) / 3, normal(k, r) / 3
     rows = []
     for index, rate in enumerate(p_values):
         closed = float(_lam(rate, "regulariser_study") * ((w2**2).sum(0) * (w1**2).sum(1)).sum())
@@ -381,13 +372,10 @@ def regulariser_study(p: float, n_masks: int, p_values: list[float], seed: int =
     closed = linear_regulariser(small1, small2, x, p)
     deep_rows = []
     for net in range(n_deep):
-        a = torch.randn(6, d, generator=g, dtype=DTYPE) / 2
-        b = torch.randn(6, 6, generator=g, dtype=DTYPE) / 2
-        c = torch.randn(k, 6, generator=g, dtype=DTYPE) / 2
+        a, b, c = normal(6, d) / 2, normal(6, 6) / 2, normal(k, 6) / 2
         terms = deep_linear_regulariser(a, b, c, x, p)
         enumerated = exact_expected_loss([a, b, c], x, y, p) - ((y - x @ a.T @ b.T @ c.T) ** 2).sum(-1).mean()
-        s1 = torch.exp(torch.empty(6, dtype=DTYPE).uniform_(math.log(0.25), math.log(4.0), generator=g))
-        s2 = torch.exp(torch.empty(6, dtype=DTYPE).uniform_(math.log(0.25), math.log(4.0), generator=g))
+        s1, s2 = log_uniform(0.25, 4.0, 6), log_uniform(0.25, 4.0, 6)
         rescaled = deep_linear_regulariser(a * s1[:, None], b / s1[None, :] * s2[:, None], c / s2[None, :], x, p)
         deep_rows.append({"net": net, **{key: float(value) for key, value in terms.items()},
                           "enumerated": float(enumerated),
@@ -441,9 +429,8 @@ def glm_study(p: float, p_values: list[float], n_masks: int, c: float = 1.0, see
     ``LogisticRegression(C=c)``. ``features`` gives, per pixel, the Fisher weight diag(XᵀVX/n)_j, the
     plain coefficient β_j² and the quadratic penalty's share ½λ·diag_j·β_j² at ``p``.
     """
-    _lam(p, "glm_study")
-    if p not in p_values:
-        raise ValueError(f"glm_study: p = {p} must be one of p_values {p_values}")
+    lam = _lam(p, "glm_study")
+    choice(p, p_values, "glm_study: p")
     images, labels = load_digits(return_X_y=True)
     images = StandardScaler().fit_transform(images[:, images.std(0) > 0])
     target = (labels >= 5).astype(int)
@@ -456,8 +443,7 @@ def glm_study(p: float, p_values: list[float], n_masks: int, c: float = 1.0, see
     a1 = torch.sigmoid(x @ beta + intercept)
     fisher = ((a1 * (1 - a1))[:, None] * x**2).mean(0)
     features = pd.DataFrame({"feature": range(len(beta)), "fisher_weight": fisher.numpy(),
-                             "beta_squared": (beta**2).numpy(),
-                             "penalty": (0.5 * _lam(p, "glm_study") * fisher * beta**2).numpy()})
+                             "beta_squared": (beta**2).numpy(), "penalty": (0.5 * lam * fisher * beta**2).numpy()})
     return GLMStudy(penalties, abs(float(penalties.loc[penalties["p"] == p, "relative_error"].iloc[0])), features,
                     float(model.score(images, target)), int(x.shape[0]), int(x.shape[1]))
 

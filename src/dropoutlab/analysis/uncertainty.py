@@ -40,6 +40,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from ..checks import (
+    choice,
     choices,
     finite,
     integer,
@@ -53,45 +54,17 @@ from ..checks import (
     settle,
 )
 from ..data import Dataset, load_dataset
-from ..inference import (
-    mutual_information,
-    predict_mc,
-    predict_weight_scaling,
-    predictive_entropy,
-)
+from ..inference import mutual_information, predict_mc, predict_weight_scaling, predictive_entropy
 from ..models import ACTIVATIONS, MLP, ConvNet
 from ..train import TrainConfig, evaluate, fit, resolve_device, seed_everything, training_modes
 
-__all__ = [
-    "ACTIVATIONS_COMPARED",
-    "OOD_SETS",
-    "REGRESSION_DATASETS",
-    "BNPitfallConfig",
-    "BNPitfallStudy",
-    "ClassificationConfig",
-    "ClassificationStudy",
-    "ExtrapolationConfig",
-    "ExtrapolationStudy",
-    "RegressionConfig",
-    "bn_max_abs_change",
-    "bn_pitfall_study",
-    "bn_running_stats",
-    "classification_study",
-    "converged_at",
-    "expected_calibration_error",
-    "extrapolation_ratios",
-    "extrapolation_study",
-    "gaussian_mixture_log_likelihood",
-    "load_regression",
-    "naive_train_mode_mc",
-    "ood_auroc",
-    "regression_mc_metrics",
-    "regression_study",
-    "reliability_bins",
-    "rotate_images",
-    "synthetic_series",
-    "train_test_split_indices",
-]
+__all__ = ["ACTIVATIONS_COMPARED", "OOD_SETS", "REGRESSION_DATASETS", "BNPitfallConfig", "BNPitfallStudy",
+           "ClassificationConfig", "ClassificationStudy", "ExtrapolationConfig", "ExtrapolationStudy",
+           "RegressionConfig", "bn_max_abs_change", "bn_pitfall_study", "bn_running_stats", "classification_study",
+           "converged_at", "expected_calibration_error", "extrapolation_ratios", "extrapolation_study",
+           "gaussian_mixture_log_likelihood", "load_regression", "naive_train_mode_mc", "ood_auroc",
+           "regression_mc_metrics", "regression_study", "reliability_bins", "rotate_images", "synthetic_series",
+           "train_test_split_indices"]
 
 REGRESSION_DATASETS = ("diabetes", "friedman")
 OOD_SETS = ("fashion-mnist", "rotated", "noise")
@@ -113,8 +86,7 @@ def converged_at(T_values: Sequence[int], values: Sequence[float], tolerance: fl
         raise ValueError(f"converged_at: T_values and values must be 1-D of equal length, got {T.shape} and {v.shape}")
     if np.any(np.diff(T) <= 0):
         raise ValueError(f"converged_at: T_values must be strictly increasing, got {T.tolist()}")
-    if not tolerance > 0:
-        raise ValueError(f"converged_at: tolerance must be > 0, got {tolerance!r}")
+    tolerance = positive(tolerance, "converged_at: tolerance")
     limit = tolerance * abs(v[-1]) if relative else tolerance
     inside = np.abs(v - v[-1]) <= limit
     # the last index where the curve is still outside the band, +1
@@ -134,13 +106,10 @@ def load_regression(name: str, seed: int = 0, n_samples: int = 500) -> tuple[np.
     * ``"friedman"``: Friedman #1 (``make_friedman1``), ``n_samples`` × 10, noise sd 1,
       y = 10 sin(π x₁x₂) + 20(x₃ − ½)² + 10x₄ + 5x₅ + ε; drawn with ``seed``.
     """
-    if name == "diabetes":
+    if choice(name, REGRESSION_DATASETS, "load_regression: name") == "diabetes":
         X, y = load_diabetes(return_X_y=True)
-    elif name == "friedman":
-        X, y = make_friedman1(n_samples=integer(n_samples, "n_samples"), n_features=10, noise=1.0,
-                              random_state=seed)
     else:
-        raise ValueError(f"load_regression: name must be one of {REGRESSION_DATASETS}, got {name!r}")
+        X, y = make_friedman1(n_samples=integer(n_samples, "n_samples"), n_features=10, noise=1.0, random_state=seed)
     return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
@@ -170,8 +139,7 @@ def gaussian_mixture_log_likelihood(y: np.ndarray | Tensor, samples: np.ndarray 
     if s.shape[1] != y.shape[0]:
         raise ValueError(f"gaussian_mixture_log_likelihood: samples (T, N) must match y (N,), "
                          f"got {s.shape} and {y.shape}")
-    if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
-        raise ValueError(f"gaussian_mixture_log_likelihood: tau must be a finite number > 0, got {tau!r}")
+    tau = positive(tau, "gaussian_mixture_log_likelihood: tau")
     T = s.shape[0]
     return (logsumexp(-0.5 * tau * (y[None] - s) ** 2, axis=0) - math.log(T)
             - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau))
@@ -186,12 +154,8 @@ def regression_mc_metrics(samples: np.ndarray | Tensor, y: np.ndarray | Tensor, 
     Ts = sorted(set(integers(T_values, "T_values")))
     if Ts[-1] > s.shape[0]:
         raise ValueError(f"regression_mc_metrics: T_values go up to {Ts[-1]} but only {s.shape[0]} samples were given")
-    rows = []
-    for T in Ts:
-        mean = s[:T].mean(0)
-        rows.append({"T": T, "rmse_mc": float(np.sqrt(np.mean((y - mean) ** 2))),
-                     "ll_mc": float(gaussian_mixture_log_likelihood(y, s[:T], tau).mean())})
-    return rows
+    return [{"T": T, "rmse_mc": float(np.sqrt(np.mean((y - s[:T].mean(0)) ** 2))),
+             "ll_mc": float(gaussian_mixture_log_likelihood(y, s[:T], tau).mean())} for T in Ts]
 
 
 @dataclass
@@ -207,13 +171,15 @@ class _Standardiser:
         std[std == 0] = 1.0
         return cls(X.mean(0), std, float(y.mean()), float(y.std()))
 
+    def inputs(self, X: np.ndarray) -> Tensor:
+        return torch.from_numpy(((X - self.x_mean) / self.x_std).astype(np.float32))
+
     def data(self, X: np.ndarray, y: np.ndarray) -> Dataset:
-        x = torch.from_numpy(((X - self.x_mean) / self.x_std).astype(np.float32))
-        return Dataset(x, torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)))
+        return Dataset(self.inputs(X), torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)))
 
 
-def _train_regressor(X: np.ndarray, y: np.ndarray, widths: Sequence[int], p: float, tau: float, lengthscale: float,
-                     config: TrainConfig, seed: int) -> tuple[nn.Module, _Standardiser]:
+def _train_regressor(X: np.ndarray, y: np.ndarray, tau: float, config: RegressionConfig,
+                     seed: int) -> tuple[nn.Module, _Standardiser]:
     """Gal's net: dropout ``p`` on the input and before every later layer, ReLU, MSE, Adam.
 
     Weight decay: Keras' ``l2(reg)`` adds reg·‖W‖² with reg = l²(1 − p)/(2Nτ); torch's coupled
@@ -222,21 +188,25 @@ def _train_regressor(X: np.ndarray, y: np.ndarray, widths: Sequence[int], p: flo
     l = 1e-2 the term is below 1e-5 either way). torch also decays the biases.
     """
     norm = _Standardiser.fit(X, y)
-    weight_decay = 2 * lengthscale**2 * (1 - p) / (2 * len(X) * tau * norm.y_std**2)
+    p = config.p
+    weight_decay = 2 * config.lengthscale**2 * (1 - p) / (2 * len(X) * tau * norm.y_std**2)
     seed_everything(seed)
-    model = MLP(X.shape[1], widths, 1, activation="relu", p_input=p, p_hidden=p)
-    fit(model, {"train": norm.data(X, y)}, replace(config, seed=seed, weight_decay=weight_decay,
-                                                    task="regression", eval_splits=()))
+    model = MLP(X.shape[1], config.widths, 1, activation="relu", p_input=p, p_hidden=p)
+    fit(model, {"train": norm.data(X, y)}, replace(config.train_config(), seed=seed, weight_decay=weight_decay))
     return model, norm
+
+
+def _mc_and_standard(model: nn.Module, x: Tensor, T: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T MC samples (T, N), weight-scaled prediction (N,)) of a one-output net as float64, the MC draws seeded."""
+    torch.manual_seed(seed)
+    samples = predict_mc(model, x, T).squeeze(-1).double().cpu().numpy()
+    return samples, predict_weight_scaling(model, x).squeeze(-1).double().cpu().numpy()
 
 
 def _regression_samples(model: nn.Module, norm: _Standardiser, X: np.ndarray, T: int, seed: int,
                         device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(MC samples (T, N), weight-scaled prediction (N,)) on the original scale of y."""
-    x = norm.data(X, np.zeros(len(X))).x.to(device)
-    torch.manual_seed(seed)
-    samples = predict_mc(model, x, T).squeeze(-1).double().cpu().numpy()
-    standard = predict_weight_scaling(model, x).squeeze(-1).double().cpu().numpy()
+    samples, standard = _mc_and_standard(model, norm.inputs(X).to(device), T, seed)
     return samples * norm.y_std + norm.y_mean, standard * norm.y_std + norm.y_mean
 
 
@@ -273,8 +243,7 @@ class RegressionConfig:
         name = "RegressionConfig"
         settle(self, datasets=choices(self.datasets, REGRESSION_DATASETS, f"{name}.datasets"),
                n_splits=integer(self.n_splits, f"{name}.n_splits"),
-               widths=tuple(integers(self.widths, f"{name}.widths")),
-               p=probability(self.p, f"{name}.p"),
+               widths=tuple(integers(self.widths, f"{name}.widths")), p=probability(self.p, f"{name}.p"),
                tau_grid=tuple(positives(self.tau_grid, f"{name}.tau_grid")),
                T_values=tuple(sorted(set(integers(self.T_values, f"{name}.T_values")))),
                T_select=integer(self.T_select, f"{name}.T_select"),
@@ -282,7 +251,7 @@ class RegressionConfig:
                val_fraction=probability(self.val_fraction, f"{name}.val_fraction", zero=False, what="a fraction"),
                friedman_samples=integer(self.friedman_samples, f"{name}.friedman_samples", 2),
                seed=integer(self.seed, f"{name}.seed", 0))
-        self.train_config()  # checks epochs, batch_size and device
+        self.train_config()  # checks epochs and batch_size
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
@@ -304,9 +273,7 @@ def regression_study(config: RegressionConfig) -> pd.DataFrame:
     ``tau_std`` (standardised), ``rmse_mc``, ``ll_mc``, ``rmse_standard``, ``ll_standard``
     (the weight-scaled prediction as a single Gaussian with precision τ), ``n_train``, ``n_test``.
     """
-    training = config.train_config()
     dev = resolve_device(config.device)
-
     rows = []
     for name in config.datasets:
         X, y = load_regression(name, seed=config.seed, n_samples=config.friedman_samples)
@@ -318,14 +285,12 @@ def regression_study(config: RegressionConfig) -> pd.DataFrame:
             var_inner = float(y_train[inner_idx].var())
             val_ll = []
             for tau_std in config.tau_grid:
-                model, norm = _train_regressor(X_train[inner_idx], y_train[inner_idx], config.widths, config.p,
-                                               tau_std, config.lengthscale, training, split_seed)
+                model, norm = _train_regressor(X_train[inner_idx], y_train[inner_idx], tau_std, config, split_seed)
                 samples, _ = _regression_samples(model, norm, X_train[val_idx], config.T_select, split_seed, dev)
                 val_ll.append(gaussian_mixture_log_likelihood(y_train[val_idx], samples, tau_std / var_inner).mean())
             tau_std = config.tau_grid[int(np.argmax(val_ll))]
             tau = tau_std / float(y_train.var())
-            model, norm = _train_regressor(X_train, y_train, config.widths, config.p, tau_std, config.lengthscale,
-                                           training, split_seed)
+            model, norm = _train_regressor(X_train, y_train, tau_std, config, split_seed)
             samples, standard = _regression_samples(model, norm, X[test_idx], config.T_values[-1], split_seed, dev)
             y_test = y[test_idx]
             rmse_standard = float(np.sqrt(np.mean((y_test - standard) ** 2)))
@@ -389,14 +354,11 @@ class ExtrapolationConfig:
         name = "ExtrapolationConfig"
         settle(self, activations=choices(self.activations, sorted(ACTIVATIONS), f"{name}.activations"),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               widths=tuple(integers(self.widths, f"{name}.widths")),
-               p=probability(self.p, f"{name}.p"),
-               T=integer(self.T, f"{name}.T"),
-               n_train=integer(self.n_train, f"{name}.n_train"),
-               noise=positive(self.noise, f"{name}.noise", zero=True),
-               extent=positive(self.extent, f"{name}.extent"),
+               widths=tuple(integers(self.widths, f"{name}.widths")), p=probability(self.p, f"{name}.p"),
+               T=integer(self.T, f"{name}.T"), n_train=integer(self.n_train, f"{name}.n_train"),
+               noise=positive(self.noise, f"{name}.noise", zero=True), extent=positive(self.extent, f"{name}.extent"),
                n_grid=integer(self.n_grid, f"{name}.n_grid"))
-        self.train_config()  # checks epochs, batch_size and device
+        self.train_config()  # checks epochs and batch_size
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
@@ -415,6 +377,7 @@ def extrapolation_study(config: ExtrapolationConfig) -> ExtrapolationStudy:
     training = config.train_config()
     dev = resolve_device(config.device)
     x_grid = np.linspace(0.0, 1.0 + config.extent, config.n_grid)
+    grid = torch.from_numpy(x_grid[:, None].astype(np.float32)).to(dev)
     curves, train_frame = [], None
     for seed in config.seeds:
         rng = np.random.default_rng(seed)
@@ -425,14 +388,11 @@ def extrapolation_study(config: ExtrapolationConfig) -> ExtrapolationStudy:
                        torch.from_numpy(((y_train - y_mean) / y_std).astype(np.float32)))
         if train_frame is None:
             train_frame = pd.DataFrame({"x": x_train, "y": data.y.double().numpy()})
-        grid = torch.from_numpy(x_grid[:, None].astype(np.float32)).to(dev)
         for activation in config.activations:
             seed_everything(seed)
             model = MLP(1, config.widths, 1, activation=activation, p_input=0.0, p_hidden=config.p)
             fit(model, {"train": data}, replace(training, seed=seed))
-            torch.manual_seed(seed)
-            samples = predict_mc(model, grid, config.T).squeeze(-1).double().cpu().numpy()
-            standard = predict_weight_scaling(model, grid).squeeze(-1).double().cpu().numpy()
+            samples, standard = _mc_and_standard(model, grid, config.T, seed)
             curves.append(pd.DataFrame({
                 "activation": activation, "seed": seed, "x": x_grid,
                 "truth": (synthetic_series(x_grid) - y_mean) / y_std,
@@ -444,8 +404,7 @@ def extrapolation_study(config: ExtrapolationConfig) -> ExtrapolationStudy:
 
 def extrapolation_ratios(curves) -> Any:
     """Per (activation, seed): mean predictive sd in each region and their ratio (extrapolation / interpolation)."""
-    needed = {"activation", "seed", "region", "mc_sd"}
-    missing = needed - set(curves.columns)
+    missing = {"activation", "seed", "region", "mc_sd"} - set(curves.columns)
     if missing:
         raise ValueError(f"extrapolation_ratios: curves lack column(s) {sorted(missing)}")
     table = curves.groupby(["activation", "seed", "region"])["mc_sd"].mean().unstack("region")
@@ -473,20 +432,6 @@ def ood_auroc(scores_in: np.ndarray | Tensor, scores_out: np.ndarray | Tensor) -
     return float(roc_auc_score(labels, np.concatenate([a, b])))
 
 
-def _confidence_and_correct(probs: np.ndarray | Tensor, labels: np.ndarray | Tensor,
-                            owner: str) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels).ravel()
-    if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[0] == 0:
-        raise ValueError(f"{owner}: probs must be (N, C) with one label per row, got {probs.shape} and {labels.shape}")
-    return probs.max(1), (probs.argmax(1) == labels).astype(np.float64)
-
-
-def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
-    # bins [0, 1/n), [1/n, 2/n), ..., [(n-1)/n, 1]: confidence 1 falls in the last bin
-    return np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
-
-
 def reliability_bins(probs: np.ndarray | Tensor, labels: np.ndarray | Tensor, n_bins: int = 15):
     """Equal-width confidence bins on [0, 1]: count, mean confidence and accuracy per bin.
 
@@ -495,8 +440,14 @@ def reliability_bins(probs: np.ndarray | Tensor, labels: np.ndarray | Tensor, n_
     (NaN for empty bins).
     """
     n_bins = integer(n_bins, "n_bins")
-    confidence, correct = _confidence_and_correct(probs, labels, "reliability_bins")
-    index = _bin_index(confidence, n_bins)
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).ravel()
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[0] == 0:
+        raise ValueError(f"reliability_bins: probs must be (N, C) with one label per row, got {probs.shape} and "
+                         f"{labels.shape}")
+    confidence, correct = probs.max(1), (probs.argmax(1) == labels).astype(np.float64)
+    # bins [0, 1/n), [1/n, 2/n), ..., [(n-1)/n, 1]: confidence 1 falls in the last bin
+    index = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
     count = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, weights=confidence, minlength=n_bins) / count
@@ -524,29 +475,22 @@ def rotate_images(x: Tensor, degrees: float) -> Tensor:
     if not isinstance(x, Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"rotate_images: x must be a tensor of shape (N, C, H, W), got {shape}")
-    if not (isinstance(degrees, (int, float)) and math.isfinite(degrees)):
-        raise ValueError(f"rotate_images: degrees must be a finite number, got {degrees!r}")
-    rotated = ndimage.rotate(x.detach().cpu().numpy(), float(degrees), axes=(3, 2), reshape=False, order=1,
+    degrees = finite(degrees, "rotate_images: degrees")
+    rotated = ndimage.rotate(x.detach().cpu().numpy(), degrees, axes=(3, 2), reshape=False, order=1,
                              mode="constant", cval=0.0)
     return torch.from_numpy(np.clip(rotated, 0.0, 1.0).astype(np.float32))
 
 
-def _ood_inputs(name: str, dataset: str, in_test, n_eval: int, seed: int, rotation_degrees: float) -> Tensor:
+def _ood_inputs(name: str, dataset: str, in_test: Dataset, seed: int, rotation_degrees: float) -> Tensor:
     if name == "fashion-mnist":
-        x = load_dataset("fashion-mnist", "test", n=n_eval, seed=seed).x
+        x = load_dataset("fashion-mnist", "test", n=len(in_test), seed=seed).x
         if x.shape[1:] != in_test.x.shape[1:]:
             raise ValueError(f"classification_study: OOD set 'fashion-mnist' has images {tuple(x.shape[1:])}, "
                              f"{dataset} has {tuple(in_test.x.shape[1:])}; use 'rotated' or 'noise' for {dataset}")
         return x
     if name == "rotated":
         return rotate_images(in_test.x, rotation_degrees)
-    if name == "noise":
-        return torch.rand(in_test.x.shape, generator=torch.Generator().manual_seed(seed))
-    raise ValueError(f"classification_study: ood_sets must be names from {OOD_SETS}, got {name!r}")
-
-
-def _softmax_entropy(probs: Tensor) -> Tensor:
-    return -torch.special.xlogy(probs, probs).sum(-1)
+    return torch.rand(in_test.x.shape, generator=torch.Generator().manual_seed(seed))  # "noise"
 
 
 @dataclass
@@ -574,8 +518,9 @@ def _uncertainty(model: nn.Module, x: Tensor, T: int, device: torch.device) -> d
     x = x.to(device)
     probs_mc = torch.softmax(predict_mc(model, x, T), dim=-1).double().cpu()
     probs_det = torch.softmax(predict_weight_scaling(model, x), dim=-1).double().cpu()
+    # entropy_det: the softmax entropy of the deterministic net, the predictive entropy of that one sample
     return {"probs_mc": probs_mc.mean(0), "probs_det": probs_det, "entropy_mc": predictive_entropy(probs_mc),
-            "mutual_information": mutual_information(probs_mc), "entropy_det": _softmax_entropy(probs_det)}
+            "mutual_information": mutual_information(probs_mc), "entropy_det": predictive_entropy(probs_det[None])}
 
 
 @dataclass(frozen=True)
@@ -616,13 +561,11 @@ class ClassificationConfig:
                n_eval=optional_integer(self.n_eval, f"{name}.n_eval"),
                widths=tuple(integers(self.widths, f"{name}.widths")),
                p_input=probability(self.p_input, f"{name}.p_input"),
-               p_hidden=probability(self.p_hidden, f"{name}.p_hidden"),
-               T=integer(self.T, f"{name}.T"),
+               p_hidden=probability(self.p_hidden, f"{name}.p_hidden"), T=integer(self.T, f"{name}.T"),
                rotation_degrees=finite(self.rotation_degrees, f"{name}.rotation_degrees"),
                rotation_angles=tuple(finite(a, f"{name}.rotation_angles (each)") for a in angles),
-               n_rotation=integer(self.n_rotation, f"{name}.n_rotation"),
-               n_bins=integer(self.n_bins, f"{name}.n_bins"))
-        self.train_config()  # checks epochs, batch_size and device
+               n_rotation=integer(self.n_rotation, f"{name}.n_rotation"), n_bins=integer(self.n_bins, f"{name}.n_bins"))
+        self.train_config()  # checks epochs and batch_size
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
@@ -652,7 +595,7 @@ def classification_study(config: ClassificationConfig) -> ClassificationStudy:
         fit(model, {"train": train}, replace(training, seed=seed))
         torch.manual_seed(seed)
         sets = {"in-distribution": test.x}
-        sets.update({name: _ood_inputs(name, config.dataset, test, len(test), seed, config.rotation_degrees)
+        sets.update({name: _ood_inputs(name, config.dataset, test, seed, config.rotation_degrees)
                      for name in config.ood_sets})
         results = {source: _uncertainty(model, x, config.T, dev) for source, x in sets.items()}
         for source, result in results.items():
@@ -694,15 +637,13 @@ def bn_running_stats(model: nn.Module) -> dict[str, Tensor]:
     """Copies of every BatchNorm buffer (running_mean, running_var, num_batches_tracked), by name."""
     return {f"{name}.{key}": buf.detach().clone() for name, module in model.named_modules()
             if isinstance(module, nn.modules.batchnorm._BatchNorm)
-            for key, buf in module.named_buffers(recurse=False) if buf is not None}
+            for key, buf in module.named_buffers(recurse=False)}
 
 
 def _relative_change(before: dict[str, Tensor], after: dict[str, Tensor], key: str) -> float:
-    names = [n for n in before if n.endswith(key)]
-    if not names:
-        return 0.0
-    changes = [float((after[n] - before[n]).norm() / before[n].norm().clamp_min(1e-12)) for n in names]
-    return float(np.mean(changes))
+    changes = [float((after[n] - before[n]).norm() / before[n].norm().clamp_min(1e-12))
+               for n in before if n.endswith(key)]
+    return float(np.mean(changes)) if changes else 0.0
 
 
 def bn_max_abs_change(before: dict[str, Tensor], after: dict[str, Tensor]) -> float:
@@ -733,13 +674,10 @@ def naive_train_mode_mc(model: nn.Module, x: Tensor, T: int, batch_size: int) ->
     """
     T = integer(T, "T")
     batch_size = integer(batch_size, "batch_size")
-    with training_modes(model):
+    with training_modes(model), torch.no_grad():
         model.train()
-        with torch.no_grad():
-            samples = []
-            for _ in range(T):
-                parts = [torch.softmax(model(x[i:i + batch_size]), -1) for i in range(0, len(x), batch_size)]
-                samples.append(torch.cat(parts))
+        samples = [torch.cat([torch.softmax(model(x[i:i + batch_size]), -1) for i in range(0, len(x), batch_size)])
+                   for _ in range(T)]
     return torch.stack(samples)
 
 
@@ -792,12 +730,10 @@ class BNPitfallConfig:
         settle(self, seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                n_train=optional_integer(self.n_train, f"{name}.n_train"),
                n_eval=optional_integer(self.n_eval, f"{name}.n_eval"),
-               channels=tuple(integers(self.channels, f"{name}.channels")),
-               p=probability(self.p, f"{name}.p"),
-               hidden=integer(self.hidden, f"{name}.hidden"),
-               T=integer(self.T, f"{name}.T"),
+               channels=tuple(integers(self.channels, f"{name}.channels")), p=probability(self.p, f"{name}.p"),
+               hidden=integer(self.hidden, f"{name}.hidden"), T=integer(self.T, f"{name}.T"),
                batch_sizes=tuple(sorted(set(integers(self.batch_sizes, f"{name}.batch_sizes")))))
-        self.train_config()  # checks epochs, batch_size and device
+        self.train_config()  # checks epochs and batch_size
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
@@ -835,19 +771,16 @@ def bn_pitfall_study(config: BNPitfallConfig) -> BNPitfallStudy:
                 predicted = sample(run, x, config.T, size).mean(0).argmax(-1)
                 after = bn_running_stats(run)
                 reference = predicted if reference is None else reference
-                accuracy_rows.append({"seed": seed, "method": method, "batch_size": size,
-                                      "accuracy": float((predicted == labels).double().mean()),
+                key = {"seed": seed, "method": method, "batch_size": size}
+                accuracy_rows.append({**key, "accuracy": float((predicted == labels).double().mean()),
                                       "differs_from_largest_batch": float((predicted != reference).double().mean()),
                                       "eval_accuracy": base_accuracy})
-                stats_rows.append({
-                    "seed": seed, "method": method, "batch_size": size,
-                    "running_mean_change": _relative_change(before, after, "running_mean"),
-                    "running_var_change": _relative_change(before, after, "running_var"),
-                    "buffers_changed": any(not torch.equal(before[k], after[k]) for k in before),
-                    "max_abs_change": bn_max_abs_change(before, after),
-                    "eval_accuracy_before": base_accuracy,
-                    "eval_accuracy_after": 1.0 - evaluate(run, test, device=dev)["error"],
-                })
+                stats_rows.append({**key, "running_mean_change": _relative_change(before, after, "running_mean"),
+                                   "running_var_change": _relative_change(before, after, "running_var"),
+                                   "buffers_changed": any(not torch.equal(before[k], after[k]) for k in before),
+                                   "max_abs_change": bn_max_abs_change(before, after),
+                                   "eval_accuracy_before": base_accuracy,
+                                   "eval_accuracy_after": 1.0 - evaluate(run, test, device=dev)["error"]})
     accuracy = pd.DataFrame(accuracy_rows).sort_values(["seed", "method", "batch_size"], ignore_index=True)
     stats = pd.DataFrame(stats_rows).sort_values(["seed", "method", "batch_size"], ignore_index=True)
     return BNPitfallStudy(accuracy=accuracy, stats=stats)

@@ -33,12 +33,13 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..checks import integer, optional_integer, seed_list, settle
+from ..checks import choice, finite, integer, is_integer, optional_integer, positive, probability, seed_list, settle
 from ..experiments import run_settings
 from ..train import TrainConfig, evaluate, model_device, training_modes
 from ..variants import DropoutBase, make_dropout
 from ..variants.bernoulli import InvertedDropout
 from ..variants.noise import GaussianDropout, Uout
+from .studies import require_splits, study_config, train_config
 
 __all__ = [
     "VarianceShiftConfig",
@@ -64,6 +65,7 @@ __all__ = [
 MC_VARIANTS = ("dropout", "uout")
 MEASURE_COLUMNS = ["layer", "channels", "var_train", "var_eval", "ratio", "shift_ratio_max", "running_var",
                    "shift_running_max", "ratio_theory"]
+_BN = nn.modules.batchnorm._BatchNorm
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,26 +73,11 @@ MEASURE_COLUMNS = ["layer", "channels", "var_train", "var_eval", "ratio", "shift
 # --------------------------------------------------------------------------------------------
 
 
-def _check_range(values: Any, name: str, low: float, high: float, *, closed_high: bool = False) -> np.ndarray:
+def _checked(values: Any, name: str, what: str, ok: Callable[[np.ndarray], Any] = lambda a: True) -> np.ndarray:
+    """``values`` (a number or an array of them) as a float array; every entry finite and ``ok``."""
     arr = np.asarray(values, dtype=float)
-    ok = np.isfinite(arr) & (arr >= low) & ((arr <= high) if closed_high else (arr < high))
-    if not np.all(ok):
-        bracket = "]" if closed_high else ")"
-        raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {values!r}")
-    return arr
-
-
-def _check_positive(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(arr) & (arr > 0)):
-        raise ValueError(f"{name} must be a finite number > 0, got {values!r}")
-    return arr
-
-
-def _check_finite(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {values!r}")
+    if not np.all(np.isfinite(arr) & ok(arr)):
+        raise ValueError(f"{name} must be {what}, got {values!r}")
     return arr
 
 
@@ -100,22 +87,22 @@ def _scalar_or_array(arr: np.ndarray) -> float | np.ndarray:
 
 def dropout_noise_variance(p: float | np.ndarray) -> float | np.ndarray:
     """Var[s] = p/(1 − p) of inverted dropout's noise s = m/(1 − p), m ~ Bernoulli(1 − p)."""
-    p = _check_range(p, "p (drop probability)", 0.0, 1.0)
+    p = _checked(p, "p (drop probability)", "in [0, 1)", lambda a: (a >= 0) & (a < 1))
     return _scalar_or_array(p / (1.0 - p))
 
 
 def uout_noise_variance(beta: float | np.ndarray) -> float | np.ndarray:
     """Var[s] = β²/3 of Uout's noise s = 1 + r, r ~ U(−β, β)."""
-    beta = _check_range(beta, "beta", 0.0, math.inf)
+    beta = _checked(beta, "beta", "a finite number ≥ 0", lambda a: a >= 0)
     return _scalar_or_array(beta**2 / 3.0)
 
 
 def variance_train(c: float | np.ndarray, v: float | np.ndarray,
                    noise_var: float | np.ndarray) -> float | np.ndarray:
     """Training-time variance (1 + σ²)(c² + v) − c² of ``x·s`` (E[x] = c, Var x = v, E s = 1, Var s = σ²)."""
-    c = _check_finite(c, "c (unit mean)")
-    v = _check_positive(v, "v (unit variance)")
-    noise_var = _check_range(noise_var, "noise_var", 0.0, math.inf)
+    c = _checked(c, "c (unit mean)", "finite")
+    v = _checked(v, "v (unit variance)", "a finite number > 0", lambda a: a > 0)
+    noise_var = _checked(noise_var, "noise_var", "a finite number ≥ 0", lambda a: a >= 0)
     return _scalar_or_array((1.0 + noise_var) * (c**2 + v) - c**2)
 
 
@@ -125,15 +112,18 @@ def variance_shift(p: float | np.ndarray, c: float | np.ndarray = 0.0,
 
     ``p`` is the *drop* probability (keep rate q = 1 − p): Δ = q·v / (v + (1 − q)c²), = q at c = 0.
     """
-    v = _check_positive(v, "v (unit variance)")
-    return _scalar_or_array(v / np.asarray(variance_train(c, v, dropout_noise_variance(p))))
+    return _shift_ratio(c, v, dropout_noise_variance(p))
 
 
 def uout_variance_shift(beta: float | np.ndarray, c: float | np.ndarray = 0.0,
                         v: float | np.ndarray = 1.0) -> float | np.ndarray:
     """Shift ratio of Uout(β) before BN: v / ((1 + β²/3)(c² + v) − c²), = 3/(3 + β²) at c = 0."""
-    v = _check_positive(v, "v (unit variance)")
-    return _scalar_or_array(v / np.asarray(variance_train(c, v, uout_noise_variance(beta))))
+    return _shift_ratio(c, v, uout_noise_variance(beta))
+
+
+def _shift_ratio(c: Any, v: Any, noise_var: float | np.ndarray) -> float | np.ndarray:
+    train = variance_train(c, v, noise_var)  # checks c and v
+    return _scalar_or_array(np.asarray(v, dtype=float) / np.asarray(train))
 
 
 def noise_variance(module: nn.Module) -> float | None:
@@ -143,12 +133,10 @@ def noise_variance(module: nn.Module) -> float | None:
     Uout (β²/3). Other variants (standard dropout rescales at test time, structured masks
     share noise across units) return None.
     """
-    if isinstance(module, (InvertedDropout, GaussianDropout)):
+    if isinstance(module, (InvertedDropout, GaussianDropout)) or type(module) is nn.Dropout:
         return float(dropout_noise_variance(float(module.p)))
     if isinstance(module, Uout):
         return float(uout_noise_variance(float(module.beta)))
-    if type(module) is nn.Dropout:
-        return float(dropout_noise_variance(module.p))
     return None
 
 
@@ -166,32 +154,27 @@ def monte_carlo_variance_shift(variant: str, rate: float, c: float, v: float = 1
     for the sample variance of y, (y − ȳ)²; for the ratio R = S²_x/S²_y of the sample
     variances of the same draws, ((x − x̄)² − R (y − ȳ)²)/S²_y. ``z`` = (R − Δ)/SE(R).
     """
-    if variant not in MC_VARIANTS:
-        raise ValueError(f"variant must be one of {MC_VARIANTS}, got {variant!r}")
-    if int(n_samples) < 2:
-        raise ValueError(f"n_samples must be ≥ 2, got {n_samples!r}")
-    c = float(_check_finite(c, "c (unit mean)"))
-    v = float(_check_positive(v, "v (unit variance)"))
+    choice(variant, MC_VARIANTS, "variant")
+    n = integer(n_samples, "n_samples", 2)
+    c, v = finite(c, "c (unit mean)"), positive(v, "v (unit variance)")
     if variant == "dropout":
-        module = make_dropout("inverted", p=float(_check_range(rate, "rate (drop probability)", 0.0, 1.0)))
-        noise_var = float(dropout_noise_variance(rate))
+        rate = probability(rate, "rate (drop probability)")
+        module, noise_var = make_dropout("inverted", p=rate), float(dropout_noise_variance(rate))
     else:
-        module = Uout(beta=float(_check_range(rate, "rate (beta)", 0.0, math.inf)))
-        noise_var = float(uout_noise_variance(rate))
+        rate = positive(rate, "rate (beta)", zero=True)
+        module, noise_var = Uout(beta=rate), float(uout_noise_variance(rate))
     module.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        x = c + math.sqrt(v) * torch.randn(int(n_samples), dtype=torch.float64)
+        x = c + math.sqrt(v) * torch.randn(n, dtype=torch.float64)
         y = module(x)
-    a = (x - x.mean()) ** 2
-    b = (y - y.mean()) ** 2
-    n = int(n_samples)
+    a, b = (x - x.mean()) ** 2, (y - y.mean()) ** 2
     var_x, var_y = float(a.sum()) / (n - 1), float(b.sum()) / (n - 1)
     ratio = var_x / var_y
     ratio_se = float(((a - ratio * b) / var_y).std()) / math.sqrt(n)
     train_theory = float(variance_train(c, v, noise_var))
     ratio_theory = v / train_theory
-    return {"variant": variant, "rate": float(rate), "c": c, "v": v, "n_samples": n,
+    return {"variant": variant, "rate": rate, "c": c, "v": v, "n_samples": n,
             "var_train_theory": train_theory, "var_train_mc": var_y, "var_train_se": float(b.std()) / math.sqrt(n),
             "var_test_mc": var_x, "ratio_theory": ratio_theory, "ratio_mc": ratio, "ratio_se": ratio_se,
             "z": (ratio - ratio_theory) / ratio_se}
@@ -228,8 +211,7 @@ def mc_agreement(grid, family_level: float = 0.99) -> dict[str, float | int]:
     ``rows``, ``max_abs_z``, ``z_critical`` and the largest relative error |R − Δ|/Δ
     (``max_rel_error``).
     """
-    if not 0 < family_level < 1:
-        raise ValueError(f"family_level must lie in (0, 1), got {family_level!r}")
+    probability(family_level, "family_level", zero=False, what="a level")
     k = len(grid)
     if k == 0:
         raise ValueError("mc_agreement: empty grid")
@@ -244,8 +226,8 @@ def mc_agreement(grid, family_level: float = 0.99) -> dict[str, float | int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _batchnorms(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def _batchnorms(model: nn.Module) -> list[tuple[str, _BN]]:
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, _BN)]
     if not found:
         raise ValueError(f"model has no BatchNorm layer ({type(model).__name__}); nothing to measure")
     return found
@@ -318,7 +300,7 @@ def _preceding_noise(model: nn.Module) -> dict[str, float | None]:
         seen_noise = seen_noise or _is_noise(module)
         if any(True for _ in module.children()):
             continue
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, _BN):
             if previous is not None and _is_noise(previous):
                 result[name] = noise_variance(previous)
             else:
@@ -343,10 +325,6 @@ def _collect(model: nn.Module, x: Tensor, batchnorms, batch_size: int | None) ->
     return moments
 
 
-def _max_two_sided(ratio: np.ndarray) -> float:
-    return float(np.max(np.maximum(ratio, 1.0 / ratio)))
-
-
 def measure_bn_input_variance(model: nn.Module, x: Tensor, batch_size: int | None = 256, seed: int = 0,
                               per_channel: bool = False):
     """Variance of every BatchNorm layer's input in train mode (dropout on) vs eval mode.
@@ -354,9 +332,10 @@ def measure_bn_input_variance(model: nn.Module, x: Tensor, batch_size: int | Non
     Two passes over ``x`` (a tensor ``(N, ...)`` or a dataset with ``.x``) in chunks of
     ``batch_size`` (None: one chunk), with forward pre-hooks on every ``BatchNorm1d/2d/3d``:
     the whole model in eval mode, then in train mode — dropout active and each BN normalising a
-    chunk with that chunk's statistics, as in training, so use the training batch size. The variance of a channel is taken over every sample and position of ``x``.
-    Afterwards every module's train/eval flag, the BN running statistics and the global RNG
-    are as before; the hooks are removed. Dropout noise is seeded with ``seed``.
+    chunk with that chunk's statistics, as in training, so use the training batch size. The
+    variance of a channel is taken over every sample and position of ``x``. Afterwards every
+    module's train/eval flag, the BN running statistics and the global RNG are as before; the
+    hooks are removed. Dropout noise is seeded with ``seed``.
 
     Returns a pandas DataFrame, one row per BN layer in module order:
 
@@ -373,8 +352,7 @@ def measure_bn_input_variance(model: nn.Module, x: Tensor, batch_size: int | Non
     ``per_channel=True`` returns one row per (layer, channel) with the per-channel values instead
     (``channel``, ``mean_eval`` added; ``shift_*`` then hold max(r, 1/r) of that channel).
     """
-    if batch_size is not None:  # None: one pass
-        integer(batch_size, "batch_size")
+    optional_integer(batch_size, "batch_size")  # None: one pass
     x = _as_input(x)
     batchnorms = _batchnorms(model)
     noise_before = _preceding_noise(model)
@@ -394,19 +372,19 @@ def measure_bn_input_variance(model: nn.Module, x: Tensor, batch_size: int | Non
                    else np.full_like(var_eval, np.nan))
         noise = noise_before[name]
         theory_train = (1.0 + noise) * (mean_eval**2 + var_eval) - mean_eval**2 if noise is not None else None
+        ratio, running_ratio = var_eval / var_train, var_eval / running
+        shift, running_shift = np.maximum(ratio, 1.0 / ratio), np.maximum(running_ratio, 1.0 / running_ratio)
         if per_channel:
-            for ch in range(len(var_eval)):
-                r, r_run = var_eval[ch] / var_train[ch], var_eval[ch] / running[ch]
-                rows.append({"layer": name, "channel": ch, "mean_eval": mean_eval[ch], "var_train": var_train[ch],
-                             "var_eval": var_eval[ch], "ratio": r, "shift_ratio_max": max(r, 1 / r),
-                             "running_var": running[ch], "shift_running_max": max(r_run, 1 / r_run),
-                             "ratio_theory": var_eval[ch] / theory_train[ch] if theory_train is not None
-                             else math.nan})
+            theory = var_eval / theory_train if theory_train is not None else np.full_like(var_eval, math.nan)
+            rows += [{"layer": name, "channel": ch, "mean_eval": mean_eval[ch], "var_train": var_train[ch],
+                      "var_eval": var_eval[ch], "ratio": ratio[ch], "shift_ratio_max": shift[ch],
+                      "running_var": running[ch], "shift_running_max": running_shift[ch], "ratio_theory": theory[ch]}
+                     for ch in range(len(var_eval))]
             continue
         rows.append({"layer": name, "channels": len(var_eval), "var_train": float(var_train.mean()),
                      "var_eval": float(var_eval.mean()), "ratio": float(var_eval.mean() / var_train.mean()),
-                     "shift_ratio_max": _max_two_sided(var_eval / var_train),
-                     "running_var": float(running.mean()), "shift_running_max": _max_two_sided(var_eval / running),
+                     "shift_ratio_max": float(shift.max()), "running_var": float(running.mean()),
+                     "shift_running_max": float(running_shift.max()),
                      "ratio_theory": float(var_eval.mean() / theory_train.mean()) if theory_train is not None
                      else math.nan})
     frame = pd.DataFrame(rows)
@@ -425,8 +403,7 @@ def recalibrate_bn(model: nn.Module, data: Any, batch_size: int | None = 256) ->
     ``batch_size`` only sets the chunk size of the passes. The train/eval flags are restored.
     Returns ``model``.
     """
-    if batch_size is not None:  # None: one pass
-        integer(batch_size, "batch_size")
+    optional_integer(batch_size, "batch_size")  # None: one pass
     x = _as_input(data, "data")
     batchnorms = _batchnorms(model)
     with training_modes(model):
@@ -454,14 +431,8 @@ def paired_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     single pair gives (ratio, nan, nan).
     Used for "the fraction of the gap that a fix recovers".
     """
-    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or a.size < 1:
-        raise ValueError(f"numerator and denominator must be paired non-empty 1-d sequences, "
-                         f"got shapes {a.shape} and {b.shape}")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise ValueError("numerator and denominator must be finite")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    a, b = _paired("numerator and denominator", numerator, denominator)
+    probability(level, "level", zero=False, what="a confidence level")
     n = a.size
     mean_a, mean_b = a.mean(), b.mean()
     ratio = float(mean_a / mean_b) if mean_b != 0 else math.nan
@@ -488,33 +459,32 @@ def gap_recovered(broken: Sequence[float], fixed: Sequence[float], reference: Se
     :func:`paired_ratio_ci`; unbounded when the gap is not clearly non-zero). To test
     "the fix recovers at least a share of the gap" use :func:`recovery_contrast` instead.
     """
-    a, b, r = _paired_arms(broken, fixed, reference)
+    a, b, r = _paired("broken, fixed and reference", broken, fixed, reference)
     fraction, low, high = paired_ratio_ci(a - b, a - r, level)
     return {"fraction": fraction, "low": low, "high": high}
 
 
 def recovery_contrast(broken: Sequence[float], fixed: Sequence[float], reference: Sequence[float],
                       share: float = 0.5) -> np.ndarray:
-    """Per seed, (broken − fixed) − ``share``·(broken − reference): > 0 where the fix closes more than that share.
+    """Per seed, (broken − fixed) − ``share``·(broken − reference): > 0 where the fix closes more than ``share``.
 
     The mean of the contrast is > 0 exactly when mean(recovered)/mean(gap) > ``share`` (for a
     positive mean gap), so a one-sample test of the per-seed contrasts tests "recovers at least
     ``share`` of the gap" with an ordinary t interval instead of Fieller's ratio interval.
     """
-    if not 0 <= share <= 1:
-        raise ValueError(f"share must lie in [0, 1], got {share!r}")
-    a, b, r = _paired_arms(broken, fixed, reference)
+    probability(share, "share", one=True, what="a share")
+    a, b, r = _paired("broken, fixed and reference", broken, fixed, reference)
     return (a - b) - share * (a - r)
 
 
-def _paired_arms(*arms: Sequence[float]) -> list[np.ndarray]:
+def _paired(names: str, *arms: Sequence[float]) -> list[np.ndarray]:
     arrays = [np.asarray(v, dtype=float) for v in arms]
     shapes = [a.shape for a in arrays]
     if len(set(shapes)) != 1 or arrays[0].ndim != 1 or arrays[0].size < 1:
-        raise ValueError(f"broken, fixed and reference must be paired non-empty 1-d sequences (one value per seed), "
+        raise ValueError(f"{names} must be paired non-empty 1-d sequences (one value per seed), "
                          f"got shapes {', '.join(map(str, shapes))}")
     if not all(np.all(np.isfinite(a)) for a in arrays):
-        raise ValueError("broken, fixed and reference must be finite")
+        raise ValueError(f"{names} must be finite")
     return arrays
 
 
@@ -531,17 +501,13 @@ def block_orders(order: str, n_blocks: int, pool_blocks: Iterable[int]) -> list[
     """
     integer(n_blocks, "n_blocks")
     pool_blocks = set(pool_blocks)
-    bad = sorted(b for b in pool_blocks if not (isinstance(b, int) and 0 <= b < n_blocks))
+    bad = sorted(b for b in pool_blocks if not (is_integer(b) and 0 <= b < n_blocks))
     if bad:
         raise ValueError(f"pool_blocks must be block indices in [0, {n_blocks}), got {bad}")
     tokens = [t for t in order.split("-") if t]
     without_pool = "-".join(t for t in tokens if t != "pool")
     with_pool = order if "pool" in tokens else f"{without_pool}-pool"
     return [with_pool if i in pool_blocks else without_pool for i in range(n_blocks)]
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @dataclass
@@ -596,9 +562,8 @@ class VarianceShiftConfig:
 
     def __post_init__(self) -> None:
         name = "VarianceShiftConfig"
-        if not isinstance(self.training, TrainConfig):
-            raise ValueError(f"{name}.training must be a TrainConfig, got {type(self.training).__name__}")
-        settle(self, seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
+        settle(self, training=train_config(self.training, f"{name}.training"),
+               seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
                n_measure=integer(self.n_measure, f"{name}.n_measure", 2),
                n_recalibrate=optional_integer(self.n_recalibrate, f"{name}.n_recalibrate", 2),
                measure_batch_size=optional_integer(self.measure_batch_size, f"{name}.measure_batch_size"),
@@ -617,11 +582,8 @@ def bn_dropout_study(make_model: Callable[..., nn.Module], settings: dict[str, d
     after :func:`recalibrate_bn` on the first ``n_recalibrate`` training images (None: all of them;
     on a copy, the trained network is kept).
     """
-
-    if not isinstance(config, VarianceShiftConfig):
-        raise ValueError(f"config must be a VarianceShiftConfig, got {type(config).__name__}")
-    if config.test_split not in data:
-        raise ValueError(f"data has no split {config.test_split!r}; it has {sorted(data)}")
+    config = study_config(config, VarianceShiftConfig)
+    require_splits(data, ["train", config.test_split])
     training = config.training
     history, models = run_settings(make_model, settings, data, training, list(config.seeds), keep_models=True)
     measure_bs = config.measure_batch_size or training.batch_size
@@ -631,14 +593,15 @@ def bn_dropout_study(make_model: Callable[..., nn.Module], settings: dict[str, d
     errors, variances = [], []
     for (label, seed), model in models.items():
         stages = {"trained": model}
-        if _has_batchnorm(model):
+        has_bn = any(isinstance(m, _BN) for m in model.modules())
+        if has_bn:
             stages["recalibrated"] = recalibrate_bn(copy.deepcopy(model), x_recalibrate, batch_size=recal_bs)
         for stage, net in stages.items():
             metrics = evaluate(net, data[config.test_split], training.task, batch_size=config.eval_batch_size,
                                device=model_device(net))
             errors.append({"setting": label, "seed": seed, "stage": stage, "error": 100 * metrics["error"],
                            "loss": metrics["loss"]})
-            if _has_batchnorm(net):
+            if has_bn:
                 frame = measure_bn_input_variance(net, x_measure, batch_size=measure_bs, seed=seed)
                 frame.insert(0, "stage", stage)
                 frame.insert(0, "seed", seed)
