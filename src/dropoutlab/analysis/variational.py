@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from scipy import integrate
 from torch import Tensor, nn
 
-from ..checks import choice, finite, integer, integers, seed_list, settle
+from ..checks import choice, finite, integer, integers, positive, seed_list, settle
 from ..models import MLP, KingmaMLP, LeNet5Caffe, LeNet300100
 from ..schedules import KLWarmup
-from ..train import TrainConfig, evaluate, fit, regularization, seed_everything, training_modes
+from ..train import TrainConfig, evaluate, fit, model_device, regularization, seed_everything, training_modes
 from ..variants.bayesian import (
     SparseVariationalConv2d,
     VariationalDropoutLinear,
@@ -49,6 +49,7 @@ from ..variants.bayesian import (
     sparsity_report,
     variational_dropout_linear,
 )
+from .studies import distinct_choices, study_config, train_config
 
 __all__ = [
     "ARMS",
@@ -98,15 +99,19 @@ def _check_log_alpha(log_alpha: Any, name: str) -> np.ndarray:
     return values
 
 
-def _check_range(bounds: Any, name: str, what: str, *, positive: bool = False) -> tuple[float, float]:
+def _check_range(bounds: Any, name: str, *, positive: bool = False) -> tuple[float, float]:
     try:
         low, high = (float(b) for b in bounds)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: {what} must be a pair (low, high), got {bounds!r}") from None
+        raise ValueError(f"{name} must be a pair (low, high), got {bounds!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high) or (positive and low <= 0):
-        raise ValueError(f"{name}: {what} must be finite with low < high{' and low > 0' if positive else ''}, "
-                         f"got {bounds!r}")
+        raise ValueError(f"{name} must be finite with low < high{' and low > 0' if positive else ''}, got {bounds!r}")
     return low, high
+
+
+def _shift(constant: str, name: str) -> float:
+    """The constant C of −KL: E log|ε| for ``"zero-at-infinity"``, 0 for ``"none"``."""
+    return E_LOG_ABS_NORMAL if choice(constant, CONSTANTS, f"{name}: constant") == "zero-at-infinity" else 0.0
 
 
 # ----------------------------------------------------------------------------- KW-KL, SV-KL
@@ -119,9 +124,7 @@ def expected_log_abs(alpha: float) -> float:
     break point), and QUADPACK's extrapolation handles the integrable end-point singularity.
     Outside |ε| ≤ 12 the normal density is below 1e-31, so the range is cut there.
     """
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"expected_log_abs: alpha must be a finite number > 0, got {alpha!r}")
-    root = math.sqrt(alpha)
+    root = math.sqrt(positive(alpha, "expected_log_abs: alpha"))
     norm = 1.0 / math.sqrt(2.0 * math.pi)
 
     def integrand(e: float) -> float:
@@ -143,8 +146,7 @@ def neg_kl_reference(log_alpha: Any, constant: str = "zero-at-infinity") -> np.n
     Returns one value per entry of ``log_alpha`` (float64).
     """
     values = _check_log_alpha(log_alpha, "neg_kl_reference")
-    choice(constant, CONSTANTS, "neg_kl_reference: constant")
-    shift = E_LOG_ABS_NORMAL if constant == "zero-at-infinity" else 0.0
+    shift = _shift(constant, "neg_kl_reference")
     return np.array([0.5 * la - expected_log_abs(math.exp(la)) + shift for la in values])
 
 
@@ -158,8 +160,7 @@ def neg_kl_monte_carlo(log_alpha: Any, n_samples: int = 1_000_000, seed: int = 0
     name = "neg_kl_monte_carlo"
     values = _check_log_alpha(log_alpha, name)
     n = integer(n_samples, f"{name}: n_samples", 2)
-    choice(constant, CONSTANTS, f"{name}: constant")
-    shift = E_LOG_ABS_NORMAL if constant == "zero-at-infinity" else 0.0
+    shift = _shift(constant, name)
     eps = np.random.default_rng(integer(seed, f"{name}: seed", 0)).standard_normal(n)
     means, ses = [], []
     for la in values:
@@ -210,12 +211,11 @@ def kl_study(n_points: int = 200, *, kingma_range: Sequence[float] = (0.05, 1.0)
     :func:`~dropoutlab.variants.bayesian.molchanov_kl` in float64. The Monte Carlo cross-check uses
     ``mc_samples`` draws at ``mc_points`` values of log α evenly spaced in ``molchanov_range``.
     """
-
     name = "kl_study"
     n = integer(n_points, f"{name}: n_points", 3)
-    k_low, k_high = _check_range(kingma_range, name, "kingma_range (α)", positive=True)
-    w_low, w_high = _check_range(wide_range, name, "wide_range (log α)")
-    m_low, m_high = _check_range(molchanov_range, name, "molchanov_range (log α)")
+    k_low, k_high = _check_range(kingma_range, f"{name}: kingma_range (α)", positive=True)
+    w_low, w_high = _check_range(wide_range, f"{name}: wide_range (log α)")
+    m_low, m_high = _check_range(molchanov_range, f"{name}: molchanov_range (log α)")
     points = integer(mc_points, f"{name}: mc_points")
     samples = integer(mc_samples, f"{name}: mc_samples", 2)
 
@@ -261,8 +261,7 @@ def gaussian_vi_linear(x: Tensor, weight: Tensor, bias: Tensor | None, log_alpha
     loss and gradient; they differ in the variance of the minibatch gradient. ``x`` is ``(batch, in)``;
     ``log_alpha`` broadcasts against ``weight (out, in)``.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"gaussian_vi_linear: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    choice(estimator, ESTIMATORS, "gaussian_vi_linear: estimator")
     if x.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"gaussian_vi_linear: x must have shape (batch, {weight.shape[1]}), got {tuple(x.shape)}")
     if estimator == "lrt":
@@ -283,7 +282,8 @@ def gaussian_vi_forward(model: nn.Module, x: Tensor, estimator: str, *,
     The other modules (Flatten, activations, plain Linear) run as they are.
     """
     if not isinstance(model, nn.Sequential):
-        raise ValueError(f"gaussian_vi_forward: model must be an nn.Sequential (e.g. vi_mlp), got {type(model).__name__}")
+        raise ValueError(f"gaussian_vi_forward: model must be an nn.Sequential (e.g. vi_mlp), "
+                         f"got {type(model).__name__}")
     for module in model:
         if isinstance(module, VariationalDropoutLinear):
             x = gaussian_vi_linear(x, module.weight, module.bias, module.log_alpha, estimator, generator=generator)
@@ -303,24 +303,17 @@ def vi_mlp(in_features: int, widths: Sequence[int], out_features: int, n_train: 
                dropout_kwargs=dict(granularity="weight", kl_weight=1.0 / n_train))
 
 
-def _vi_layers(model: nn.Module) -> list[VariationalDropoutLinear]:
-    layers = [m for m in model.modules() if isinstance(m, VariationalDropoutLinear)]
-    if len(layers) < 1:
-        raise ValueError("the model has no VariationalDropoutLinear layer")
-    return layers
-
-
 def elbo_gradients(model: nn.Module, x: Tensor, y: Tensor, estimator: str, *,
                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Gradient of the per-data-point negative ELBO (mean cross-entropy + Σ kl_weight·KL) on one minibatch.
 
     Returns ``{"bottom": ∂/∂θ of the first layer, "top": ∂/∂θ of the last layer}`` (flattened).
     """
-    layers = _vi_layers(model)
+    layers = [m for m in model.modules() if isinstance(m, VariationalDropoutLinear)]
+    if not layers:
+        raise ValueError("elbo_gradients: the model has no VariationalDropoutLinear layer")
     loss = F.cross_entropy(gaussian_vi_forward(model, x, estimator, generator=generator), y)
-    reg = regularization(model)
-    objective = loss if reg is None else loss + reg
-    bottom, top = torch.autograd.grad(objective, [layers[0].weight, layers[-1].weight])
+    bottom, top = torch.autograd.grad(loss + regularization(model), [layers[0].weight, layers[-1].weight])
     return {"bottom": bottom.flatten(), "top": top.flatten()}
 
 
@@ -333,18 +326,15 @@ def gradient_variance(model: nn.Module, data, *, n_batches: int = 50, batch_size
     Per layer (bottom, top): the variance over the minibatches of each θ's gradient (ddof 1),
     averaged over the layer's weights. Returns a DataFrame ``estimator, layer, variance, log_variance``.
     """
-
     name = "gradient_variance"
     n_batches = integer(n_batches, f"{name}: n_batches", 2)
     batch_size = integer(batch_size, f"{name}: batch_size")
-    estimators = list(estimators)
-    for e in estimators:
-        choice(e, ESTIMATORS, f"{name}: every estimator")
+    estimators = distinct_choices(estimators, ESTIMATORS, f"{name}: estimators")
     if n_batches * batch_size > len(data.x):
         raise ValueError(f"{name}: n_batches × batch_size = {n_batches * batch_size} exceeds the "
                          f"{len(data.x)} examples of the data")
     seed = integer(seed, f"{name}: seed", 0)
-    device = next(model.parameters()).device
+    device = model_device(model)
     order = torch.randperm(len(data.x), generator=torch.Generator().manual_seed(seed))[:n_batches * batch_size]
     batches = order.view(n_batches, batch_size)
     rows = []
@@ -382,7 +372,6 @@ def variance_study(train, test, seeds: Iterable[int], widths: Sequence[int], con
     Kingma et al. 2015, Table 1. The same ``n_batches`` minibatches of ``batch_size`` and the same
     noise seed serve every estimator within a seed (``seed`` is the training seed).
     """
-
     name = "variance_study"
     seeds = seed_list(seeds, f"{name}: seeds")
     in_features, out_features = int(train.x[0].numel()), int(train.y.max()) + 1
@@ -436,14 +425,9 @@ def dropout_comparison(train, test, seeds: Iterable[int], widths: Sequence[int],
     Kingma et al. 2015, Fig. 1. The test split is evaluated after every epoch (``eval_splits``
     of the config plus ``"test"``) for the learning curves.
     """
-
     name = "dropout_comparison"
     seeds = seed_list(seeds, f"{name}: seeds")
-    arms = list(arms)
-    if not arms:
-        raise ValueError(f"{name}: arms must not be empty")
-    for arm in arms:
-        choice(arm, ARMS, f"{name}: every arm")
+    arms = distinct_choices(arms, ARMS, f"{name}: arms")
     in_features, out_features = int(train.x[0].numel()), int(train.y.max()) + 1
     errors, rates, curves = [], [], []
     for seed in seeds:
@@ -451,8 +435,7 @@ def dropout_comparison(train, test, seeds: Iterable[int], widths: Sequence[int],
             seed_everything(seed)
             model = kingma_arm(arm, in_features, widths, out_features, len(train.x), p=p, granularity=granularity)
             history = fit(model, {"train": train, "test": test}, replace(config, seed=seed, eval_splits=("test",)))
-            frame = history.to_frame()
-            curves.append(frame[["epoch", "split", "error"]].assign(seed=seed, arm=arm))
+            curves.append(history.to_frame()[["epoch", "split", "error"]].assign(seed=seed, arm=arm))
             errors.append({"seed": seed, "arm": arm, "test_error": 100 * history.last("test")})
             if arm == "variational":
                 noise = [m for m in model.modules() if hasattr(m, "alpha_logit")]
@@ -523,6 +506,13 @@ def _layer_labels(model: nn.Module) -> dict[str, str]:
     return {**{n: f"conv{i + 1}" for i, n in enumerate(convs)}, **{n: f"fc{i + 1}" for i, n in enumerate(fcs)}}
 
 
+def _pruned(model: nn.Module, modules: Iterable[nn.Module], threshold: float, test, device: str) -> tuple[dict, float]:
+    """Prune ``modules`` at ``threshold`` (on log α): the model's sparsity report and test error (%, eval mode)."""
+    for module in modules:
+        module.threshold = threshold
+    return sparsity_report(model), 100 * evaluate(model, test, device=device)["error"]
+
+
 @dataclass(frozen=True)
 class SparseStudy:
     """Result of :func:`sparse_vd_study`.
@@ -563,18 +553,16 @@ class SparseConfig:
 
     def __post_init__(self) -> None:
         name = "SparseConfig"
-        warmup = tuple(self.warmup) if isinstance(self.warmup, (list, tuple)) else (self.warmup,)
+        warmup = integers(self.warmup, f"{name}.warmup (epochs)", 0)
         if len(warmup) != 2:
             raise ValueError(f"{name}.warmup must be a pair of epochs (start, end), got {self.warmup!r}")
-        if not isinstance(self.training, TrainConfig):
-            raise ValueError(f"{name}.training must be a TrainConfig, got {type(self.training).__name__}")
-        thresholds = list(self.thresholds) if isinstance(self.thresholds, (list, tuple, np.ndarray)) else [
-            self.thresholds]
+        thresholds = self.thresholds
+        thresholds = list(thresholds) if isinstance(thresholds, (list, tuple, np.ndarray)) else [thresholds]
         if not thresholds:
             raise ValueError(f"{name}.thresholds must be a non-empty list of finite numbers, got {self.thresholds!r}")
         settle(self, net=choice(self.net, SPARSE_NETS, f"{name}.net"),
                seeds=tuple(seed_list(self.seeds, f"{name}.seeds")),
-               warmup=tuple(integers(warmup, f"{name}.warmup (epochs)", 0)),
+               training=train_config(self.training, f"{name}.training"), warmup=tuple(warmup),
                threshold=finite(self.threshold, f"{name}.threshold (on log α)"),
                thresholds=tuple(finite(t, f"{name}.thresholds (each)") for t in thresholds),
                padding=integer(self.padding, f"{name}.padding", 0), bins=integer(self.bins, f"{name}.bins"))
@@ -587,10 +575,7 @@ def sparse_vd_study(train, test, config: SparseConfig) -> SparseStudy:
     weight ``β/N`` ramped by :class:`KLWeightScheduler` (``KLWarmup(*warmup)`` in epochs; the paper:
     0 before epoch 5, 1 from epoch 20). Weights with ``log α ≥ threshold`` are pruned (zero at eval).
     """
-
-    if not isinstance(config, SparseConfig):
-        raise ValueError(f"config must be a SparseConfig, got {type(config).__name__}")
-    start, end = config.warmup
+    config = study_config(config, SparseConfig)
     input_shape, num_classes = tuple(train.x.shape[1:]), int(train.y.max()) + 1
     edges = np.linspace(-8.0, 8.0, config.bins + 1)
     summary, layers, hist, tradeoff, seconds = [], [], [], [], []
@@ -598,39 +583,30 @@ def sparse_vd_study(train, test, config: SparseConfig) -> SparseStudy:
     for seed in config.seeds:
         seed_everything(seed)
         model = sparse_net(config.net, input_shape, num_classes, padding=config.padding)
-        scheduler = KLWeightScheduler(model, KLWarmup(start, end), len(train.x))
-        history = fit(model, {"train": train}, replace(config.training, seed=seed, eval_splits=()),
-                      scheduler=scheduler)
+        scheduler = KLWeightScheduler(model, KLWarmup(*config.warmup), len(train.x))
+        history = fit(model, {"train": train}, replace(config.training, seed=seed, eval_splits=()), scheduler=scheduler)
         frame = history.to_frame(drop_timing=False)
         seconds += frame.loc[frame["split"] == "train_running", "seconds"].tolist()
         labels = _layer_labels(model)
         modules = {n: model.get_submodule(n) for n in labels}
-        for module in modules.values():
-            module.threshold = float(config.threshold)
-        report = sparsity_report(model)
-        error = 100 * evaluate(model, test, device=config.training.device)["error"]
-        row = {"seed": seed, "test_error": error, "compression": report["total"]["compression"],
-               "sparsity": 100 * report["total"]["fraction"]}
+        report, error = _pruned(model, modules.values(), config.threshold, test, config.training.device)
+        summary.append({"seed": seed, "test_error": error, "compression": report["total"]["compression"],
+                        "sparsity": 100 * report["total"]["fraction"],
+                        **{f"sparsity/{label}": 100 * report[n]["fraction"] for n, label in labels.items()}})
         for n, label in labels.items():
-            row[f"sparsity/{label}"] = 100 * report[n]["fraction"]
             layers.append({"seed": seed, "layer": label, "total": report[n]["total"], "pruned": report[n]["pruned"],
                            "sparsity": 100 * report[n]["fraction"]})
             counts, _ = np.histogram(modules[n].log_alpha.detach().cpu().numpy().ravel(), bins=edges)
-            hist += [{"seed": seed, "layer": label, "bin_left": edges[i], "bin_right": edges[i + 1],
-                      "count": int(c)} for i, c in enumerate(counts)]
-        summary.append(row)
-        for t in config.thresholds:
-            for module in modules.values():
-                module.threshold = t
-            rep = sparsity_report(model)
-            error_t = 100 * evaluate(model, test, device=config.training.device)["error"]
-            tradeoff.append({"seed": seed, "threshold": t, "test_error": error_t,
-                             "compression": rep["total"]["compression"], "sparsity": 100 * rep["total"]["fraction"]})
-        for module in modules.values():
-            module.threshold = float(config.threshold)
-        if survivors is None and config.net == "lenet300":
+            hist += [{"seed": seed, "layer": label, "bin_left": edges[i], "bin_right": edges[i + 1], "count": int(c)}
+                     for i, c in enumerate(counts)]
+        if survivors is None and config.net == "lenet300":  # kept at the training threshold
             first = next(iter(modules.values()))
             survivors = first.keep_mask().sum(dim=0).cpu().numpy().reshape(input_shape[1:] if len(input_shape) == 3
                                                                            else input_shape)
+        for t in config.thresholds:
+            report, error = _pruned(model, modules.values(), t, test, config.training.device)
+            tradeoff.append({"seed": seed, "threshold": t, "test_error": error,
+                             "compression": report["total"]["compression"],
+                             "sparsity": 100 * report["total"]["fraction"]})
     return SparseStudy(pd.DataFrame(summary), pd.DataFrame(layers), pd.DataFrame(hist), pd.DataFrame(tradeoff),
                        survivors, float(np.mean(seconds)) if seconds else math.nan, config.training.epochs)
