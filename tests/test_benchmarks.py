@@ -1,8 +1,11 @@
-"""benchmarks/bench_train.py builds every case's model (one forward pass on 2 samples; nothing is timed)."""
+"""benchmarks/bench_train.py: every case builds, runs a forward pass of the right shape and two training
+batches through the floor and the loop under test; its docstring lists every case and every notebook."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dropoutlab.notebooks import load_params
+from dropoutlab.notebooks import list_notebooks, load_params, profile_parameters
+from dropoutlab.paths import DRY_RUN_ENV, FORECAST_ENV, RUNS_ENV
 from dropoutlab.pipeline import notebook_parts
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_train.py"
 
 
 def load_bench():
@@ -25,22 +30,82 @@ def load_bench():
 
 
 bench = load_bench()
+# the cases whose modules add regularizer() terms to the loss (the floor must add them too)
+REGULARIZED = {"concrete", "toy", "kw_var", "kw_mn", "lenet300", "lenet5", "t_variational", "t_concrete"}
 
 
 @pytest.mark.parametrize("name", list(bench.CASES))
 def test_case_builds_and_runs_forward(name):
     case = bench.CASES[name]
     model = bench.make_model(case)
-    out = model(torch.rand(2, *case.shape))
-    expected = (2, 784) if case.config.task == "reconstruction" else (2, 10)
-    assert out.shape == expected
-    assert bool(bench.regularized_modules(model)) == (name == "concrete")
+    x, y = bench.make_data(case, 2, torch.Generator().manual_seed(0))
+    out = model(x)
+    assert out.shape == (2, *case.out)
+    loss = bench.floor_loss(case, case.config)(out, bench.floor_target(case, x, y))
+    assert loss.shape == () and torch.isfinite(loss)
+    assert bool(bench.regularized_modules(model)) == (name in REGULARIZED)
 
 
-def test_cases_cover_the_requested_models():
-    assert list(bench.CASES) == ["mlp", "ordering", "varshift", "autoencoder", "concrete"]
-    assert bench.CASES["mlp"].config.max_norm == 3.0
-    assert bench.CASES["autoencoder"].config.task == "reconstruction"
+@pytest.mark.parametrize("name", list(bench.CASES))
+def test_floor_and_loop_train_two_batches(name, monkeypatch, one_thread):
+    for env in (RUNS_ENV, DRY_RUN_ENV, FORECAST_ENV):
+        monkeypatch.delenv(env, raising=False)
+    case, device = bench.CASES[name], torch.device("cpu")
+    x, y = bench.make_data(case, 2 * case.config.batch_size, torch.Generator().manual_seed(0))
+    initial = [p.detach().clone() for p in bench.make_model(case).parameters()]
+    runs = {"floor": (bench.floor_epoch, bench.floor_target(case, x, y)), "loop": (bench.fit_epoch, y)}
+    for what, (epoch, target) in runs.items():
+        model, scheduler = bench.build(case)
+        seconds = epoch(case, model, scheduler, x, target, case.config, device)
+        assert math.isfinite(seconds) and seconds > 0, what
+        assert any(not torch.equal(a, b.detach()) for a, b in zip(initial, model.parameters())), f"{what}: no update"
+        if scheduler is not None:  # two updates: stepped twice per update, once per epoch
+            assert scheduler.t == (2 if scheduler.unit == "step" else 1), what
+
+
+def _bullets(doc: str) -> dict[str, list[str]]:
+    """``{case name: notebook numbers}`` from the docstring's list: ``* ``name``[, ``name``] — NN (…), NN: …``."""
+    listed = {}
+    for bullet in re.findall(r"^\* .*?(?=^\* |^$)", doc, flags=re.M | re.S):
+        names, _, rest = bullet.partition(" — ")
+        served = re.findall(r"(?<![\w-])(\d\d)(?!\w)", rest.split(":")[0])
+        listed |= dict.fromkeys(re.findall(r"``(\w+)``", names), served)
+    return listed
+
+
+def test_docstring_lists_every_case_with_its_notebooks_and_covers_every_notebook():
+    listed = _bullets(bench.__doc__)
+    assert list(listed) == list(bench.CASES)
+    assert all(listed.values()), [name for name, served in listed.items() if not served]
+    assert {n for served in listed.values() for n in served} == {name[:2] for name in list_notebooks(ROOT)}
+
+
+@pytest.mark.parametrize("case, notebook, settings", [
+    ("mlp", "01_dropout_vs_none", dict(batch_size="batch_size", lr="lr", momentum="momentum", max_norm="max_norm")),
+    ("mlp_gauss", "03_ensemble_averaging", dict(batch_size="batch_size", lr="lr", max_norm="max_norm")),
+    ("exact", "03_ensemble_averaging", dict(lr="exact_lr", max_norm="max_norm")),
+    ("autoencoder", "02_coadaptation", dict(batch_size="batch_size", lr="ae_lr")),
+    ("coadapt", "02_coadaptation", dict(batch_size="batch_size", lr="lr")),
+    ("rate", "04_rate_and_data_size", dict(batch_size="batch_size", lr="lr")),
+    ("varshift", "05_variance_shift", dict(batch_size="batch_size", lr="lr")),
+    ("ordering", "06_bn_dropout_ordering", dict(batch_size="batch_size", lr="lr")),
+    ("concrete", "07_concrete_dropout", dict(batch_size="batch_size", lr="lr")),
+    ("toy", "07_concrete_dropout", dict(batch_size="toy_batch_size", lr="toy_lr")),
+    ("kw_var", "09_variational_dropout", dict(batch_size="batch_size", lr="lr")),
+    ("cnn16", "10_structured_dropout", dict(batch_size="batch_size", lr="lr")),
+    ("dropconnect", "10_structured_dropout", dict(batch_size="dc_batch_size")),
+    ("lm_var", "11_recurrent_dropout", dict(batch_size="lm_batch_size", lr="lm_lr", grad_clip="grad_clip")),
+    ("seq", "11_recurrent_dropout", dict(batch_size="seq_batch_size", lr="seq_lr")),
+    ("standout", "12_adaptive_and_scheduled", dict(batch_size="mlp_batch_size", lr="mlp_lr")),
+    ("curriculum", "12_adaptive_and_scheduled", dict(batch_size="cu_batch_size", lr="cu_lr")),
+    ("adl", "12_adaptive_and_scheduled", dict(batch_size="adl_batch_size", lr="adl_lr")),
+    ("factor", "13_dropout_theory", dict(batch_size="sgd_batch_size", lr="sgd_lr")),
+    ("guide", "14_practical_guide", dict(batch_size="batch_size", lr="lr")),
+])
+def test_case_settings_are_the_full_profiles(case, notebook, settings):
+    params = profile_parameters(notebook, "full", ROOT)
+    config = bench.CASES[case].config
+    assert {field: getattr(config, field) for field in settings} == {f: params[k] for f, k in settings.items()}
 
 
 GPU_CHECK = BENCH.with_name("gpu_check.py")
@@ -63,3 +128,4 @@ def test_gpu_check_default_stages_are_paper_stages_with_estimates():
     parts = notebook_parts("01_dropout_vs_none", "paper", load_params(BENCH.parents[1]))
     assert module.DEFAULT_STAGES and all(stage.split(":")[1] in parts for stage in module.DEFAULT_STAGES)
     assert set(module.DEFAULT_STAGES) <= set(module.ESTIMATE_MIN)
+    assert module.GPU_BENCH_CASES and set(module.GPU_BENCH_CASES) <= set(bench.CASES)
