@@ -18,11 +18,10 @@ from dropoutlab.paths import DRY_RUN_ENV, FORECAST_ENV, RUNS_ENV
 from dropoutlab.pipeline import notebook_parts
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks" / "bench_train.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+def load_bench(name: str = "bench_train"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
     spec.loader.exec_module(module)
@@ -30,6 +29,7 @@ def load_bench():
 
 
 bench = load_bench()
+store_bench = load_bench("bench_store")  # imports bench_train by name: loaded above
 # the cases whose modules add regularizer() terms to the loss (the floor must add them too)
 REGULARIZED = {"concrete", "toy", "kw_var", "kw_mn", "lenet300", "lenet5", "t_variational", "t_concrete"}
 
@@ -61,6 +61,19 @@ def test_floor_and_loop_train_two_batches(name, monkeypatch, one_thread):
         assert any(not torch.equal(a, b.detach()) for a, b in zip(initial, model.parameters())), f"{what}: no update"
         if scheduler is not None:  # two updates: stepped twice per update, once per epoch
             assert scheduler.t == (2 if scheduler.unit == "step" else 1), what
+
+
+@pytest.mark.parametrize("name", list(store_bench.CASES))
+def test_store_benchmark_trains_each_case_with_and_without_a_store(name, tmp_path, monkeypatch, one_thread):
+    for env in (RUNS_ENV, DRY_RUN_ENV, FORECAST_ENV):
+        monkeypatch.delenv(env, raising=False)
+    case = bench.CASES[name]  # the training benchmark's net of the same name
+    x, y = bench.make_data(case, 2 * case.config.batch_size, torch.Generator().manual_seed(0))
+    data = {"train": store_bench.SimpleNamespace(x=x, y=y)}
+    assert store_bench.time_fit(case, 2, data, None) > 0
+    assert store_bench.time_fit(case, 2, data, str(tmp_path)) > 0
+    (run,) = tmp_path.glob("*.pt")  # the store run trained and kept its finished state
+    assert torch.load(run, weights_only=True)["complete"]
 
 
 def _bullets(doc: str) -> dict[str, list[str]]:
@@ -108,7 +121,7 @@ def test_case_settings_are_the_full_profiles(case, notebook, settings):
     assert {field: getattr(config, field) for field in settings} == {f: params[k] for f, k in settings.items()}
 
 
-GPU_CHECK = BENCH.with_name("gpu_check.py")
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -117,7 +130,7 @@ GPU_CHECK = BENCH.with_name("gpu_check.py")
     (["--minutes", "0"], "--minutes must be > 0"),
 ])
 def test_gpu_check_refuses_bad_arguments_before_anything_runs(args, message):
-    out = subprocess.run([sys.executable, str(GPU_CHECK), *args], capture_output=True, text=True, cwd=BENCH.parents[1])
+    out = subprocess.run([sys.executable, str(GPU_CHECK), *args], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and message in out.stderr
 
 
@@ -125,7 +138,7 @@ def test_gpu_check_default_stages_are_paper_stages_with_estimates():
     spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    parts = notebook_parts("01_dropout_vs_none", "paper", load_params(BENCH.parents[1]))
+    parts = notebook_parts("01_dropout_vs_none", "paper", load_params(ROOT))
     assert module.DEFAULT_STAGES and all(stage.split(":")[1] in parts for stage in module.DEFAULT_STAGES)
     assert set(module.DEFAULT_STAGES) <= set(module.ESTIMATE_MIN)
     assert module.GPU_BENCH_CASES and set(module.GPU_BENCH_CASES) <= set(bench.CASES)

@@ -126,6 +126,22 @@ def test_strip_volatile():
     assert nb["metadata"]["papermill"]  # the input is not modified
 
 
+def test_strip_volatile_merges_consecutive_stream_chunks():
+    def stream(name, text):
+        return {"output_type": "stream", "name": name, "text": text}
+
+    figure = {"output_type": "display_data", "data": {"text/plain": "<Figure>"}, "metadata": {}}
+    chunked = [stream("stdout", "a\nb"), stream("stdout", "c\n"), stream("stderr", "w\n"), figure,
+               stream("stdout", "d\n")]
+    nb = {"metadata": {}, "cells": [{"cell_type": "code", "id": "c", "metadata": {}, "source": "",
+                                     "execution_count": 1, "outputs": chunked}]}
+    outputs = strip_volatile(nb)["cells"][0]["outputs"]
+    assert [(o["output_type"], o.get("name"), o.get("text")) for o in outputs] == [
+        ("stream", "stdout", "a\nbc\n"), ("stream", "stderr", "w\n"), ("display_data", None, None),
+        ("stream", "stdout", "d\n")]  # merged only where consecutive: the order of outputs is kept
+    assert len(nb["cells"][0]["outputs"]) == 5  # the input is not modified
+
+
 def test_kernel_env_is_set_and_restored(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -207,6 +207,7 @@ def test_run_store_resumes_an_interrupted_run_exactly(toy_data, store, monkeypat
         return original(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "evaluate", interrupt_in_epoch_3)
+    monkeypatch.setattr(train_module, "STORE_CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch
     with pytest.raises(KeyboardInterrupt):
         fit(small_mlp(), toy_data, config)
     (partial,) = store.glob("*.pt")
@@ -217,6 +218,27 @@ def test_run_store_resumes_an_interrupted_run_exactly(toy_data, store, monkeypat
     assert _same_weights(straight, resumed)
     assert history.equals(expected)
     assert load_checkpoint(partial)["complete"]
+
+
+@pytest.mark.parametrize(("every", "saves"), [(0.0, 4 + 1), (3600.0, 1)])
+def test_run_store_checkpoints_a_run_in_progress_at_most_every_interval(toy_data, store, monkeypatch, every, saves):
+    """Intermediate checkpoints follow STORE_CHECKPOINT_SECONDS; the finished state is always written."""
+    writes = []
+    original = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, **state: (writes.append(state["complete"]),
+                                                                                   original(path, **state)))
+    monkeypatch.setattr(train_module, "STORE_CHECKPOINT_SECONDS", every)
+    fit(small_mlp(), toy_data, TrainConfig(epochs=4, batch_size=32, seed=3))
+    assert len(writes) == saves and writes[-1] is True and not any(writes[:-1])
+
+
+def test_an_explicit_checkpoint_is_written_every_epoch(toy_data, tmp_path, monkeypatch):
+    writes = []
+    original = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, **state: (writes.append(state["epoch"]),
+                                                                                   original(path, **state)))
+    fit(small_mlp(), toy_data, TrainConfig(epochs=3, batch_size=32, checkpoint=str(tmp_path / "c.pt")))
+    assert writes == [1, 2, 3, 3]
 
 
 def test_only_modules_with_their_own_regularizer_are_summed():

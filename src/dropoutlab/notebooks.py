@@ -214,8 +214,15 @@ def dry_run_settings(name: str, root: Path | None = None) -> tuple[DryRun, dict[
 
 
 def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
-    """Remove what changes from run to run: papermill/timing metadata and random cell ids."""
-    nb = copy.deepcopy(nb)
+    """Remove what changes from run to run: papermill/timing metadata, random cell ids, stream chunking.
+
+    The kernel sends a cell's printed output in chunks whose boundaries depend on timing, so
+    consecutive ``stream`` outputs of the same name are merged (nbconvert's coalescing), as they read.
+    """
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor  # heavy: loaded only when a run is written
+
+    nb = nbformat.from_dict(copy.deepcopy(nb))
+    CoalesceStreamsPreprocessor().preprocess(nb, {})
     nb.get("metadata", {}).pop("papermill", None)
     for index, cell in enumerate(nb.get("cells", [])):
         for key in VOLATILE_CELL_KEYS:

@@ -36,6 +36,11 @@ TASKS = ("classification", "reconstruction", "regression")
 OPTIMIZERS = ("adam", "sgd")
 # TrainConfig fields that do not change what a run computes (eval_splits only adds records: see run_key)
 _KEY_EXCLUDED = ("progress", "checkpoint", "resume", "eval_splits", "device")
+# The run store's checkpoint of a run in progress is rewritten at most this often (seconds): an
+# interrupted stage loses at most this much training, and a small net trained for hundreds of short
+# epochs does not spend most of its time writing checkpoints. An explicit `checkpoint` path is
+# written every epoch; every run's final state is always written.
+STORE_CHECKPOINT_SECONDS = 60.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -455,6 +460,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
             return _load_finished(found, model, config, scheduler, fit_started)
         suffix = hashlib.blake2b(json.dumps(eval_fingerprints, sort_keys=True).encode(), digest_size=4).hexdigest()
         ckpt, resume = store_dir / f"{key}-{suffix}.pt", True
+    checkpoint_every = 0.0 if store_dir is None else STORE_CHECKPOINT_SECONDS
     optimizer = _make_optimizer(model, config)
     regularized = regularized_modules(model)
     if ckpt is not None and resume and ckpt.exists():
@@ -466,6 +472,7 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
         _set_rng_state(state["rng"])
         epoch, step, history = state["epoch"], state["step"], History(list(state["history"]))
 
+    checkpointed = time.perf_counter()
     bar = tqdm(total=config.epochs, initial=epoch, desc="epochs", disable=not _show_progress(config), leave=False)
     try:
         while epoch < config.epochs and (config.max_steps is None or step < config.max_steps):
@@ -516,7 +523,8 @@ def fit(model: nn.Module, data: dict[str, Any], config: TrainConfig | None = Non
             evaluation_seconds = time.perf_counter() - evaluated
             if scheduler is not None and scheduler.unit == "epoch":
                 scheduler.step()
-            if ckpt is not None:
+            if ckpt is not None and time.perf_counter() - checkpointed >= checkpoint_every:
+                checkpointed = time.perf_counter()
                 save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict() if scheduler is not None else None,
                                 rng=_rng_state(), epoch=epoch, step=step, history=_untimed(history.records),
