@@ -65,8 +65,9 @@ def test_floor_and_loop_train_two_batches(name, monkeypatch, one_thread):
 
 @pytest.mark.parametrize("name", list(store_bench.CASES))
 def test_store_benchmark_trains_each_case_with_and_without_a_store(name, tmp_path, monkeypatch, one_thread):
-    for env in (RUNS_ENV, DRY_RUN_ENV, FORECAST_ENV):
+    for env in (DRY_RUN_ENV, FORECAST_ENV):
         monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv(RUNS_ENV, "")  # time_fit sets and unsets the store: restored after the test
     case = bench.CASES[name]  # the training benchmark's net of the same name
     x, y = bench.make_data(case, 2 * case.config.batch_size, torch.Generator().manual_seed(0))
     data = {"train": store_bench.SimpleNamespace(x=x, y=y)}
