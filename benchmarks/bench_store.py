@@ -29,6 +29,8 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -43,18 +45,32 @@ SEED = 0
 CASES: dict[str, tuple[int, int]] = {"regression": (318, 400), "factor": (1000, 100), "mlp": (6400, 2)}  # rows, epochs
 
 
-def time_fit(case: Case, epochs: int, data, store: str | None) -> float:
-    """Seconds for one ``fit`` of the case's net (same initial weights every call), with or without a store."""
+@contextmanager
+def run_store(store: str | None) -> Iterator[None]:
+    """``DROPOUTLAB_RUNS`` set to ``store`` (unset for None) inside the block, as it was after it."""
+    saved = os.environ.get(RUNS_ENV)
     if store is None:
         os.environ.pop(RUNS_ENV, None)
     else:
         os.environ[RUNS_ENV] = store
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(RUNS_ENV, None)
+        else:
+            os.environ[RUNS_ENV] = saved
+
+
+def time_fit(case: Case, epochs: int, data, store: str | None) -> float:
+    """Seconds for one ``fit`` of the case's net (same initial weights every call), with or without a store."""
     seed_everything(SEED)
     model = case.make()
     config = replace(case.config, epochs=epochs, eval_splits=(), seed=SEED, device="cpu", progress=False)
-    start = time.perf_counter()
-    fit(model, data, config)
-    return time.perf_counter() - start
+    with run_store(store):
+        start = time.perf_counter()
+        fit(model, data, config)
+        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -78,7 +94,6 @@ def main() -> None:
             base, with_store = min(plain[1:]), min(stored[1:])
             label = f"{case.label}, {rows} rows, {epochs} epochs"
             print(f"{name:11s} {label:54s} {base:10.2f} {with_store:8.2f} {with_store / base:15.2f}")
-    os.environ.pop(RUNS_ENV, None)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,19 @@ same work sooner than the two-thread process. The three measurements alternate o
 ``--repeats`` rounds after one warm-up round; the best time of each is reported (the least
 disturbed run of a shared machine, as timeit does). Run it on otherwise idle cores.
 
-Cases (``--cases``; default all), built by the package's constructors with the full profile's
-sizes, on random inputs and class targets, Adam unless stated:
+Cases (``--cases``; default: the nets that dominate the full profile's time): any case of
+``benchmarks/bench_train.py``, the same model, optimiser, batch size and training rule (max-norm,
+regularisers, schedules), trained by that benchmark's floor loop on its random data:
 
-* ``mlp1024`` — notebook 01/03: MLP 784-1024-1024-10, p 0.2 / 0.5, SGD momentum, batch 100;
-* ``mlp512x3`` — notebooks 04/07: MLP 784-512-512-512-10, batch 100;
-* ``mlp256`` — notebooks 12/14: MLP 784-256-256-10, batch 128;
+* ``mlp`` — notebooks 01/03: MLP 784-1024-1024-10, SGD momentum, max-norm, batch 100;
+* ``rate`` — notebooks 04/07: MLP 784-512×3-10, batch 100;
+* ``guide`` — notebooks 12/14: MLP 784-256-256-10, batch 128;
 * ``cnn16`` — notebooks 10/14: ConvNet 16-32, hidden 64, batch 128;
 * ``varshift`` — notebook 05: ConvNet 8-16-16-32, hidden 64, batch 64;
-* ``resnet`` — notebook 10: ResNet-20 with 8-16-32 channels and stochastic depth, batch 128;
+* ``resnet_sd`` — notebook 10: ResNet-20 with 8-16-32 channels and stochastic depth, batch 128;
 * ``lenet5`` — notebook 09: LeNet-5-Caffe with sparse variational dropout, batch 100.
 
-    python benchmarks/bench_threads.py [--cases mlp256 cnn16] [--updates 200] [--repeats 3]
+    python benchmarks/bench_threads.py [--cases guide cnn16] [--updates 200] [--repeats 3]
 
 Timings only: nothing is asserted.
 """
@@ -43,43 +44,26 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import time
-from collections.abc import Callable
 
 import torch
-from torch import nn
+from bench_train import CASES as NETS  # the training benchmark's nets (benchmarks/ is on the path)
+from bench_train import SEED, build, floor_epoch, floor_target, make_data
 
-from dropoutlab.models import MLP, ConvNet, LeNet5Caffe, ResNetSD
-
-CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, str]] = {
-    "mlp1024": (lambda: MLP(784, [1024, 1024], 10, p_input=0.2, p_hidden=0.5), (784,), 100, "sgd"),
-    "mlp512x3": (lambda: MLP(784, [512, 512, 512], 10, p_hidden=0.5), (784,), 100, "adam"),
-    "mlp256": (lambda: MLP(784, [256, 256], 10, p_input=0.2, p_hidden=0.5), (784,), 128, "adam"),
-    "cnn16": (lambda: ConvNet((1, 28, 28), channels=(16, 32), hidden=64), (1, 28, 28), 128, "adam"),
-    "varshift": (lambda: ConvNet((1, 28, 28), channels=(8, 16, 16, 32), hidden=64, padding=1,
-                                 order="drop-conv-bn-act", p=0.5),
-                 (1, 28, 28), 64, "adam"),
-    "resnet": (lambda: ResNetSD((1, 28, 28), widths=(8, 16, 32), blocks_per_stage=3), (1, 28, 28), 128, "adam"),
-    "lenet5": (lambda: LeNet5Caffe((1, 28, 28), 10), (1, 28, 28), 100, "adam"),
-}
+#: The default cases: the nets that dominate the full profile's time.
+DEFAULT = ("mlp", "rate", "guide", "cnn16", "varshift", "resnet_sd", "lenet5")
+WARMUP = 5  # untimed updates before the timed ones
 
 
 def train(case: str, updates: int, threads: int) -> float:
     """Seconds for ``updates`` training updates of ``case`` on ``threads`` threads (after 5 warm-up updates)."""
     torch.set_num_threads(threads)
-    make, shape, batch, optimizer = CASES[case]
-    torch.manual_seed(0)
-    model = make().train()
-    opt = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.95) if optimizer == "sgd"
-           else torch.optim.Adam(model.parameters(), lr=1e-3))
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    for step in range(updates + 5):
-        if step == 5:
-            start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return time.perf_counter() - start
+    net = NETS[case]
+    bs, device = net.config.batch_size, torch.device("cpu")
+    x, y = make_data(net, (WARMUP + updates) * bs, torch.Generator().manual_seed(SEED))
+    target = floor_target(net, x, y)
+    model, scheduler = build(net)
+    floor_epoch(net, model, scheduler, x[:WARMUP * bs], target[:WARMUP * bs], net.config, device)
+    return floor_epoch(net, model, scheduler, x[WARMUP * bs:], target[WARMUP * bs:], net.config, device)
 
 
 def _worker(case: str, updates: int, threads: int, barrier, out) -> None:
@@ -115,7 +99,8 @@ def in_processes(case: str, updates: int, threads: int, processes: int, env: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--cases", nargs="+", choices=sorted(NETS), default=list(DEFAULT), metavar="NAME",
+                        help=f"cases of bench_train.py (default: {' '.join(DEFAULT)})")
     parser.add_argument("--updates", type=int, default=200, help="timed updates per measurement (default 200)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds after a warm-up (default 3)")
     args = parser.parse_args()

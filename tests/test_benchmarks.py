@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +31,7 @@ def load_bench(name: str = "bench_train"):
 
 bench = load_bench()
 store_bench = load_bench("bench_store")  # imports bench_train by name: loaded above
+threads_bench = load_bench("bench_threads")
 # the cases whose modules add regularizer() terms to the loss (the floor must add them too)
 REGULARIZED = {"concrete", "toy", "kw_var", "kw_mn", "lenet300", "lenet5", "t_variational", "t_concrete"}
 
@@ -67,7 +69,7 @@ def test_floor_and_loop_train_two_batches(name, monkeypatch, one_thread):
 def test_store_benchmark_trains_each_case_with_and_without_a_store(name, tmp_path, monkeypatch, one_thread):
     for env in (DRY_RUN_ENV, FORECAST_ENV):
         monkeypatch.delenv(env, raising=False)
-    monkeypatch.setenv(RUNS_ENV, "")  # time_fit sets and unsets the store: restored after the test
+    monkeypatch.setenv(RUNS_ENV, "before")  # time_fit must leave it as it found it
     case = bench.CASES[name]  # the training benchmark's net of the same name
     x, y = bench.make_data(case, 2 * case.config.batch_size, torch.Generator().manual_seed(0))
     data = {"train": store_bench.SimpleNamespace(x=x, y=y)}
@@ -75,6 +77,37 @@ def test_store_benchmark_trains_each_case_with_and_without_a_store(name, tmp_pat
     assert store_bench.time_fit(case, 2, data, str(tmp_path)) > 0
     (run,) = tmp_path.glob("*.pt")  # the store run trained and kept its finished state
     assert torch.load(run, weights_only=True)["complete"]
+    assert os.environ[RUNS_ENV] == "before"
+
+
+def test_run_store_restores_the_variable_even_when_the_block_fails(monkeypatch):
+    monkeypatch.delenv(RUNS_ENV, raising=False)
+    with pytest.raises(RuntimeError), store_bench.run_store("somewhere"):
+        assert os.environ[RUNS_ENV] == "somewhere"
+        raise RuntimeError
+    assert RUNS_ENV not in os.environ
+    monkeypatch.setenv(RUNS_ENV, "kept")
+    with store_bench.run_store(None):
+        assert RUNS_ENV not in os.environ
+    assert os.environ[RUNS_ENV] == "kept"
+
+
+@pytest.mark.parametrize("name", threads_bench.DEFAULT)
+def test_thread_benchmark_trains_the_training_benchmarks_nets(name, monkeypatch):
+    """bench_threads.train: the named bench_train net takes the given number of updates (and only those)."""
+    updates = []
+    monkeypatch.setattr(threads_bench, "floor_epoch", lambda case, model, sched, x, target, config, device:
+                        updates.append(len(x) // config.batch_size) or 1.0)
+    assert threads_bench.train(name, 3, torch.get_num_threads()) == 1.0
+    assert updates == [threads_bench.WARMUP, 3]
+
+
+def test_thread_benchmark_times_real_updates(one_thread):
+    assert threads_bench.train("guide", 2, torch.get_num_threads()) > 0
+
+
+def test_thread_benchmark_cases_are_training_benchmark_cases():
+    assert set(threads_bench.DEFAULT) <= set(bench.CASES)
 
 
 def _bullets(doc: str) -> dict[str, list[str]]:
