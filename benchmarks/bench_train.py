@@ -109,7 +109,14 @@ of the ``guide`` and ``cnn16`` nets) and SG-STABLE's gradient recorder (a measur
 ``guide`` net, no part of its training rule). Notebook 11 trains its LSTMs on one thread
 (``torch_threads: 1``): run those cases with ``OMP_NUM_THREADS=1`` to match.
 
+``fit`` trains with ``torch.use_deterministic_algorithms(True)`` (same seed, same bits); the floor
+does not, so by default the ratio includes what that mode costs. On CPU the mode fills every newly
+allocated, uninitialised tensor (``torch.utils.deterministic.fill_uninitialized_memory``), which
+costs the LSTMs, with their many small per-time-step tensors, 7–12 % of an update.
+``--deterministic`` runs the floor in the same mode, so the ratio shows fit's own overhead alone.
+
     python benchmarks/bench_train.py [--cases mlp concrete] [--samples 12800] [--repeats 3] [--device cpu]
+        [--deterministic]
 
 Timings only: nothing is asserted.
 """
@@ -119,7 +126,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
@@ -452,6 +460,17 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(enabled)`` inside the block, the previous setting after it."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def select_cases(names: list[str] | None, parser: argparse.ArgumentParser) -> list[str]:
     """Short names from ``--cases`` (space- or comma-separated), in the order given; all by default."""
     if not names:
@@ -470,6 +489,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None, help="override every case's own batch size")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="run the floor with deterministic algorithms on, as fit trains: the ratio then leaves out "
+                             "what that mode itself costs (on CPU: filling every new uninitialised tensor)")
     args = parser.parse_args()
     names = select_cases(args.cases, parser)
     for env in (RUNS_ENV, DRY_RUN_ENV, FORECAST_ENV):  # a run store, dry run or forecast would change what fit runs
@@ -477,7 +499,8 @@ def main() -> None:
     device = resolve_device(args.device)
     name_w, label_w = max(4, *map(len, names)), max(5, *(len(CASES[n].label) for n in names))
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.samples} samples, one epoch, best of {args.repeats} interleaved after a warm-up round")
+          f"{args.samples} samples, one epoch, best of {args.repeats} interleaved after a warm-up round; "
+          f"floor {'with' if args.deterministic else 'without'} deterministic algorithms")
     print(f"{'case':{name_w}s} {'model':{label_w}s} {'batch':>5s} {'floor samples/s':>16s} {'fit samples/s':>14s} "
           f"{'fit/floor':>10s}  goal ≥ 0.90")
     for name in names:
@@ -488,7 +511,8 @@ def main() -> None:
         target = floor_target(case, x, y)
         floors, fits = [], []
         for _ in range(args.repeats + 1):  # first round is warm-up
-            floors.append(floor_epoch(case, *build(case), x, target, config, device))
+            with deterministic_algorithms(args.deterministic):
+                floors.append(floor_epoch(case, *build(case), x, target, config, device))
             fits.append(fit_epoch(case, *build(case), x, y, config, device))
         floor, loop = min(floors[1:]), min(fits[1:])
         print(f"{name:{name_w}s} {case.label:{label_w}s} {config.batch_size:5d} {args.samples / floor:16.0f} "

@@ -80,6 +80,18 @@ def test_store_benchmark_trains_each_case_with_and_without_a_store(name, tmp_pat
     assert os.environ[RUNS_ENV] == "before"
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_deterministic_algorithms_context_sets_the_mode_and_restores_it(before):
+    saved = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(before)
+    try:
+        with bench.deterministic_algorithms(not before):
+            assert torch.are_deterministic_algorithms_enabled() is (not before)
+        assert torch.are_deterministic_algorithms_enabled() is before
+    finally:
+        torch.use_deterministic_algorithms(saved)
+
+
 def test_run_store_restores_the_variable_even_when_the_block_fails(monkeypatch):
     monkeypatch.delenv(RUNS_ENV, raising=False)
     with pytest.raises(RuntimeError), store_bench.run_store("somewhere"):
