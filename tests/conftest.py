@@ -11,6 +11,12 @@ from dropoutlab.data import Dataset
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# pytest-xdist runs one worker per core (pyproject's addopts): each worker computes on its share of the cores,
+# or the workers' torch threads would oversubscribe them. Tests that need a thread count set it themselves.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // WORKERS))
+
 
 def blobs(n: int, seed: int, features: int = 12, classes: int = 3) -> Dataset:
     """Gaussian class blobs: learnable in a few epochs, different for every seed."""
